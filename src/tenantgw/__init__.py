@@ -1,0 +1,1 @@
+"""tenantgw: a multi-tenant reverse-proxy gateway for Kubernetes, on Twisted."""

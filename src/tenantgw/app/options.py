@@ -1,0 +1,134 @@
+"""
+``twistd tenantgw`` options (contract section 8; names are fixed).
+
+Options whose feature is not built yet are accepted, so deployments written
+against the contract start, and are named in a warning at start-up: an
+option that silently does nothing is worse than one that is refused.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from typing import List, Tuple
+
+from twisted.python import usage
+
+from tenantgw.compile.selector import LabelSelector, SelectorError
+from tenantgw.config.model import IPNetwork
+
+IN_CLUSTER = "KUBERNETES_SERVICE_HOST" in os.environ
+
+# Option name -> what it will do once built.  Checked against the values
+# given, so the warning names only options the operator actually set.
+NOT_YET_EFFECTIVE = {
+    "kubeconfig": "the Kubernetes source",
+    "context": "the Kubernetes source",
+    "https": "TLS serving",
+    "default-cert": "TLS serving",
+    "default-key": "TLS serving",
+    "default-cert-secret": "TLS serving",
+    "redis": "shared quotas (quotas are in-process)",
+    "redis-failure": "shared quotas",
+    "workers": "multi-process workers (one process serves)",
+}
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be > 0")
+    return value
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "tenantgw: a multi-tenant reverse proxy. Each Kubernetes namespace is a tenant; "
+        "its Tenant ConfigMap declares hosts, routes, TLS, quotas and access policy."
+    )
+
+    optParameters = [
+        ["source", None, None, "kubernetes | dir:PATH (default: kubernetes in a cluster)"],
+        ["kubeconfig", None, None, "kubeconfig file for --source kubernetes"],
+        ["context", None, None, "kubeconfig context for --source kubernetes"],
+        ["http", None, "tcp:8080", "HTTP listener (Twisted endpoint string)"],
+        ["https", None, "tcp:8443", "HTTPS listener (Twisted endpoint string)"],
+        ["admin", None, "tcp:9090:interface=127.0.0.1", "admin listener (endpoint string)"],
+        ["base-domain", None, None, "derive each tenant's host as <namespace>.<domain>"],
+        ["namespace-selector", None, "", "label selector choosing tenant namespaces"],
+        ["default-cert", None, None, "certificate served when no tenant's matches SNI"],
+        ["default-key", None, None, "key for --default-cert"],
+        ["default-cert-secret", None, None, "NS/NAME of a TLS Secret for the default cert"],
+        ["redis", None, None, "redis://host:port/db for quotas shared across replicas"],
+        ["redis-failure", None, "open", "open | closed: what quotas do when Redis fails"],
+        ["trusted-proxies", None, "", "CIDR[,CIDR] whose X-Forwarded-For is believed"],
+        ["workers", None, "1", "processes sharing the listening sockets"],
+        ["upstream-timeout", None, "60", "seconds a route waits for its upstream by default"],
+        ["header-timeout", None, "15", "seconds a client has to send its request headers"],
+        ["poll-interval", None, "1", "seconds between re-reads of a dir: source"],
+    ]
+
+    def postOptions(self) -> None:
+        source = self["source"]
+        if source is None:
+            if not IN_CLUSTER:
+                raise usage.UsageError(
+                    "--source is required outside a cluster: --source dir:PATH or"
+                    " --source kubernetes"
+                )
+            source = "kubernetes"
+        if source.startswith("dir:"):
+            path = source[4:]
+            if not path:
+                raise usage.UsageError("--source dir:PATH needs a path")
+            self["source_dir"] = os.path.abspath(path)
+        elif source == "kubernetes":
+            raise usage.UsageError(
+                "--source kubernetes is not available in this build yet; use --source dir:PATH"
+            )
+        else:
+            raise usage.UsageError(f"--source must be 'kubernetes' or 'dir:PATH', not {source!r}")
+        self["source"] = source
+        if self["redis-failure"] not in ("open", "closed"):
+            raise usage.UsageError("--redis-failure must be 'open' or 'closed'")
+        try:
+            self["selector"] = LabelSelector.parse(self["namespace-selector"])
+        except SelectorError as e:
+            raise usage.UsageError(f"--namespace-selector: {e}") from None
+        self["trusted"] = parse_cidrs(self["trusted-proxies"])
+        try:
+            workers = int(self["workers"])
+            if workers < 1:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError("--workers must be a whole number >= 1") from None
+        for name in ("upstream-timeout", "header-timeout", "poll-interval"):
+            try:
+                self[name] = _positive_float(self[name])
+            except ValueError:
+                raise usage.UsageError(f"--{name} must be a number > 0") from None
+        base_domain = self["base-domain"]
+        if base_domain is not None:
+            self["base-domain"] = base_domain.strip(".").lower() or None
+
+    def not_yet_effective(self) -> List[Tuple[str, str]]:
+        """Options set to something other than their default whose feature is not built."""
+        result = []
+        for name, feature in NOT_YET_EFFECTIVE.items():
+            default = next(p[2] for p in self.optParameters if p[0] == name)
+            if self[name] != default:
+                result.append((name, feature))
+        return result
+
+
+def parse_cidrs(text: str) -> Tuple[IPNetwork, ...]:
+    networks = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(part, strict=True))
+        except ValueError as e:
+            raise usage.UsageError(f"--trusted-proxies: {part!r} is not a CIDR ({e})") from None
+    return tuple(networks)

@@ -1,0 +1,62 @@
+"""
+Sources -> compile -> data plane: the glue that applies each new snapshot.
+
+Status changes are logged here, once per change, so an operator reading the
+gateway's log sees a tenant go from Accepted to Rejected and why, without a
+line per poll.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping
+
+from twisted.logger import Logger
+
+from tenantgw.admin.resource import Readiness
+from tenantgw.compile.compiler import CompileOptions, compile_snapshot
+from tenantgw.compile.snapshot import STATE_ACCEPTED, Snapshot, TenantStatus
+from tenantgw.dataplane.gateway import Gateway
+
+_log = Logger()
+
+
+class ConfigPipeline:
+    def __init__(self, gateway: Gateway, options: CompileOptions, readiness: Readiness) -> None:
+        self.gateway = gateway
+        self.options = options
+        self.readiness = readiness
+        self.rebuilds = 0
+
+    def objects_changed(self, objects: List[Mapping[str, Any]]) -> None:
+        previous = self.gateway.snapshot
+        snapshot = compile_snapshot(objects, self.options, previous)
+        self.gateway.apply(snapshot)
+        self.rebuilds += 1
+        self.readiness.synced = True
+        self._log_changes(previous, snapshot)
+
+    def _log_changes(self, previous: Snapshot, current: Snapshot) -> None:
+        for namespace, status in sorted(current.statuses.items()):
+            if previous.statuses.get(namespace) == status:
+                continue
+            _report(status)
+        for namespace in sorted(set(previous.statuses) - set(current.statuses)):
+            _log.info("tenant {namespace}: removed", namespace=namespace)
+
+
+def _report(status: TenantStatus) -> None:
+    text = "; ".join(status.messages)
+    if status.state == STATE_ACCEPTED and not status.messages:
+        _log.info(
+            "tenant {namespace}: Accepted, hosts {hosts}",
+            namespace=status.namespace,
+            hosts=", ".join(status.hosts) or "(none)",
+        )
+    else:
+        _log.warn(
+            "tenant {namespace}: {state} ({serving}): {text}",
+            namespace=status.namespace,
+            state=status.state,
+            serving="serving" if status.serving else "not serving",
+            text=text,
+        )

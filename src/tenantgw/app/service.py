@@ -1,0 +1,112 @@
+"""
+Builds the running gateway for ``twistd tenantgw``.
+
+The twistd dropin names this module lazily, so nothing here (least of all
+the reactor) is imported until twistd actually starts tenantgw.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.web.server import Site
+
+from tenantgw.admin.resource import Readiness, admin_root
+from tenantgw.app.options import Options
+from tenantgw.app.pipeline import ConfigPipeline
+from tenantgw.compile.compiler import CompileOptions
+from tenantgw.dataplane.access import CredentialChecker
+from tenantgw.dataplane.gateway import Gateway, GatewaySite
+from tenantgw.dataplane.upstream import UpstreamPool
+from tenantgw.sources.directory import DirectorySource
+
+__all__ = ["Options", "makeService", "build"]
+
+_log = Logger()
+
+
+class _PoolService(Service):
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> Any:
+        self.pool.stop()
+        return super().stopService()
+
+
+class _StartupWarnings(Service):
+    def __init__(self, options: Options) -> None:
+        self.options = options
+
+    def startService(self) -> None:
+        super().startService()
+        for name, feature in self.options.not_yet_effective():
+            _log.warn(
+                "--{name} is set but has no effect yet: {feature} is not built in this release",
+                name=name,
+                feature=feature,
+            )
+        _log.warn("no HTTPS listener: TLS serving is not built in this release (--https unused)")
+
+
+class GatewayServices(MultiService):
+    """The whole gateway, with its parts reachable for tests and the admin API."""
+
+    def __init__(self, options: Options, reactor: Any) -> None:
+        super().__init__()
+        self.readiness = Readiness()
+        self.pool = UpstreamPool(reactor, reactor)
+        self.gateway = Gateway(
+            reactor,
+            reactor,
+            self.pool,
+            CredentialChecker(reactor, reactor.getThreadPool()),
+            trusted_proxies=options["trusted"],
+            upstream_timeout=options["upstream-timeout"],
+        )
+        self.site = GatewaySite(self.gateway, reactor, header_deadline=options["header-timeout"])
+        self.pipeline = ConfigPipeline(
+            self.gateway,
+            CompileOptions(
+                base_domain=options["base-domain"], namespace_selector=options["selector"]
+            ),
+            self.readiness,
+        )
+        self.source = DirectorySource(
+            options["source_dir"],
+            reactor,
+            self.pipeline.objects_changed,
+            interval=options["poll-interval"],
+        )
+        self.admin_site = Site(
+            admin_root(self.readiness, lambda: self.gateway.snapshot), reactor=reactor
+        )
+        self.admin_site.log = lambda request: None  # type: ignore[method-assign]
+
+        _StartupWarnings(options).setServiceParent(self)
+        _PoolService(self.pool).setServiceParent(self)
+        self.source.setServiceParent(self)
+        StreamServerEndpointService(
+            serverFromString(reactor, options["admin"]), self.admin_site
+        ).setServiceParent(self)
+        StreamServerEndpointService(
+            serverFromString(reactor, options["http"]), self.site
+        ).setServiceParent(self)
+
+
+def build(options: Options, reactor: Any) -> GatewayServices:
+    return GatewayServices(options, reactor)
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    return build(options, reactor)

@@ -1,0 +1,33 @@
+"""
+Route precedence (contract section 5), applied once per compile so that the
+data plane can match by a first-hit scan.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Tuple, TypeVar
+
+from tenantgw.config.model import PATH_EXACT, Route, RouteMatch
+
+T = TypeVar("T")
+
+
+def precedence_key(match: RouteMatch, declared_at: int) -> Tuple[int, int, int, int, int, int]:
+    """
+    Exact path, then longest prefix, then routes with a method match, then
+    most header matches, then most query matches, then declaration order.
+    """
+    return (
+        0 if match.path_type == PATH_EXACT else 1,
+        -len(match.path),
+        0 if match.methods else 1,
+        -len(match.headers),
+        -len(match.query_params),
+        declared_at,
+    )
+
+
+def in_precedence_order(routes: Iterable[Tuple[Route, T]]) -> Tuple[T, ...]:
+    indexed = [(precedence_key(route.match, i), item) for i, (route, item) in enumerate(routes)]
+    indexed.sort(key=lambda pair: pair[0])
+    return tuple(item for _, item in indexed)

@@ -1,0 +1,136 @@
+"""
+The routing snapshot: everything the data plane needs, resolved and frozen.
+
+A snapshot is built by one pure function (L{tenantgw.compile.compiler}) from
+the watched objects and is then only ever read.  The data plane swaps a whole
+snapshot in one attribute assignment, so a request sees either the old world
+or the new one, never half of each.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Mapping, Optional, Tuple
+
+from attrs import field, frozen
+
+from tenantgw.config.model import IPNetwork, Quota, RateLimit, Route, TenantSpec
+
+STATE_ACCEPTED = "Accepted"
+STATE_CLAMPED = "Clamped"
+STATE_REJECTED = "Rejected"
+STATE_HOST_CONFLICT = "HostConflict"
+STATE_CERTIFICATE_ERROR = "CertificateError"
+
+
+@frozen
+class Endpoint:
+    """One ready address of a Service, as listed by its EndpointSlices."""
+
+    address: str
+    port: int
+
+    @property
+    def key(self) -> Tuple[str, int]:
+        return (self.address, self.port)
+
+
+@frozen
+class CompiledBackend:
+    service: str
+    port: int  # the Service port, for logs and the upstream Host fallback
+    weight: int
+    endpoints: Tuple[Endpoint, ...]
+    tls: bool = False
+
+
+@frozen
+class CompiledAccess:
+    """
+    Access rules with their Secrets resolved.  API keys are kept only as
+    SHA-256 digests: a set lookup on a digest leaks nothing about the key's
+    bytes through timing, and the raw keys never sit in the snapshot.
+    """
+
+    allow_cidrs: Tuple[IPNetwork, ...] = ()
+    deny_cidrs: Tuple[IPNetwork, ...] = ()
+    basic_auth_realm: Optional[str] = None
+    basic_auth_users: Mapping[str, bytes] = field(factory=dict)  # user -> bcrypt hash
+    api_key_digests: Optional[frozenset[bytes]] = None
+
+    @property
+    def checks_address(self) -> bool:
+        return bool(self.allow_cidrs or self.deny_cidrs)
+
+    @property
+    def checks_credentials(self) -> bool:
+        return self.basic_auth_realm is not None or self.api_key_digests is not None
+
+
+def digest_api_key(key: bytes) -> bytes:
+    return hashlib.sha256(key).digest()
+
+
+@frozen
+class CompiledRoute:
+    route: Route
+    backends: Tuple[CompiledBackend, ...]
+    access: Tuple[CompiledAccess, ...]  # tenant's, then the route's: every one must pass
+    rate: Optional[RateLimit] = None
+
+    @property
+    def name(self) -> str:
+        return self.route.name
+
+
+@frozen
+class CompiledTenant:
+    namespace: str
+    hosts: Tuple[str, ...]
+    spec: TenantSpec
+    quota: Quota  # after namespace ceilings
+    routes: Tuple[CompiledRoute, ...]  # in match precedence order
+    access: CompiledAccess
+    generation: str  # identifies the config that serves, for status and metrics
+
+
+@frozen
+class TenantStatus:
+    """What a tenant (and the operator) should know about one namespace."""
+
+    namespace: str
+    state: str
+    messages: Tuple[str, ...] = ()
+    config_map: Optional[str] = None
+    serving: bool = False
+    hosts: Tuple[str, ...] = ()
+
+
+@frozen
+class Snapshot:
+    """
+    Host lookup tables plus per-tenant status.  Wildcards are stored as
+    suffixes (``*.a.b`` -> ``.a.b``) sorted longest first, which makes "a longer
+    wildcard beats a shorter one" fall out of a linear scan.
+    """
+
+    tenants: Mapping[str, CompiledTenant] = field(factory=dict)
+    exact_hosts: Mapping[str, CompiledTenant] = field(factory=dict)
+    wildcard_hosts: Tuple[Tuple[str, CompiledTenant], ...] = ()
+    statuses: Mapping[str, TenantStatus] = field(factory=dict)
+    # The specs serving now, kept so that a later rejected update can fall
+    # back to them: this is the "last good config" memory, carried from one
+    # compile to the next instead of being hidden state in a source.
+    last_good: Mapping[str, Tuple[str, TenantSpec]] = field(factory=dict)
+
+    def tenant_for_host(self, host: str) -> Optional[CompiledTenant]:
+        tenant = self.exact_hosts.get(host)
+        if tenant is not None:
+            return tenant
+        for suffix, candidate in self.wildcard_hosts:
+            if host.endswith(suffix) and len(host) > len(suffix):
+                return candidate
+        return None
+
+
+EMPTY_SNAPSHOT = Snapshot()

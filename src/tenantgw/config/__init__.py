@@ -1,0 +1,1 @@
+"""Tenant intent and operator policy: parsing, validation and the immutable model."""

@@ -1,0 +1,213 @@
+"""
+The tenant's declared intent, as immutable values.
+
+Everything a tenant writes in ``tenant.yaml`` lands in these classes after
+validation (see L{tenantgw.config.parse}).  They are frozen so that a snapshot
+built from them can be shared by every request in flight without locks, and
+so that "did anything change?" is a plain equality test.
+
+Field names follow Python style; the YAML spelling is the contract's
+(``requestsPerSecond`` -> ``requests_per_second``).  Header names are kept
+lower-cased here because every comparison on them is case-insensitive.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Optional, Tuple, Union
+
+from attrs import field, frozen
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+PATH_PREFIX = "Prefix"
+PATH_EXACT = "Exact"
+PATH_TYPES = (PATH_PREFIX, PATH_EXACT)
+
+LB_ROUND_ROBIN = "RoundRobin"
+LB_LEAST_REQUEST = "LeastRequest"
+LB_COOKIE = "Cookie"
+LB_POLICIES = (LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_COOKIE)
+
+REDIRECT_STATUSES = (301, 302, 303, 307, 308)
+
+
+@frozen
+class RateLimit:
+    """A token bucket: C{requests_per_second} refill, C{burst} capacity."""
+
+    requests_per_second: float
+    burst: int
+
+
+@frozen
+class Quota:
+    """
+    Tenant-wide limits.  L{None} means "no limit of that kind"; ceilings from
+    the namespace are applied later, at compile time, because they belong to
+    the operator and change independently of the tenant's file.
+    """
+
+    rate: Optional[RateLimit] = None
+    per_client: Optional[RateLimit] = None
+    max_concurrent_requests: Optional[int] = None
+    max_request_body_bytes: Optional[int] = None
+
+
+@frozen
+class BasicAuthRef:
+    secret_name: str
+    realm: str = "tenantgw"
+
+
+@frozen
+class SecretRef:
+    secret_name: str
+
+
+@frozen
+class Access:
+    """
+    Who may call.  Empty C{allow_cidrs} admits every address; a deny always
+    wins.  Credentials are references: the secrets themselves are resolved
+    at compile time inside the tenant's own namespace only.
+    """
+
+    allow_cidrs: Tuple[IPNetwork, ...] = ()
+    deny_cidrs: Tuple[IPNetwork, ...] = ()
+    basic_auth: Optional[BasicAuthRef] = None
+    api_keys: Optional[SecretRef] = None
+
+
+@frozen
+class HeaderMatch:
+    name: str  # lower-cased
+    value: str
+
+
+@frozen
+class QueryParamMatch:
+    name: str  # case-sensitive, as in Gateway API
+    value: str
+
+
+@frozen
+class RouteMatch:
+    path: str = "/"
+    path_type: str = PATH_PREFIX
+    methods: Tuple[str, ...] = ()
+    headers: Tuple[HeaderMatch, ...] = ()
+    query_params: Tuple[QueryParamMatch, ...] = ()
+
+
+@frozen
+class BackendRef:
+    """A Service in the tenant's own namespace; C{port} is a number or a name."""
+
+    service: str
+    port: Union[int, str]
+    weight: int = 1
+
+
+@frozen
+class Rewrite:
+    replace_prefix: Optional[str] = None
+    host: Optional[str] = None
+
+
+@frozen
+class HeaderModifier:
+    """
+    Header edits applied in the order remove, set, add, so that a header can
+    be both cleared and given a value in one declaration.
+    """
+
+    set: Tuple[Tuple[str, str], ...] = ()
+    add: Tuple[Tuple[str, str], ...] = ()
+    remove: Tuple[str, ...] = ()
+
+    def is_empty(self) -> bool:
+        return not (self.set or self.add or self.remove)
+
+
+@frozen
+class Redirect:
+    scheme: Optional[str] = None
+    host: Optional[str] = None
+    port: Optional[int] = None
+    path: Optional[str] = None
+    status_code: int = 302
+
+
+@frozen
+class Retries:
+    attempts: int = 0
+
+
+@frozen
+class LoadBalancer:
+    policy: str = LB_ROUND_ROBIN
+
+
+@frozen
+class HealthCheck:
+    path: str = "/healthz"
+    interval_seconds: float = 5.0
+    unhealthy_threshold: int = 3
+    healthy_threshold: int = 2
+
+
+@frozen
+class Cache:
+    max_age_seconds: int = 60
+    max_body_bytes: int = 1048576
+
+
+@frozen
+class Route:
+    name: str
+    match: RouteMatch = field(factory=RouteMatch)
+    backends: Tuple[BackendRef, ...] = ()
+    rewrite: Optional[Rewrite] = None
+    request_headers: HeaderModifier = field(factory=HeaderModifier)
+    response_headers: HeaderModifier = field(factory=HeaderModifier)
+    redirect: Optional[Redirect] = None
+    timeout_seconds: Optional[float] = None
+    retries: Retries = field(factory=Retries)
+    load_balancer: LoadBalancer = field(factory=LoadBalancer)
+    health_check: Optional[HealthCheck] = None
+    access: Optional[Access] = None
+    quota: Optional[RateLimit] = None
+    cache: Optional[Cache] = None
+
+
+@frozen
+class TLS:
+    secret_name: str
+    http_redirect: bool = True
+
+
+@frozen
+class TenantSpec:
+    """One tenant's whole ``tenant.yaml``, validated."""
+
+    hosts: Tuple[str, ...] = ()
+    tls: Optional[TLS] = None
+    quota: Quota = field(factory=Quota)
+    access: Access = field(factory=Access)
+    routes: Tuple[Route, ...] = ()
+
+
+@frozen
+class FieldError:
+    """
+    One reason a tenant file was refused.  C{path} uses the contract's
+    spelling (``routes[2].backends[0].port``) so that a tenant can find the
+    line in their own file without reading ours.
+    """
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message

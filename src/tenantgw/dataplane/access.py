@@ -1,0 +1,154 @@
+"""
+Access policy decisions: client address ranges and credentials.
+
+bcrypt is slow on purpose (tens of milliseconds a check), so verifying it on
+the reactor thread would let one client stall every tenant.  Verification
+runs in a thread pool, and a bounded cache of recent successes (keyed by a
+digest of the credentials, never the password itself) keeps the common case
+of a returning client synchronous.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+from collections import OrderedDict
+from typing import Optional, Sequence, Tuple
+
+import bcrypt
+from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from tenantgw.compile.snapshot import CompiledAccess, digest_api_key
+from tenantgw.config.model import IPNetwork
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+ALLOWED, DENIED_ADDRESS, DENIED_CREDENTIALS = 0, 403, 401
+
+_VERIFIED_CACHE_SIZE = 10_000
+
+
+def parse_address(text: str) -> Optional[IPAddress]:
+    try:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def address_allowed(address: Optional[IPAddress], access: CompiledAccess) -> bool:
+    """Deny wins over allow; an empty allow list admits everyone."""
+    if address is None:
+        return not access.allow_cidrs and not access.deny_cidrs
+    for network in access.deny_cidrs:
+        if address.version == network.version and address in network:
+            return False
+    if not access.allow_cidrs:
+        return True
+    return any(
+        address.version == network.version and address in network
+        for network in access.allow_cidrs
+    )
+
+
+def client_address(
+    peer: str, forwarded_for: Optional[Sequence[bytes]], trusted: Tuple[IPNetwork, ...]
+) -> str:
+    """
+    The peer, unless the peer is a trusted proxy: then the right-most address
+    in X-Forwarded-For that is not itself trusted (everything left of it was
+    written by parties we cannot vouch for).
+    """
+    if not trusted or not forwarded_for:
+        return peer
+    parsed = parse_address(peer)
+    if parsed is None or not _in_any(parsed, trusted):
+        return peer
+    hops = [h.strip() for value in forwarded_for for h in value.decode("latin-1").split(",")]
+    for hop in reversed(hops):
+        address = parse_address(hop)
+        if address is None:
+            return peer
+        if not _in_any(address, trusted):
+            return str(address)
+    return peer
+
+
+def _in_any(address: IPAddress, networks: Tuple[IPNetwork, ...]) -> bool:
+    return any(address.version == n.version and address in n for n in networks)
+
+
+class CredentialChecker:
+    """Checks API keys synchronously and basic auth through a thread pool."""
+
+    def __init__(self, reactor: object, threadpool: ThreadPool) -> None:
+        self._reactor = reactor
+        self._threadpool = threadpool
+        self._verified: OrderedDict[bytes, None] = OrderedDict()
+
+    def check(
+        self,
+        access: CompiledAccess,
+        authorization: Optional[bytes],
+        api_key_header: Optional[bytes],
+    ) -> bool | Deferred[bool]:
+        """
+        True, False, or a Deferred firing with one of them.  When a scope
+        accepts both basic auth and API keys, either credential admits.
+        """
+        if access.api_key_digests is not None:
+            presented = api_key_header
+            if presented is None and authorization and authorization[:7].lower() == b"bearer ":
+                presented = authorization[7:].strip()
+            if presented is not None and digest_api_key(presented) in access.api_key_digests:
+                return True
+            if access.basic_auth_realm is None:
+                return False
+        if access.basic_auth_realm is None:
+            return True
+        if not authorization or authorization[:6].lower() != b"basic ":
+            return False
+        try:
+            decoded = base64.b64decode(authorization[6:].strip(), validate=True)
+        except ValueError:
+            return False
+        user, colon, password = decoded.partition(b":")
+        if not colon:
+            return False
+        stored = access.basic_auth_users.get(user.decode("utf-8", "replace"))
+        if stored is None:
+            # Same work as a real check, so a timing probe cannot enumerate users.
+            stored = _DUMMY_HASH
+        cache_key = hashlib.sha256(b"%s\0%s\0%s" % (stored, user, password)).digest()
+        if cache_key in self._verified:
+            self._verified.move_to_end(cache_key)
+            return user.decode("utf-8", "replace") in access.basic_auth_users
+        known = stored is not _DUMMY_HASH
+        d = deferToThreadPool(self._reactor, self._threadpool, _checkpw, password, stored)
+
+        def remember(ok: bool) -> bool:
+            if ok and known:
+                self._verified[cache_key] = None
+                if len(self._verified) > _VERIFIED_CACHE_SIZE:
+                    self._verified.popitem(last=False)
+            return ok and known
+
+        return d.addCallback(remember)
+
+
+_DUMMY_HASH = bcrypt.hashpw(b"tenantgw-no-such-user", bcrypt.gensalt(rounds=10))
+
+
+def _checkpw(password: bytes, stored: bytes) -> bool:
+    if stored.startswith(b"$2y$"):
+        # htpasswd writes $2y$; the algorithm is the same as $2b$.
+        stored = b"$2b$" + stored[4:]
+    try:
+        return bcrypt.checkpw(password, stored)
+    except ValueError:
+        return False

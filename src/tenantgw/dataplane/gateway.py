@@ -1,0 +1,553 @@
+"""
+The data plane: Host -> tenant -> route -> endpoint, for every request.
+
+A snapshot is turned into a tree of handlers once, when it is applied (host
+table -> L{TenantHandler} -> L{RouteHandler}), and the tree is swapped in a
+single attribute assignment.  A request reads the tree once, at its start,
+and keeps that tree for its whole life, so a reload never changes the rules
+under a request in flight.  Quota state lives outside the tree, keyed by
+namespace, so a reload does not hand anyone a fresh budget.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from typing import Dict, List, Optional, Tuple
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+
+from tenantgw.compile.snapshot import (
+    EMPTY_SNAPSHOT,
+    CompiledAccess,
+    CompiledBackend,
+    CompiledRoute,
+    CompiledTenant,
+    Endpoint,
+    Snapshot,
+)
+from tenantgw.config.model import IPNetwork, RateLimit, Redirect
+from tenantgw.dataplane.access import (
+    CredentialChecker,
+    address_allowed,
+    client_address,
+    parse_address,
+)
+from tenantgw.dataplane.channel import GatewayChannel
+from tenantgw.dataplane.limits import Bucket, Denial, InFlight, RateLimiter
+from tenantgw.dataplane.matching import Matcher, first_match, normalize_path
+from tenantgw.dataplane.proxy import Exchange
+from tenantgw.dataplane.request import GatewayRequest
+from tenantgw.dataplane.responses import respond
+from tenantgw.dataplane.upstream import UpstreamPool
+
+_log = Logger()
+
+_REQUEST_ID = re.compile(rb"\A[A-Za-z0-9._:+=/-]{8,128}\Z")
+_HOST = re.compile(rb"\A[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\Z")
+DEFAULT_UPSTREAM_TIMEOUT = 60.0
+
+
+def host_of(request: GatewayRequest) -> Optional[str]:
+    """
+    The lower-cased host name the request is for, without port or trailing
+    dot; L{None} when it is not a well-formed name (which is a 400: no
+    tenant's rules should be consulted for a Host we cannot parse).
+    """
+    target = request.path
+    if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
+        # Absolute form: the target's authority overrides Host (RFC 9112 3.2.2).
+        rest = target.split(b"://", 1)[1]
+        slash = rest.find(b"/")
+        raw = rest if slash < 0 else rest[:slash]
+        request.path = b"/" if slash < 0 else rest[slash:]
+    else:
+        values = request.requestHeaders.getRawHeaders(b"host")
+        if not values:
+            return None
+        raw = values[0]
+    if raw.startswith(b"["):
+        return None  # IP literals are never a tenant's host
+    colon = raw.rfind(b":")
+    if colon >= 0:
+        port = raw[colon + 1 :]
+        if port and not port.isdigit():
+            return None
+        raw = raw[:colon]
+    raw = raw.lower().rstrip(b".")
+    if not raw or len(raw) > 253 or _HOST.match(raw) is None:
+        return None
+    return raw.decode("ascii")
+
+
+class _SmoothWeightedChoice:
+    """
+    nginx's smooth weighted round robin: deterministic, spreads a 90/10 split
+    as 9,1 interleaved rather than 9 in a row, and needs no randomness.
+    """
+
+    def __init__(self, weights: List[int]) -> None:
+        self.weights = weights
+        self.current = [0] * len(weights)
+        self.total = sum(weights)
+
+    def pick(self) -> int:
+        best = -1
+        current = self.current
+        for i, weight in enumerate(self.weights):
+            current[i] += weight
+            if best < 0 or current[i] > current[best]:
+                best = i
+        current[best] -= self.total
+        return best
+
+
+class BackendPicker:
+    """Chooses a backend by weight, then one of its ready endpoints in turn."""
+
+    def __init__(self, backends: Tuple[CompiledBackend, ...]) -> None:
+        usable = [b for b in backends if b.weight > 0 and b.endpoints]
+        self.backends = usable
+        self.choice = _SmoothWeightedChoice([b.weight for b in usable]) if len(usable) > 1 else None
+        self.cursors = [0] * len(usable)
+
+    def pick(self) -> Optional[Tuple[CompiledBackend, Endpoint]]:
+        if not self.backends:
+            return None
+        index = self.choice.pick() if self.choice is not None else 0
+        backend = self.backends[index]
+        endpoints = backend.endpoints
+        cursor = self.cursors[index]
+        self.cursors[index] = (cursor + 1) % len(endpoints)
+        return backend, endpoints[cursor % len(endpoints)]
+
+
+def _rate_policy_headers(denial: Denial) -> List[Tuple[bytes, bytes]]:
+    """Retry-After plus the IETF httpapi RateLimit-Policy / RateLimit fields."""
+    limit = denial.limit
+    window = max(1, math.ceil(limit.burst / limit.requests_per_second))
+    wait = max(1, math.ceil(denial.retry_after))
+    name = denial.policy_name.encode("ascii")
+    return [
+        (b"retry-after", b"%d" % wait),
+        (b"ratelimit-policy", b'"%s";q=%d;w=%d' % (name, limit.burst, window)),
+        (b"ratelimit", b'"%s";r=0;t=%d' % (name, wait)),
+    ]
+
+
+class RouteHandler:
+    def __init__(self, tenant: TenantHandler, compiled: CompiledRoute) -> None:
+        route = compiled.route
+        self.tenant = tenant
+        self.compiled = compiled
+        self.name = route.name
+        self.matcher = Matcher.for_route(route.match)
+        self.picker = BackendPicker(compiled.backends)
+        self.access: Tuple[CompiledAccess, ...] = compiled.access
+        self.checks_address = any(a.checks_address for a in compiled.access)
+        self.checks_credentials = any(a.checks_credentials for a in compiled.access)
+        self.timeout = route.timeout_seconds or tenant.gateway.upstream_timeout
+        self.redirect: Optional[Redirect] = route.redirect
+        rewrite = route.rewrite
+        self.replace_prefix = (
+            rewrite.replace_prefix.encode("ascii") if rewrite and rewrite.replace_prefix else None
+        )
+        self.rewrite_host = rewrite.host.encode("ascii") if rewrite and rewrite.host else None
+        self.request_edits = route.request_headers if not route.request_headers.is_empty() else None
+        response_edits = route.response_headers
+        self.edit_response = None if response_edits.is_empty() else self._edit_response
+        self.rate_bucket = (
+            Bucket(("route", tenant.namespace, route.name), compiled.rate, "route")
+            if compiled.rate
+            else None
+        )
+
+    def _edit_response(self, request: GatewayRequest) -> None:
+        edits = self.compiled.route.response_headers
+        headers = request.responseHeaders
+        for name in edits.remove:
+            headers.removeHeader(name)
+        for name, value in edits.set:
+            headers.setRawHeaders(name, [value])
+        for name, value in edits.add:
+            headers.addRawHeader(name, value)
+
+    def target_for(self, path: bytes, query: bytes) -> bytes:
+        replace = self.replace_prefix
+        if replace is not None:
+            rest = path[len(self.matcher.path) :]
+            if replace.endswith(b"/") and rest.startswith(b"/"):
+                rest = rest[1:]
+            path = (replace + rest) or b"/"
+        return path + query
+
+
+class TenantHandler:
+    def __init__(self, gateway: Gateway, compiled: CompiledTenant) -> None:
+        self.gateway = gateway
+        self.compiled = compiled
+        self.namespace = compiled.namespace
+        quota = compiled.quota
+        self.tenant_bucket = (
+            Bucket(("tenant", self.namespace), quota.rate, "tenant") if quota.rate else None
+        )
+        self.per_client: Optional[RateLimit] = quota.per_client
+        self.max_concurrent = quota.max_concurrent_requests
+        self.max_body = quota.max_request_body_bytes
+        self.routes = tuple(
+            (handler.matcher, handler)
+            for handler in (RouteHandler(self, route) for route in compiled.routes)
+        )
+
+    def handle(self, request: GatewayRequest, host: str) -> None:
+        gateway = self.gateway
+        request.tenant_namespace = self.namespace
+        raw_path = request.path
+        path = normalize_path(raw_path)
+        if path is None:
+            respond(request, 400, close=True)
+            return
+        uri = request.uri
+        query_at = uri.find(b"?")
+        query = uri[query_at:] if query_at >= 0 else b""
+        route: Optional[RouteHandler] = first_match(
+            self.routes,
+            request.method,
+            path,
+            request.requestHeaders.getRawHeaders,
+            query[1:] if query else None,
+        )
+        if route is None:
+            respond(request, 404)
+            return
+        request.route_name = route.name
+        if route.checks_address:
+            address = parse_address(request.client_address)
+            for access in route.access:
+                if not address_allowed(address, access):
+                    respond(request, 403)
+                    return
+        if route.checks_credentials:
+            verdict = gateway.check_credentials(request, route.access)
+            if isinstance(verdict, Deferred):
+                request.setHeader(b"x-request-id", request.request_id)
+                verdict.addCallback(
+                    lambda ok: self._after_credentials(ok, request, route, host, path, query)
+                )
+                verdict.addErrback(lambda f: gateway.internal_error(request, f))
+                return
+            if not verdict:
+                self._unauthorized(request, route)
+                return
+        self._admit(request, route, host, path, query)
+
+    def _after_credentials(
+        self,
+        ok: bool,
+        request: GatewayRequest,
+        route: RouteHandler,
+        host: str,
+        path: bytes,
+        query: bytes,
+    ) -> None:
+        if request.finished or request.channel is None:
+            return
+        if not ok:
+            self._unauthorized(request, route)
+            return
+        self._admit(request, route, host, path, query)
+
+    def _unauthorized(self, request: GatewayRequest, route: RouteHandler) -> None:
+        realms = [a.basic_auth_realm for a in route.access if a.basic_auth_realm is not None]
+        headers = []
+        if realms:
+            headers.append(
+                (b"www-authenticate", b'Basic realm="%s", charset="UTF-8"' % realms[-1].encode())
+            )
+        respond(request, 401, headers)
+
+    def _admit(
+        self,
+        request: GatewayRequest,
+        route: RouteHandler,
+        host: str,
+        path: bytes,
+        query: bytes,
+    ) -> None:
+        gateway = self.gateway
+        max_body = self.max_body
+        if max_body is not None:
+            declared = request.declared_length
+            if declared is not None and declared > max_body:
+                respond(request, 413, close=True)
+                return
+            if declared is None:
+                request.on_body_over_limit(max_body, lambda: self._body_too_large(request))
+                if request.finished:
+                    return
+        namespace = self.namespace
+        entered = False
+        if self.max_concurrent is not None:
+            if not gateway.in_flight.try_enter(namespace, self.max_concurrent):
+                respond(request, 503, [(b"retry-after", b"1")])
+                return
+            entered = True
+        buckets: List[Bucket] = []
+        if self.tenant_bucket is not None:
+            buckets.append(self.tenant_bucket)
+        if self.per_client is not None:
+            buckets.append(
+                Bucket(("client", namespace, request.client_address), self.per_client, "client")
+            )
+        if route.rate_bucket is not None:
+            buckets.append(route.rate_bucket)
+        if buckets:
+            denial = gateway.limiter.try_acquire(buckets)
+            if denial is not None:
+                if entered:
+                    gateway.in_flight.leave(namespace)
+                respond(request, 429, _rate_policy_headers(denial))
+                return
+        done = gateway.exchange_done_releasing if entered else gateway.exchange_done
+        if route.redirect is not None:
+            self._redirect(request, route.redirect, host, path, query)
+            done(request, request.code)
+            return
+        picked = route.picker.pick()
+        if picked is None:
+            respond(request, 503, [(b"retry-after", b"1")])
+            done(request, 503)
+            return
+        backend, endpoint = picked
+        request.upstream = f"{endpoint.address}:{endpoint.port}"
+        headers = request.requestHeaders
+        if route.checks_credentials:
+            headers.removeHeader(b"authorization")
+            headers.removeHeader(b"x-api-key")
+        edits = route.request_edits
+        if edits is not None:
+            for name in edits.remove:
+                headers.removeHeader(name)
+            for name, value in edits.set:
+                headers.setRawHeaders(name, [value])
+            for name, value in edits.add:
+                headers.addRawHeader(name, value)
+        original_host = request.requestHeaders.getRawHeaders(b"host", [host.encode("ascii")])[0]
+        previous_for = headers.getRawHeaders(b"x-forwarded-for")
+        client = request.client_address.encode("ascii")
+        forwarded = (
+            (
+                b"X-Forwarded-For",
+                b", ".join([*previous_for, client]) if previous_for else client,
+            ),
+            (b"X-Forwarded-Proto", b"https" if request.isSecure() else b"http"),
+            (b"X-Forwarded-Host", original_host),
+            (b"X-Request-Id", request.request_id),
+        )
+        exchange = Exchange(
+            request,
+            gateway.pool,
+            gateway.clock,
+            endpoint.key,
+            request.method,
+            route.target_for(path, query),
+            route.rewrite_host or original_host,
+            forwarded,
+            route.timeout,
+            route.edit_response,
+            done,
+        )
+        exchange.start()
+
+    def _body_too_large(self, request: GatewayRequest) -> None:
+        exchange = request.exchange
+        if exchange is not None and not exchange.finished:
+            exchange.client_gone()
+        if request.startedWriting:
+            if request.channel is not None:
+                request.channel.transport.abortConnection()
+            return
+        respond(request, 413, close=True)
+
+    def _redirect(
+        self, request: GatewayRequest, redirect: Redirect, host: str, path: bytes, query: bytes
+    ) -> None:
+        scheme = redirect.scheme or ("https" if request.isSecure() else "http")
+        target_host = redirect.host or host
+        port = redirect.port
+        default_port = 443 if scheme == "https" else 80
+        authority = target_host if port in (None, default_port) else f"{target_host}:{port}"
+        target_path = redirect.path.encode("ascii") if redirect.path else path
+        location = f"{scheme}://{authority}".encode("ascii") + target_path + query
+        respond(request, redirect.status_code, [(b"location", location)])
+
+
+class HostTable:
+    """Host -> tenant handler; exact names first, then the longest wildcard."""
+
+    def __init__(self, gateway: Gateway, snapshot: Snapshot) -> None:
+        handlers: Dict[str, TenantHandler] = {
+            namespace: TenantHandler(gateway, tenant)
+            for namespace, tenant in snapshot.tenants.items()
+        }
+        self.snapshot = snapshot
+        self.handlers = handlers
+        self.exact = {host: handlers[t.namespace] for host, t in snapshot.exact_hosts.items()}
+        self.wildcards = tuple(
+            (suffix, handlers[t.namespace]) for suffix, t in snapshot.wildcard_hosts
+        )
+
+    def lookup(self, host: str) -> Optional[TenantHandler]:
+        handler = self.exact.get(host)
+        if handler is not None:
+            return handler
+        for suffix, candidate in self.wildcards:
+            if host.endswith(suffix):
+                return candidate
+        return None
+
+
+class Gateway:
+    """Holds the current host table and the state that outlives reloads."""
+
+    def __init__(
+        self,
+        reactor: object,
+        clock: IReactorTime,
+        pool: UpstreamPool,
+        credentials: CredentialChecker,
+        trusted_proxies: Tuple[IPNetwork, ...] = (),
+        upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
+    ) -> None:
+        self.reactor = reactor
+        self.clock = clock
+        self.pool = pool
+        self.credentials = credentials
+        self.trusted_proxies = trusted_proxies
+        self.upstream_timeout = upstream_timeout
+        self.limiter = RateLimiter(clock)
+        self.in_flight = InFlight()
+        self.table = HostTable(self, EMPTY_SNAPSHOT)
+        self.applied = 0
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.table.snapshot
+
+    def apply(self, snapshot: Snapshot) -> None:
+        table = HostTable(self, snapshot)
+        self.table = table  # the one atomic swap
+        self.applied += 1
+
+    def handle(self, request: GatewayRequest) -> None:
+        table = self.table
+        supplied = request.requestHeaders.getRawHeaders(b"x-request-id")
+        request.request_id = (
+            supplied[0]
+            if supplied and _REQUEST_ID.match(supplied[0])
+            else secrets.token_hex(16).encode("ascii")
+        )
+        peer = request.channel.transport.getPeer()
+        peer_host = getattr(peer, "host", "")
+        request.client_address = client_address(
+            peer_host, request.requestHeaders.getRawHeaders(b"x-forwarded-for"), self.trusted_proxies
+        )
+        host = host_of(request)
+        if host is None:
+            respond(request, 400, close=True)
+            return
+        tenant = table.lookup(host)
+        if tenant is None:
+            respond(request, 404)
+            return
+        access = tenant.compiled.access
+        if access.checks_address and not address_allowed(
+            parse_address(request.client_address), access
+        ):
+            request.tenant_namespace = tenant.namespace
+            respond(request, 403)
+            return
+        tenant.handle(request, host)
+
+    def check_credentials(
+        self, request: GatewayRequest, scopes: Tuple[CompiledAccess, ...]
+    ) -> bool | Deferred[bool]:
+        """Every scope that asks for credentials must accept them."""
+        headers = request.requestHeaders
+        authorization = headers.getRawHeaders(b"authorization", [None])[0]
+        api_key = headers.getRawHeaders(b"x-api-key", [None])[0]
+        pending: List[Deferred[bool]] = []
+        for access in scopes:
+            if not access.checks_credentials:
+                continue
+            verdict = self.credentials.check(access, authorization, api_key)
+            if isinstance(verdict, Deferred):
+                pending.append(verdict)
+            elif not verdict:
+                return False
+        if not pending:
+            return True
+        if len(pending) == 1:
+            return pending[0]
+        from twisted.internet.defer import gatherResults
+
+        return gatherResults(pending).addCallback(all)
+
+    def exchange_done(self, request: GatewayRequest, status: int) -> None:
+        pass
+
+    def exchange_done_releasing(self, request: GatewayRequest, status: int) -> None:
+        self.in_flight.leave(request.tenant_namespace)
+
+    def internal_error(self, request: GatewayRequest, reason: object) -> None:
+        _log.failure("request failed inside the gateway", reason)  # type: ignore[arg-type]
+        respond(request, 500, close=True)
+
+
+class GatewayResource(Resource):
+    """
+    The root of the twisted.web resource tree.  Routing is by Host first,
+    which twisted.web's path traversal cannot express, so this single leaf
+    hands every request to the L{Gateway}'s host table.
+    """
+
+    isLeaf = True
+
+    def __init__(self, gateway: Gateway) -> None:
+        super().__init__()
+        self.gateway = gateway
+
+    def render(self, request: GatewayRequest) -> int:  # type: ignore[override]
+        self.gateway.handle(request)
+        return NOT_DONE_YET
+
+
+class GatewaySite(Site):
+    """A Site whose connections are L{GatewayChannel}s carrying L{GatewayRequest}s."""
+
+    requestFactory = GatewayRequest
+    protocol = GatewayChannel  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        reactor: object,
+        timeout: float = 60.0,
+        header_deadline: float = GatewayChannel.header_deadline,
+    ) -> None:
+        super().__init__(GatewayResource(gateway), reactor=reactor, timeout=timeout)
+        self.gateway = gateway
+        self.header_deadline = header_deadline
+
+    def buildProtocol(self, addr: object) -> GatewayChannel:
+        channel: GatewayChannel = super().buildProtocol(addr)
+        channel.header_deadline = self.header_deadline
+        return channel
+
+    def log(self, request: object) -> None:
+        """Access logging is done by the gateway's own logger, not Site's."""

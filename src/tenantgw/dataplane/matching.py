@@ -1,0 +1,131 @@
+"""
+Route matching with Gateway API HTTPRoute semantics (contract section 5).
+
+Routes arrive in precedence order (L{tenantgw.compile.precedence}), so
+matching a request is a first-hit scan: the first route whose conditions
+all hold is the most specific one.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Optional, Sequence, Tuple, TypeVar
+from urllib.parse import parse_qsl
+
+from attrs import frozen
+
+from tenantgw.config.model import PATH_EXACT, RouteMatch
+
+T = TypeVar("T")
+
+# From a lower-case header name to its values, or None when absent.
+HeaderLookup = Callable[[bytes], Optional[Sequence[bytes]]]
+
+
+@frozen
+class Matcher:
+    """
+    One route's conditions, pre-digested into bytes so that the hot path
+    compares bytes to bytes without decoding anything.
+    """
+
+    exact: bool
+    path: bytes  # for prefixes, without trailing slash ("/" becomes "")
+    methods: frozenset[bytes]
+    headers: Tuple[Tuple[bytes, bytes], ...]
+    query_params: Tuple[Tuple[str, str], ...]
+
+    @classmethod
+    def for_route(cls, match: RouteMatch) -> Matcher:
+        path = match.path.encode("ascii")
+        if match.path_type != PATH_EXACT:
+            path = path.rstrip(b"/")
+        return cls(
+            exact=match.path_type == PATH_EXACT,
+            path=path,
+            methods=frozenset(m.encode("ascii") for m in match.methods),
+            headers=tuple(
+                (h.name.encode("ascii"), h.value.encode("latin-1")) for h in match.headers
+            ),
+            query_params=tuple((q.name, q.value) for q in match.query_params),
+        )
+
+    def matches_path(self, path: bytes) -> bool:
+        if self.exact:
+            return path == self.path
+        prefix = self.path
+        if not prefix:
+            return True
+        return path == prefix or path.startswith(prefix) and path[len(prefix)] == 0x2F  # "/"
+
+    def matches(
+        self,
+        method: bytes,
+        path: bytes,
+        header_lookup: HeaderLookup,
+        query: Optional[bytes],
+    ) -> bool:
+        if not self.matches_path(path):
+            return False
+        if self.methods and method not in self.methods:
+            return False
+        for name, value in self.headers:
+            values = header_lookup(name)
+            if not values or (value not in values and b", ".join(values) != value):
+                return False
+        if self.query_params:
+            params = first_query_values(query)
+            for qname, qvalue in self.query_params:
+                if params.get(qname) != qvalue:
+                    return False
+        return True
+
+
+def first_query_values(query: Optional[bytes]) -> Mapping[str, str]:
+    """As Gateway API says: when a parameter repeats, only its first value counts."""
+    if not query:
+        return {}
+    result: dict[str, str] = {}
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        result.setdefault(name, value)
+    return result
+
+
+def first_match(
+    matchers: Sequence[Tuple[Matcher, T]],
+    method: bytes,
+    path: bytes,
+    header_lookup: HeaderLookup,
+    query: Optional[bytes],
+) -> Optional[T]:
+    for matcher, item in matchers:
+        if matcher.matches(method, path, header_lookup, query):
+            return item
+    return None
+
+
+def normalize_path(raw: bytes) -> Optional[bytes]:
+    """
+    Remove dot segments (RFC 3986 section 5.2.4) so that ``/public/../admin``
+    is matched, and forwarded, as ``/admin``: routing and the backend must
+    agree on which path was asked for.  Percent-encoded dots and slashes are
+    refused rather than guessed at.  L{None} means the path is unacceptable.
+    """
+    if not raw.startswith(b"/"):
+        return None
+    lowered = raw.lower()
+    if b"%2e" in lowered or b"%2f" in lowered or b"%5c" in lowered or b"\\" in raw:
+        return None
+    if b"/." not in raw:
+        return raw
+    output: list[bytes] = []
+    segments = raw.split(b"/")[1:]
+    for segment in segments:
+        if segment == b"..":
+            if output:
+                output.pop()
+        elif segment != b".":
+            output.append(segment)
+    normalized = b"/" + b"/".join(output)
+    if segments and segments[-1] in (b".", b"..") and normalized != b"/":
+        normalized += b"/"
+    return normalized

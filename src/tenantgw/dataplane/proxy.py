@@ -1,0 +1,341 @@
+"""
+One proxied exchange: a client request carried to one upstream endpoint and
+its response carried back, both bodies streamed with backpressure.
+
+Statuses this layer answers: 502 when the upstream refuses, resets or sends
+something malformed, 504 when it does not answer within the route's timeout.
+Once the response has started, an upstream failure can only be signalled by
+cutting the client connection, which is what a truncated body means in HTTP.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, List, Optional, Sequence, Tuple
+
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.logger import Logger
+from twisted.web.http import RESPONSES
+from zope.interface import implementer
+
+from tenantgw.dataplane.request import GatewayRequest
+from tenantgw.dataplane.responses import respond
+from tenantgw.dataplane.upstream import (
+    HOP_BY_HOP,
+    EndpointKey,
+    ResponseHeaders,
+    UpstreamConnection,
+    UpstreamPool,
+)
+
+_log = Logger()
+
+# twisted.web stores request header names in Header-Case.
+_HOP_BY_HOP_REQUEST = frozenset(
+    {
+        b"Connection",
+        b"Keep-Alive",
+        b"Proxy-Connection",
+        b"Proxy-Authenticate",
+        b"Proxy-Authorization",
+        b"TE",
+        b"Trailer",
+        b"Transfer-Encoding",
+        b"Upgrade",
+        b"Expect",
+        b"Content-Length",
+        b"Host",
+        b"X-Forwarded-For",
+        b"X-Forwarded-Proto",
+        b"X-Forwarded-Host",
+        b"X-Request-Id",
+    }
+)
+
+_MAX_STALE_RETRIES = 2
+
+
+@implementer(IPushProducer)
+class _ClientBodyThrottle:
+    """Registered with the upstream socket: a full upstream pauses the client."""
+
+    def __init__(self, request: GatewayRequest) -> None:
+        self.request = request
+
+    def pauseProducing(self) -> None:
+        self.request.pause_client()
+
+    def resumeProducing(self) -> None:
+        self.request.resume_client()
+
+    def stopProducing(self) -> None:
+        # The upstream socket is going away; the exchange decides what
+        # happens to the client, not the throttle.
+        pass
+
+
+@implementer(IPushProducer)
+class _UpstreamThrottle:
+    """
+    Registered with the client request: a slow client pauses the upstream.
+    A separate object from the connection, so that a pooled connection never
+    stays registered with a request that is already done.
+    """
+
+    def __init__(self, connection: UpstreamConnection) -> None:
+        self.connection: Optional[UpstreamConnection] = connection
+
+    def pauseProducing(self) -> None:
+        if self.connection is not None:
+            self.connection.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        if self.connection is not None:
+            self.connection.resumeProducing()
+
+    def stopProducing(self) -> None:
+        if self.connection is not None:
+            self.connection.abandon()
+
+
+def _format_head(
+    method: bytes,
+    target: bytes,
+    host: bytes,
+    request: GatewayRequest,
+    forwarded: Sequence[Tuple[bytes, bytes]],
+    body_length: Optional[int],
+) -> bytes:
+    parts: List[bytes] = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+    headers = request.requestHeaders
+    connection_named = headers.getRawHeaders(b"connection")
+    dropped = _HOP_BY_HOP_REQUEST
+    if connection_named:
+        extra = {
+            token.strip().title().encode("latin-1")
+            for value in connection_named
+            for token in value.decode("latin-1").split(",")
+        }
+        dropped = dropped | extra
+    for name, values in headers.getAllRawHeaders():
+        if name in dropped:
+            continue
+        for value in values:
+            parts += (name, b": ", value, b"\r\n")
+    for name, value in forwarded:
+        parts += (name, b": ", value, b"\r\n")
+    if body_length is None:
+        parts.append(b"Transfer-Encoding: chunked\r\n\r\n")
+    elif body_length or method in (b"POST", b"PUT", b"PATCH"):
+        parts.append(b"Content-Length: %d\r\n\r\n" % body_length)
+    else:
+        parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+class Exchange:
+    """Carries one request to one endpoint; reports back through callbacks."""
+
+    def __init__(
+        self,
+        request: GatewayRequest,
+        pool: UpstreamPool,
+        clock: IReactorTime,
+        key: EndpointKey,
+        method: bytes,
+        target: bytes,
+        host: bytes,
+        forwarded: Sequence[Tuple[bytes, bytes]],
+        timeout: float,
+        edit_response: Optional[Callable[[GatewayRequest], None]],
+        done: Callable[[GatewayRequest, int], None],
+    ) -> None:
+        self.request = request
+        self.pool = pool
+        self.clock = clock
+        self.key = key
+        self.method = method
+        self.edit_response = edit_response
+        self.done = done
+        self.connection: Optional[UpstreamConnection] = None
+        self.throttle: Optional[_UpstreamThrottle] = None
+        self.body_length = request.declared_length
+        self.has_body = self.body_length != 0
+        self.head = _format_head(method, target, host, request, forwarded, self.body_length)
+        self.timer: Optional[IDelayedCall] = clock.callLater(timeout, self._timed_out)
+        self.finished = False
+        self.body_started = False
+        self.stale_retries = 0
+        self.status = 0
+        self.request_sent = not self.has_body
+        request.exchange = self
+
+    def start(self) -> None:
+        self.pool.get(self.key, self._connected, self._connect_failed)
+
+    # -- connection ------------------------------------------------------------
+
+    def _connected(self, connection: UpstreamConnection) -> None:
+        if self.finished:
+            self.pool.release(connection)
+            return
+        self.connection = connection
+        request = self.request
+        connection.start(self, self.head, self.method == b"HEAD")
+        if not self.has_body:
+            return
+        self.body_started = True
+        expect = request.requestHeaders.getRawHeaders(b"expect")
+        if expect and expect[0].lower() == b"100-continue" and request.clientproto == b"HTTP/1.1":
+            request.channel.send_continue()
+        connection.transport.registerProducer(_ClientBodyThrottle(request), True)
+        if self.body_length is None:
+            request.stream_body(self._send_chunk, self._send_last_chunk, self._body_aborted)
+        else:
+            request.stream_body(connection.write_body, self._body_sent, self._body_aborted)
+
+    def _send_chunk(self, data: bytes) -> None:
+        if data and self.connection is not None:
+            self.connection.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+
+    def _send_last_chunk(self) -> None:
+        if self.connection is not None:
+            self.connection.write_body(b"0\r\n\r\n")
+        self._body_sent()
+
+    def _body_sent(self) -> None:
+        self.request_sent = True
+        if self.connection is not None:
+            self.connection.transport.unregisterProducer()
+
+    def _body_aborted(self) -> None:
+        self.client_gone()
+
+    def _connect_failed(self, reason: str) -> None:
+        if self.finished:
+            return
+        _log.info("upstream {key} connect failed: {reason}", key=self.key, reason=reason)
+        self._fail(502)
+
+    # -- ExchangeHandler -----------------------------------------------------------
+
+    def upstream_head(self, code: int, reason: bytes, headers: ResponseHeaders) -> None:
+        request = self.request
+        if self.finished or request.channel is None:
+            return
+        self.status = code
+        if b"\r" in reason or b"\n" in reason or len(reason) > 128:
+            reason = RESPONSES.get(code, b"")
+        request.setResponseCode(code, reason or RESPONSES.get(code, b"Unknown"))
+        response_headers = request.responseHeaders
+        dropped = HOP_BY_HOP
+        for name, value in headers:
+            if name == b"connection":
+                dropped = dropped | {t.strip().lower() for t in value.split(b",")}
+        for name, value in headers:
+            if name not in dropped:
+                response_headers.addRawHeader(name, value)
+        response_headers.setRawHeaders(b"x-request-id", [request.request_id])
+        if self.edit_response is not None:
+            self.edit_response(request)
+        assert self.connection is not None
+        self.throttle = _UpstreamThrottle(self.connection)
+        request.registerProducer(self.throttle, True)
+        # Headers go out now, even for an empty or slow body, so a client
+        # sees the status as soon as the upstream has decided it.
+        request.write(b"")
+
+    def upstream_data(self, data: bytes) -> None:
+        request = self.request
+        if not self.finished and request.channel is not None:
+            request.write(data)
+
+    def upstream_finished(self) -> None:
+        if self.finished:
+            return
+        request = self.request
+        self._release_throttle()
+        self._close(self.status or 502)
+        if request.channel is not None and not request.finished:
+            request.finish()
+
+    def upstream_failed(self, reason: str, response_started: bool) -> None:
+        if self.finished:
+            return
+        connection = self.connection
+        self.connection = None
+        if (
+            not response_started
+            and connection is not None
+            and connection.reused
+            and not self.body_started
+            and self.stale_retries < _MAX_STALE_RETRIES
+        ):
+            # A pooled connection the upstream had already closed: nothing
+            # reached the application, so asking again is safe.
+            self.stale_retries += 1
+            self.pool.get(self.key, self._connected, self._connect_failed)
+            return
+        _log.info("upstream {key} failed: {reason}", key=self.key, reason=reason)
+        if response_started:
+            self._release_throttle()
+            self._close(self.status)
+            if self.request.channel is not None:
+                self.request.channel.transport.abortConnection()
+        else:
+            self._fail(502)
+
+    # -- endings ---------------------------------------------------------------------
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.finished:
+            return
+        connection = self.connection
+        self.connection = None
+        if connection is not None:
+            connection.abandon()
+        if self.request.startedWriting:
+            self._release_throttle()
+            self._close(self.status)
+            if self.request.channel is not None:
+                self.request.channel.transport.abortConnection()
+        else:
+            self._fail(504)
+
+    def client_gone(self) -> None:
+        """The client disconnected: cancel the upstream request with it."""
+        if self.finished:
+            return
+        connection = self.connection
+        self.connection = None
+        if connection is not None:
+            connection.abandon()
+        self._release_throttle()
+        self._close(499)
+
+    def _fail(self, status: int) -> None:
+        connection = self.connection
+        self.connection = None
+        if connection is not None:
+            connection.abandon()
+        self._close(status)
+        respond(self.request, status)
+
+    def _release_throttle(self) -> None:
+        throttle = self.throttle
+        if throttle is not None:
+            throttle.connection = None
+            self.throttle = None
+            if self.request.producer is throttle:
+                self.request.unregisterProducer()
+
+    def _close(self, status: int) -> None:
+        self.finished = True
+        self.request.stop_body()
+        if self.request._client_paused:
+            self.request.resume_client()
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+        self.done(self.request, status)

@@ -1,0 +1,81 @@
+"""
+The responses the gateway itself produces (contract section 6).
+
+Bodies are fixed texts chosen by status, in plain text or JSON by
+C{Accept}; nothing from the request is ever echoed, so no tenant's client
+can make the gateway reflect markup or smuggle bytes into a log viewer.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable, Mapping, Optional, Tuple
+
+from twisted.web.http import RESPONSES
+
+from tenantgw.dataplane.request import GatewayRequest
+
+_CODES = {
+    301: "moved_permanently",
+    302: "found",
+    303: "see_other",
+    307: "temporary_redirect",
+    308: "permanent_redirect",
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    408: "request_timeout",
+    413: "content_too_large",
+    414: "uri_too_long",
+    421: "misdirected_request",
+    429: "too_many_requests",
+    431: "request_header_fields_too_large",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "gateway_timeout",
+}
+
+_PLAIN = {code: (name.replace("_", " ") + "\n").encode("ascii") for code, name in _CODES.items()}
+_JSON = {
+    code: json.dumps({"error": name, "status": code}).encode("ascii") + b"\n"
+    for code, name in _CODES.items()
+}
+
+
+def _wants_json(request: GatewayRequest) -> bool:
+    accept = request.requestHeaders.getRawHeaders(b"accept")
+    return bool(accept) and any(b"json" in value for value in accept)
+
+
+def respond(
+    request: GatewayRequest,
+    status: int,
+    headers: Optional[Mapping[bytes, bytes] | Iterable[Tuple[bytes, bytes]]] = None,
+    close: bool = False,
+) -> None:
+    """Answers with the fixed body for C{status}; safe to call at most once."""
+    if request.finished or request.channel is None or request.startedWriting:
+        return
+    if request.refused:
+        return
+    if _wants_json(request):
+        body, content_type = _JSON[status], b"application/json"
+    else:
+        body, content_type = _PLAIN[status], b"text/plain; charset=utf-8"
+    request.setResponseCode(status, RESPONSES.get(status, b"Error"))
+    response_headers = request.responseHeaders
+    response_headers.setRawHeaders(b"content-type", [content_type])
+    response_headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
+    response_headers.setRawHeaders(b"x-request-id", [request.request_id])
+    response_headers.setRawHeaders(b"cache-control", [b"no-store"])
+    if headers:
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        for name, value in pairs:
+            response_headers.addRawHeader(name, value)
+    if close or not request.body_complete:
+        response_headers.setRawHeaders(b"connection", [b"close"])
+        request.channel.persistent = False
+    request.write(body)
+    request.finish()
