@@ -93,7 +93,7 @@ if [[ -z "$BOOT_PY" ]]; then
     log "need Python >= 3.10 to run tox"
     exit 1
 fi
-if [[ ! -x "$BOOT/bin/tox" ]] || ! "$BOOT/bin/python" -c '' >/dev/null 2>&1; then
+if ! "$BOOT/bin/python" -m tox --version >/dev/null 2>&1; then
     log "installing tox into $BOOT"
     rm -rf "$BOOT"
     "$BOOT_PY" -m venv "$BOOT"
@@ -102,5 +102,8 @@ if [[ ! -x "$BOOT/bin/tox" ]] || ! "$BOOT/bin/python" -c '' >/dev/null 2>&1; the
 fi
 
 # --- 4. run -----------------------------------------------------------------
+# setuptools builds the wheel through build/lib and never deletes stale files
+# there: start clean so a removed module cannot linger in the tested wheel.
+rm -rf "$ROOT/build"
 log "tox $*"
-exec "$BOOT/bin/tox" "$@"
+exec "$BOOT/bin/python" -m tox "$@"

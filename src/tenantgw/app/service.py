@@ -94,12 +94,19 @@ class GatewayServices(MultiService):
         _StartupWarnings(options).setServiceParent(self)
         _PoolService(self.pool).setServiceParent(self)
         self.source.setServiceParent(self)
-        StreamServerEndpointService(
-            serverFromString(reactor, options["admin"]), self.admin_site
-        ).setServiceParent(self)
-        StreamServerEndpointService(
-            serverFromString(reactor, options["http"]), self.site
-        ).setServiceParent(self)
+        _listener(reactor, options["admin"], self.admin_site).setServiceParent(self)
+        _listener(reactor, options["http"], self.site).setServiceParent(self)
+
+
+def _listener(reactor: Any, description: str, factory: Any) -> StreamServerEndpointService:
+    """
+    A listener that makes twistd exit when it cannot bind, as C{twistd web}
+    does: a gateway running without its port would pass a liveness probe
+    while serving nothing.
+    """
+    service = StreamServerEndpointService(serverFromString(reactor, description), factory)
+    service._raiseSynchronously = True
+    return service
 
 
 def build(options: Options, reactor: Any) -> GatewayServices:

@@ -16,16 +16,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime
 import functools
 import hashlib
 import ipaddress
 from collections import defaultdict
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from attrs import evolve, field, frozen
 
+from tenantgw.compile.precedence import in_precedence_order
 from tenantgw.compile.selector import MATCH_ALL, LabelSelector
 from tenantgw.compile.snapshot import (
+    EMPTY_SNAPSHOT,
     STATE_ACCEPTED,
     STATE_CLAMPED,
     STATE_HOST_CONFLICT,
@@ -42,13 +46,13 @@ from tenantgw.compile.snapshot import (
 from tenantgw.config.errors import TenantConfigError
 from tenantgw.config.model import Access, BackendRef, FieldError, Route, TenantSpec
 from tenantgw.config.namespace import (
+    ALLOWED_HOSTS_ANNOTATION,
     NamespacePolicy,
     clamp_quota,
     host_allowed,
     parse_namespace_policy,
 )
 from tenantgw.config.parse import parse_tenant_yaml
-from tenantgw.compile.precedence import in_precedence_order
 
 KubeObject = Mapping[str, Any]
 
@@ -59,7 +63,7 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 
 @frozen
 class CompileOptions:
-    base_domain: Optional[str] = None
+    base_domain: str | None = None
     namespace_selector: LabelSelector = field(default=MATCH_ALL)
 
 
@@ -73,27 +77,57 @@ def _labels(obj: KubeObject) -> Mapping[str, str]:
     return labels if isinstance(labels, Mapping) else {}
 
 
-def _age_key(obj: KubeObject) -> Tuple[str, str]:
+def _timestamp_key(value: Any) -> str:
+    """
+    A creationTimestamp as a sortable UTC string, or C{"9999"} (newest of all)
+    when there is none.
+
+    Fix: the raw value used to be compared as C{str(value)}.  A manifest read
+    from a directory with an unquoted C{creationTimestamp: 2024-01-01T00:00:00Z}
+    arrives as a C{datetime} (YAML's timestamp type), whose C{str()} is
+    C{"2024-01-01 00:00:00+00:00"}: a space sorts before C{"T"}, so a quoted and
+    an unquoted timestamp compared wrongly, and any non-UTC offset compared by
+    its wall-clock digits.  Host ownership ("the oldest ConfigMap wins") hung
+    on that comparison.
+    """
+    if isinstance(value, datetime.datetime):
+        moment = value
+    elif isinstance(value, str) and value:
+        text = value.strip()
+        if text[-1:] in ("Z", "z"):
+            text = text[:-1] + "+00:00"
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            return "9999"
+    else:
+        return "9999"
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _age_key(obj: KubeObject) -> tuple[str, str]:
     """Oldest first; the name breaks ties so the order never depends on event order."""
     meta = _meta(obj)
-    return (str(meta.get("creationTimestamp") or "9999"), str(meta.get("name") or ""))
+    return (_timestamp_key(meta.get("creationTimestamp")), str(meta.get("name") or ""))
 
 
 class _NamespaceIndex:
     """One namespace's objects; the only place a tenant's references resolve."""
 
     def __init__(self) -> None:
-        self.config_maps: List[KubeObject] = []
-        self.secrets: Dict[str, KubeObject] = {}
-        self.services: Dict[str, KubeObject] = {}
-        self.slices_by_service: Dict[str, List[KubeObject]] = defaultdict(list)
+        self.config_maps: list[KubeObject] = []
+        self.secrets: dict[str, KubeObject] = {}
+        self.services: dict[str, KubeObject] = {}
+        self.slices_by_service: dict[str, list[KubeObject]] = defaultdict(list)
 
 
 def _index(
     objects: Iterable[KubeObject],
-) -> Tuple[Dict[str, KubeObject], Dict[str, _NamespaceIndex]]:
-    namespaces: Dict[str, KubeObject] = {}
-    by_namespace: Dict[str, _NamespaceIndex] = defaultdict(_NamespaceIndex)
+) -> tuple[dict[str, KubeObject], dict[str, _NamespaceIndex]]:
+    namespaces: dict[str, KubeObject] = {}
+    by_namespace: dict[str, _NamespaceIndex] = defaultdict(_NamespaceIndex)
     for obj in objects:
         kind = obj.get("kind")
         meta = _meta(obj)
@@ -104,6 +138,10 @@ def _index(
             namespaces[name] = obj
             continue
         namespace = meta.get("namespace") or "default"
+        if not isinstance(namespace, str):
+            # Fix: an unhashable value (a list, from a hand-written manifest)
+            # made this a TypeError that took the whole compile down.
+            continue
         index = by_namespace[namespace]
         if kind == "ConfigMap":
             if _labels(obj).get(TENANT_LABEL) == "true":
@@ -114,13 +152,13 @@ def _index(
             index.services[name] = obj
         elif kind == "EndpointSlice":
             service = _labels(obj).get(SERVICE_NAME_LABEL)
-            if service:
+            if isinstance(service, str) and service:
                 index.slices_by_service[service].append(obj)
     return namespaces, by_namespace
 
 
 @functools.lru_cache(maxsize=8192)
-def _parse_cached(text: str) -> Union[TenantSpec, Tuple[FieldError, ...]]:
+def _parse_cached(text: str) -> TenantSpec | tuple[FieldError, ...]:
     """Parsing is pure, so an unchanged tenant.yaml is parsed once per process."""
     try:
         return parse_tenant_yaml(text)
@@ -128,8 +166,8 @@ def _parse_cached(text: str) -> Union[TenantSpec, Tuple[FieldError, ...]]:
         return tuple(e.errors)
 
 
-def _secret_values(secret: KubeObject) -> Dict[str, bytes]:
-    values: Dict[str, bytes] = {}
+def _secret_values(secret: KubeObject) -> dict[str, bytes]:
+    values: dict[str, bytes] = {}
     data = secret.get("data")
     if isinstance(data, Mapping):
         for key, value in data.items():
@@ -147,14 +185,14 @@ def _secret_values(secret: KubeObject) -> Dict[str, bytes]:
 
 
 def _compile_access(
-    access: Access, index: _NamespaceIndex, path: str, messages: List[str]
+    access: Access, index: _NamespaceIndex, path: str, messages: list[str]
 ) -> CompiledAccess:
     """
     Missing or unusable Secrets fail closed: the scope keeps asking for
     credentials and no credential matches, and the tenant is told why.
     """
     realm = None
-    users: Dict[str, bytes] = {}
+    users: dict[str, bytes] = {}
     if access.basic_auth is not None:
         realm = access.basic_auth.realm
         secret = index.secrets.get(access.basic_auth.secret_name)
@@ -164,20 +202,30 @@ def _compile_access(
                 " in this namespace; requests are refused until it exists"
             )
         else:
-            htpasswd = _secret_values(secret).get("auth", b"")
+            htpasswd = _secret_values(secret).get("auth")
+            if htpasswd is None:
+                # Fix: a Secret without an "auth" key used to fail closed
+                # silently; the tenant could not learn why every login fails.
+                messages.append(
+                    f"{path}.basicAuth.secretName: Secret {access.basic_auth.secret_name!r}"
+                    " has no 'auth' key; requests are refused until it has one"
+                )
+                htpasswd = b""
             for number, line in enumerate(htpasswd.decode("utf-8", "replace").splitlines(), 1):
                 line = line.strip()
                 if not line or line.startswith("#"):
                     continue
                 user, _, hashed = line.partition(":")
-                if hashed.startswith(("$2y$", "$2b$", "$2a$")) and user:
+                # Fix: isascii() -- a non-ASCII byte in the hash made
+                # hashed.encode("ascii") raise and abort the whole compile.
+                if hashed.startswith(("$2y$", "$2b$", "$2a$")) and hashed.isascii() and user:
                     users[user] = hashed.encode("ascii")
                 else:
                     messages.append(
                         f"{path}.basicAuth: line {number} of Secret"
                         f" {access.basic_auth.secret_name!r} is not a bcrypt entry; ignored"
                     )
-    digests = None
+    digests: frozenset[bytes] | None = None
     if access.api_keys is not None:
         secret = index.secrets.get(access.api_keys.secret_name)
         if secret is None:
@@ -199,8 +247,37 @@ def _compile_access(
     )
 
 
+def _list(value: Any) -> list[Any]:
+    """
+    A list field of a watched object, or nothing.
+
+    Fix: C{value or ()} iterated whatever was there, so a hand-written
+    EndpointSlice with C{ports: 5} raised TypeError and took the whole compile
+    (and with it the directory source's poll loop) down.
+    """
+    return value if isinstance(value, list) else []
+
+
+def _ip_text(address: Any) -> str | None:
+    """
+    An endpoint address in canonical text form, or L{None} if it is not one.
+
+    Fix: C{ipaddress.ip_address()} also accepts integers (C{167772161} is
+    10.0.0.1), so a YAML address written without quotes became an Endpoint
+    whose address was an C{int}; and C{2001:DB8::1} and C{2001:db8::1} were
+    two endpoints.  Only strings are addresses, and they are compared in
+    canonical form so that duplicates across slices merge.
+    """
+    if not isinstance(address, str):
+        return None
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
+
+
 def _resolve_backend(
-    backend: BackendRef, index: _NamespaceIndex, path: str, messages: List[str]
+    backend: BackendRef, index: _NamespaceIndex, path: str, messages: list[str]
 ) -> CompiledBackend:
     service = index.services.get(backend.service)
     if service is None:
@@ -209,15 +286,16 @@ def _resolve_backend(
             " it receives no traffic"
         )
         return CompiledBackend(backend.service, 0, backend.weight, ())
-    spec = service.get("spec") if isinstance(service.get("spec"), Mapping) else {}
-    ports = spec.get("ports") if isinstance(spec.get("ports"), list) else []
-    chosen: Optional[Mapping[str, Any]] = None
+    raw_spec = service.get("spec")
+    spec: Mapping[str, Any] = raw_spec if isinstance(raw_spec, Mapping) else {}
+    ports = _list(spec.get("ports"))
+    chosen: Mapping[str, Any] | None = None
     for port in ports:
         if not isinstance(port, Mapping):
             continue
-        if isinstance(backend.port, int) and port.get("port") == backend.port:
-            chosen = port
-        elif isinstance(backend.port, str) and port.get("name") == backend.port:
+        if (isinstance(backend.port, int) and port.get("port") == backend.port) or (
+            isinstance(backend.port, str) and port.get("name") == backend.port
+        ):
             chosen = port
         if chosen is not None:
             break
@@ -234,28 +312,29 @@ def _resolve_backend(
         if endpoint_slice.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
             continue
         slice_port = None
-        for candidate in endpoint_slice.get("ports") or ():
+        for candidate in _list(endpoint_slice.get("ports")):
             if isinstance(candidate, Mapping) and (candidate.get("name") or "") == port_name:
                 slice_port = candidate.get("port")
                 break
         if not isinstance(slice_port, int) or isinstance(slice_port, bool):
             continue
-        for endpoint in endpoint_slice.get("endpoints") or ():
+        for endpoint in _list(endpoint_slice.get("endpoints")):
             if not isinstance(endpoint, Mapping):
                 continue
             conditions = endpoint.get("conditions")
             ready = conditions.get("ready") if isinstance(conditions, Mapping) else None
             if ready is False:  # absent means ready, as in the EndpointSlice API
                 continue
-            for address in endpoint.get("addresses") or ():
-                try:
-                    ipaddress.ip_address(address)
-                except (TypeError, ValueError):
-                    continue
-                endpoints.add(Endpoint(address, slice_port))
+            for address in _list(endpoint.get("addresses")):
+                normalized = _ip_text(address)
+                if normalized is not None:
+                    endpoints.add(Endpoint(normalized, slice_port))
+    service_port = chosen.get("port")
+    if not isinstance(service_port, int) or isinstance(service_port, bool):
+        service_port = 0  # Fix: int("http") used to raise here and abort the compile.
     return CompiledBackend(
         backend.service,
-        int(chosen.get("port") or 0),
+        service_port,
         backend.weight,
         tuple(sorted(endpoints, key=lambda e: (e.address, e.port))),
         tls=tls,
@@ -267,7 +346,7 @@ def _compile_route(
     position: int,
     tenant_access: CompiledAccess,
     index: _NamespaceIndex,
-    messages: List[str],
+    messages: list[str],
 ) -> CompiledRoute:
     path = f"routes[{position}]"
     backends = tuple(
@@ -288,17 +367,57 @@ class _Candidate:
     config_map: KubeObject
     spec: TenantSpec
     generation: str
-    derived_host: Optional[str]
-    claimed_hosts: Tuple[str, ...]
+    derived_host: str | None
+    claimed_hosts: tuple[str, ...]
     policy: NamespacePolicy
-    messages: Tuple[str, ...]
+    messages: tuple[str, ...]
     rejected: bool
 
 
-def _derived_host(namespace: str, options: CompileOptions) -> Optional[str]:
+def _may_claim(
+    host: str, namespace: str, policy: NamespacePolicy, options: CompileOptions
+) -> bool:
+    """A tenant may always name its own derived host; anything else needs an allowance."""
+    return host == _derived_host(namespace, options) or host_allowed(host, policy.allowed_hosts)
+
+
+def _derived_host(namespace: str, options: CompileOptions) -> str | None:
     if not options.base_domain:
         return None
     return f"{namespace}.{options.base_domain.strip('.').lower()}"
+
+
+def _namespace_policy(
+    namespace_obj: KubeObject,
+) -> tuple[NamespacePolicy, tuple[FieldError, ...], tuple[FieldError, ...]]:
+    """
+    The operator's policy, its fatal errors (an unreadable ceiling) and its
+    warnings (an unreadable allowed-hosts entry).
+
+    Fix 1: annotation values are coerced to strings first.  Kubernetes only
+    ever has strings there, but a hand-written manifest in a directory source
+    (C{tenantgw.io/max-burst: 20}, unquoted) gave C{parse_namespace_policy} an
+    C{int}, whose missing C{.strip()} raised AttributeError and aborted the
+    compile -- and with it the source's poll loop.  As strings, C{20} parses
+    and C{true} or an empty value is reported like any other bad ceiling.
+
+    Fix 2: an unreadable allowed-hosts entry is a warning, not a rejection.
+    C{parse_namespace_policy} drops such an entry on purpose ("which can only
+    narrow what the tenant may claim"); treating it as fatal took a tenant
+    down entirely -- even its derived host and its last good config -- for an
+    operator typo in a list that only ever widens what it may serve.  A
+    malformed ceiling stays fatal: serving without it would lift the limit.
+    """
+    raw = _meta(namespace_obj).get("annotations")
+    annotations = {
+        str(key): value if isinstance(value, str) else ("" if value is None else str(value))
+        for key, value in (raw.items() if isinstance(raw, Mapping) else ())
+    }
+    policy, problems = parse_namespace_policy(annotations)
+    allowed_hosts_path = f'metadata.annotations["{ALLOWED_HOSTS_ANNOTATION}"]'
+    warnings = tuple(p for p in problems if p.path == allowed_hosts_path)
+    errors = tuple(p for p in problems if p.path != allowed_hosts_path)
+    return policy, errors, warnings
 
 
 def _candidate(
@@ -307,8 +426,8 @@ def _candidate(
     index: _NamespaceIndex,
     options: CompileOptions,
     previous: Snapshot,
-) -> Tuple[Optional[_Candidate], TenantStatus]:
-    messages: List[str] = []
+) -> tuple[_Candidate | None, TenantStatus]:
+    messages: list[str] = []
     config_maps = sorted(index.config_maps, key=_age_key)
     chosen = config_maps[0]
     chosen_name = str(_meta(chosen).get("name"))
@@ -317,14 +436,12 @@ def _candidate(
             f"ConfigMap {_meta(extra).get('name')!r} ignored: {chosen_name!r} is older and"
             " only one Tenant ConfigMap per namespace is used"
         )
-    annotations = _meta(namespace_obj).get("annotations")
-    policy, policy_errors = parse_namespace_policy(
-        annotations if isinstance(annotations, Mapping) else {}
-    )
-    errors: List[str] = [f"Namespace {namespace}: {e}" for e in policy_errors]
+    policy, policy_errors, policy_warnings = _namespace_policy(namespace_obj)
+    messages.extend(f"Namespace {namespace}: {e}" for e in policy_warnings)
+    errors: list[str] = [f"Namespace {namespace}: {e}" for e in policy_errors]
     data = chosen.get("data")
     text = data.get(TENANT_KEY) if isinstance(data, Mapping) else None
-    spec: Optional[TenantSpec] = None
+    spec: TenantSpec | None = None
     generation = ""
     if not isinstance(text, str):
         errors.append(f"data.{TENANT_KEY}: required key missing")
@@ -334,7 +451,7 @@ def _candidate(
         if isinstance(parsed, TenantSpec):
             spec = parsed
             for i, host in enumerate(spec.hosts):
-                if not host_allowed(host, policy.allowed_hosts):
+                if not _may_claim(host, namespace, policy, options):
                     errors.append(
                         f"hosts[{i}]: {host!r} is not among the hosts this namespace may claim"
                         " (annotation tenantgw.io/allowed-hosts)"
@@ -355,7 +472,7 @@ def _candidate(
         messages.insert(0, f"serving the last good config ({generation})")
         messages[0:0] = errors
     assert spec is not None
-    claimed = tuple(h for h in spec.hosts if host_allowed(h, policy.allowed_hosts))
+    claimed = tuple(h for h in spec.hosts if _may_claim(h, namespace, policy, options))
     candidate = _Candidate(
         namespace=namespace,
         config_map=chosen,
@@ -379,19 +496,23 @@ def _candidate(
 def compile_snapshot(
     objects: Iterable[KubeObject],
     options: CompileOptions = CompileOptions(),
-    previous: Snapshot = Snapshot(),
+    previous: Snapshot = EMPTY_SNAPSHOT,
 ) -> Snapshot:
     """
     Builds the snapshot that should serve for C{objects}.  C{previous} is
     consulted only for each tenant's last good config.
     """
     namespaces, by_namespace = _index(objects)
-    candidates: List[_Candidate] = []
-    statuses: Dict[str, TenantStatus] = {}
+    candidates: list[_Candidate] = []
+    statuses: dict[str, TenantStatus] = {}
+    reserved: dict[str, str] = {}
     for namespace in sorted(namespaces):
         namespace_obj = namespaces[namespace]
         if not options.namespace_selector.matches(_labels(namespace_obj)):
             continue
+        derived = _derived_host(namespace, options)
+        if derived:
+            reserved[derived] = namespace
         index = by_namespace.get(namespace)
         if index is None or not index.config_maps:
             continue
@@ -403,15 +524,25 @@ def compile_snapshot(
     # Hosts: a derived host always belongs to its namespace; any other claim
     # goes to the oldest Tenant ConfigMap, the same on every replica and after
     # every restart.
-    owner: Dict[str, _Candidate] = {}
+    #
+    # Derived hosts are reserved for every selected namespace, serving or
+    # not: otherwise, while one tenant is rejected (or has no ConfigMap yet),
+    # another allowed a covering host could claim "<ns>.<base-domain>" and
+    # receive that namespace's traffic.
+    owner: dict[str, _Candidate] = {}
     for candidate in candidates:
         if candidate.derived_host:
             owner[candidate.derived_host] = candidate
-    conflicts: Dict[str, List[str]] = defaultdict(list)
+    conflicts: dict[str, list[str]] = defaultdict(list)
     for candidate in sorted(candidates, key=lambda c: _age_key(c.config_map)):
         for host in candidate.claimed_hosts:
             holder = owner.get(host)
-            if holder is None:
+            if holder is None and reserved.get(host, candidate.namespace) != candidate.namespace:
+                conflicts[candidate.namespace].append(
+                    f"host {host!r} is the derived host of namespace {reserved[host]!r}"
+                    " and is reserved for it"
+                )
+            elif holder is None:
                 owner[host] = candidate
             elif holder is not candidate:
                 conflicts[candidate.namespace].append(
@@ -419,10 +550,13 @@ def compile_snapshot(
                     " (an older Tenant ConfigMap, or its derived host)"
                 )
 
-    tenants: Dict[str, CompiledTenant] = {}
-    exact: Dict[str, CompiledTenant] = {}
-    wildcards: List[Tuple[str, CompiledTenant]] = []
-    last_good: Dict[str, Tuple[str, TenantSpec]] = {}
+    tenants: dict[str, CompiledTenant] = {}
+    exact: dict[str, CompiledTenant] = {}
+    wildcards: list[tuple[str, CompiledTenant]] = []
+    last_good: dict[str, tuple[str, TenantSpec]] = {}
+    hosts_of: dict[str, list[str]] = defaultdict(list)
+    for host, holder in owner.items():
+        hosts_of[holder.namespace].append(host)
     for candidate in candidates:
         namespace = candidate.namespace
         index = by_namespace[namespace]
@@ -434,7 +568,7 @@ def compile_snapshot(
             (route, _compile_route(route, i, tenant_access, index, messages))
             for i, route in enumerate(candidate.spec.routes)
         )
-        hosts = tuple(h for h, c in owner.items() if c is candidate)
+        hosts = tuple(hosts_of[namespace])
         compiled = CompiledTenant(
             namespace=namespace,
             hosts=tuple(sorted(hosts)),
@@ -469,6 +603,8 @@ def compile_snapshot(
         wildcard_hosts=tuple(wildcards),
         statuses=statuses,
         last_good=last_good,
+        # Unowned derived hosts answer 404 instead of falling to a wildcard.
+        reserved_hosts=frozenset(h for h in reserved if h not in owner),
     )
 
 

@@ -5,14 +5,15 @@ data plane can match by a first-hit scan.
 
 from __future__ import annotations
 
-from typing import Iterable, Tuple, TypeVar
+from collections.abc import Iterable
+from typing import TypeVar
 
 from tenantgw.config.model import PATH_EXACT, Route, RouteMatch
 
 T = TypeVar("T")
 
 
-def precedence_key(match: RouteMatch, declared_at: int) -> Tuple[int, int, int, int, int, int]:
+def precedence_key(match: RouteMatch, declared_at: int) -> tuple[int, int, int, int, int, int]:
     """
     Exact path, then longest prefix, then routes with a method match, then
     most header matches, then most query matches, then declaration order.
@@ -27,7 +28,7 @@ def precedence_key(match: RouteMatch, declared_at: int) -> Tuple[int, int, int, 
     )
 
 
-def in_precedence_order(routes: Iterable[Tuple[Route, T]]) -> Tuple[T, ...]:
+def in_precedence_order(routes: Iterable[tuple[Route, T]]) -> tuple[T, ...]:
     indexed = [(precedence_key(route.match, i), item) for i, (route, item) in enumerate(routes)]
     indexed.sort(key=lambda pair: pair[0])
     return tuple(item for _, item in indexed)

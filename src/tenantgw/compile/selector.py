@@ -8,22 +8,56 @@ Supports the same grammar as ``kubectl -l``: ``k=v``, ``k==v``, ``k!=v``,
 from __future__ import annotations
 
 import re
-from typing import Callable, List, Mapping, Tuple
+from collections.abc import Callable, Mapping
 
 from attrs import frozen
 
 Requirement = Callable[[Mapping[str, str]], bool]
 
-_SET = re.compile(r"^\s*(!?)\s*([A-Za-z0-9_./-]+)\s*(?:(in|notin)\s*\(([^)]*)\))?\s*$")
-_EQ = re.compile(r"^\s*([A-Za-z0-9_./-]+)\s*(==|=|!=)\s*([A-Za-z0-9_.-]*)\s*$")
+# Tokens are taken loosely here and validated by _check_key / _check_value,
+# so that a bad key gets a message saying what is wrong with it.  "in" and
+# "notin" must be separated from the key by whitespace ("env in (a)"; before,
+# "envin(a)" was silently read as "env in (a)"), as in Kubernetes' own lexer.
+_SET = re.compile(r"^\s*(!?)\s*([^\s!=(),]+)(?:\s+(in|notin)\s*\(([^)]*)\))?\s*$")
+_EQ = re.compile(r"^\s*([^\s!=(),]+)\s*(==|=|!=)\s*([^\s!=(),]*)\s*$")
+_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class SelectorError(ValueError):
     pass
 
 
-def _split_top_level(text: str) -> List[str]:
-    parts, depth, current = [], 0, []
+def _check_key(key: str, part: str) -> str:
+    """
+    A label key as Kubernetes defines it: C{[prefix/]name}, the prefix a DNS
+    subdomain of at most 253 characters, the name at most 63 characters of
+    alphanumerics, C{-}, C{_} and C{.}, starting and ending alphanumeric.
+
+    Fix: keys and values used to be checked only against a character class,
+    so C{a//b}, C{-x} or C{k in (a b)} were accepted as selectors that
+    Kubernetes refuses and that could never match a real label.  A typo in
+    C{--namespace-selector} should stop the gateway at startup, not silently
+    select no namespace.
+    """
+    prefix, slash, name = key.rpartition("/")
+    if slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        raise SelectorError(f"label key {key!r} has an invalid prefix in {part.strip()!r}")
+    if len(name) > 63 or not _NAME.fullmatch(name):
+        raise SelectorError(f"label key {key!r} is not a valid label name in {part.strip()!r}")
+    return key
+
+
+def _check_value(value: str, part: str) -> str:
+    if value and (len(value) > 63 or not _NAME.fullmatch(value)):
+        raise SelectorError(f"label value {value!r} is not valid in {part.strip()!r}")
+    return value
+
+
+def _split_top_level(text: str) -> list[str]:
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "(":
             depth += 1
@@ -38,39 +72,70 @@ def _split_top_level(text: str) -> List[str]:
     return [p for p in parts if p.strip()]
 
 
+# Each requirement is a closure over its own key and values.  As in Kubernetes,
+# "!=" and "notin" also match objects that do not have the label at all.
+
+
+def _equals(key: str, value: str) -> Requirement:
+    return lambda labels: labels.get(key) == value
+
+
+def _differs(key: str, value: str) -> Requirement:
+    return lambda labels: labels.get(key) != value
+
+
+def _in(key: str, values: frozenset[str]) -> Requirement:
+    # The str check: a hand-written manifest may hold an unhashable label value
+    # (a list), and a set lookup on it would raise instead of not matching.
+    return lambda labels: isinstance(labels.get(key), str) and labels[key] in values
+
+
+def _not_in(key: str, values: frozenset[str]) -> Requirement:
+    return lambda labels: not (isinstance(labels.get(key), str) and labels[key] in values)
+
+
+def _present(key: str) -> Requirement:
+    return lambda labels: key in labels
+
+
+def _absent(key: str) -> Requirement:
+    return lambda labels: key not in labels
+
+
 @frozen
 class LabelSelector:
     text: str
-    requirements: Tuple[Requirement, ...]
+    requirements: tuple[Requirement, ...]
 
     @classmethod
     def parse(cls, text: str) -> LabelSelector:
-        requirements: List[Requirement] = []
+        requirements: list[Requirement] = []
         for part in _split_top_level(text or ""):
             eq = _EQ.match(part)
             if eq:
                 key, op, value = eq.groups()
-                if op == "!=":
-                    requirements.append(lambda labels, k=key, v=value: labels.get(k) != v)
-                else:
-                    requirements.append(lambda labels, k=key, v=value: labels.get(k) == v)
+                _check_key(key, part)
+                _check_value(value, part)
+                requirements.append(_differs(key, value) if op == "!=" else _equals(key, value))
                 continue
             match = _SET.match(part)
             if not match:
                 raise SelectorError(f"cannot parse label selector requirement {part.strip()!r}")
             negated, key, op, values_text = match.groups()
+            _check_key(key, part)
             if op:
                 if negated:
                     raise SelectorError(f"'!' cannot be combined with {op}: {part.strip()!r}")
-                values = frozenset(v.strip() for v in values_text.split(",") if v.strip())
-                if op == "in":
-                    requirements.append(lambda labels, k=key, vs=values: labels.get(k) in vs)
-                else:
-                    requirements.append(lambda labels, k=key, vs=values: labels.get(k) not in vs)
-            elif negated:
-                requirements.append(lambda labels, k=key: k not in labels)
+                values = frozenset(
+                    _check_value(v.strip(), part) for v in values_text.split(",") if v.strip()
+                )
+                if not values:
+                    # Fix: "k in ()" was accepted and matched nothing (Kubernetes
+                    # refuses an empty set); "k notin ()" matched everything.
+                    raise SelectorError(f"{op} needs at least one value: {part.strip()!r}")
+                requirements.append(_in(key, values) if op == "in" else _not_in(key, values))
             else:
-                requirements.append(lambda labels, k=key: k in labels)
+                requirements.append(_absent(key) if negated else _present(key))
         return cls(text or "", tuple(requirements))
 
     def matches(self, labels: Mapping[str, str]) -> bool:

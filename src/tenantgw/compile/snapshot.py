@@ -122,11 +122,16 @@ class Snapshot:
     # back to them: this is the "last good config" memory, carried from one
     # compile to the next instead of being hidden state in a source.
     last_good: Mapping[str, Tuple[str, TenantSpec]] = field(factory=dict)
+    # Derived hosts of namespaces that serve nothing right now: they must not
+    # be caught by another tenant's wildcard while their owner is down.
+    reserved_hosts: frozenset[str] = frozenset()
 
     def tenant_for_host(self, host: str) -> Optional[CompiledTenant]:
         tenant = self.exact_hosts.get(host)
         if tenant is not None:
             return tenant
+        if host in self.reserved_hosts:
+            return None
         for suffix, candidate in self.wildcard_hosts:
             if host.endswith(suffix) and len(host) > len(suffix):
                 return candidate

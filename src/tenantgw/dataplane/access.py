@@ -11,6 +11,7 @@ of a returning client synchronous.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 from collections import OrderedDict
@@ -31,7 +32,9 @@ ALLOWED, DENIED_ADDRESS, DENIED_CREDENTIALS = 0, 403, 401
 _VERIFIED_CACHE_SIZE = 10_000
 
 
+@functools.lru_cache(maxsize=16384)
 def parse_address(text: str) -> Optional[IPAddress]:
+    """Cached: the same few client addresses arrive again and again."""
     try:
         address = ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:

@@ -11,20 +11,45 @@ headers are in, so that the body streams instead of being spooled to disk.
 
 Every refusal here answers with a fixed body and closes the connection:
 after a framing error nothing later on the connection can be trusted.
+
+Limits, exactly:
+
+  - request line (without its CRLF): at most 8192 bytes, else 414;
+  - header section (every field line with its CRLF, not counting the
+    request line or the empty line that ends the section): at most 16384
+    bytes, else 431;
+  - at most 100 field lines, else 431;
+  - the whole header phase, from the first byte of a request to the end of
+    its headers: at most C{header_deadline} seconds, else 408.
+
+This module leans on twisted.web internals (C{_ChunkedTransferDecoder},
+C{_maybeChooseTransferDecoder}, L{LineReceiver}'s buffer), which are pinned
+by the Twisted version the project depends on; the tests in
+C{tests/test_http_hardening.py} pin the behaviour.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
-from typing import Optional
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web import http
+from twisted.web._abnf import _istoken
+
+if TYPE_CHECKING:
+    from tenantgw.dataplane.request import GatewayRequest
 
 MAX_REQUEST_LINE_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_COUNT = 100
 DEFAULT_HEADER_DEADLINE = 15.0
+# Content-Length and chunk sizes above this are refused: a backend that keeps
+# lengths in a signed 64-bit integer would read a larger one differently.
+MAX_BODY_LENGTH = 2**63 - 1
 
 _STATUS_TEXT = {
     400: b"Bad Request",
@@ -38,6 +63,25 @@ _BODY_TEXT = {
     414: b"request line too long\n",
     431: b"request header fields too large\n",
 }
+
+# Visible ASCII and SP: anything else in a request line (HTAB, DEL, a bare CR,
+# bytes above 0x7E) is refused.  twisted.web's own check lets 0x7F-0xB0
+# through in the request-target (it compares against 176, meant as octal).
+_REQUEST_LINE_BYTES = bytes(range(0x20, 0x7F))
+
+# RFC 9112 section 7.1: chunk-size [ chunk-ext ] CRLF, with
+# chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] ).
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
+_CHUNK_LINE = re.compile(
+    rb"\A([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*"
+    + _TOKEN
+    + rb"(?:[ \t]*=[ \t]*(?:"
+    + _TOKEN
+    + rb"|"
+    + _QUOTED
+    + rb"))?)*\Z"
+)
 
 
 def refusal(status: int) -> bytes:
@@ -55,26 +99,128 @@ def refusal(status: int) -> bytes:
     )
 
 
+def _valid_field_line(line: bytes) -> bool:
+    name, colon, value = line.partition(b":")
+    return bool(colon) and _istoken(name) and len(value.translate(None, b"\x00\r\n")) == len(value)
+
+
+class _StrictChunkedDecoder(http._ChunkedTransferDecoder):
+    """
+    twisted.web's chunked decoder with the lenient corners removed.
+
+    twisted.web accepts a chunk size of any number of hex digits, chunk
+    extensions made of any printable junk, trailer lines that are not field
+    lines (so data after the last chunk is swallowed as a "trailer"), and it
+    waits for a CRLF forever when a line ends in a bare LF.  A backend that
+    parses any of these differently reads a different body, so each is a 400.
+    Trailers are dropped on the way upstream (the proxy re-chunks the body),
+    so refusing malformed ones costs a well-formed client nothing.
+    """
+
+    def _dataReceived_CHUNK_LENGTH(self) -> bool:
+        """
+        Replaces twisted.web's version, whose character filter for chunk
+        extensions is both too loose (any printable junk) and too strict (no
+        backslash, so no quoted-pair): the grammar above decides instead.
+        """
+        buffer = self._buffer
+        eol = buffer.find(b"\r\n")
+        line = buffer if eol < 0 else buffer[:eol]
+        if b"\n" in line:
+            raise http._MalformedChunkedDataError("bare LF in a chunk-size line")
+        if len(line) > http.maxChunkSizeLineLength:
+            raise http._MalformedChunkedDataError("chunk-size line too long")
+        if eol < 0:
+            return False
+        match = _CHUNK_LINE.match(line)
+        if match is None:
+            raise http._MalformedChunkedDataError("malformed chunk-size line")
+        length = int(match.group(1), 16)
+        if length > MAX_BODY_LENGTH:
+            raise http._MalformedChunkedDataError("chunk size too large")
+        self.state = "TRAILER" if length == 0 else "BODY"
+        self.length = length
+        del buffer[: eol + 2]
+        self._start = 0
+        return True
+
+    def _dataReceived_CRLF(self) -> bool:
+        if self._buffer[:1] == b"\n":
+            raise http._MalformedChunkedDataError("chunk data ended with a bare LF")
+        return super()._dataReceived_CRLF()
+
+    def _dataReceived_TRAILER(self) -> bool:
+        buffer = self._buffer
+        eol = buffer.find(b"\r\n")
+        line = buffer if eol < 0 else buffer[:eol]
+        if b"\n" in line or (eol > 0 and not _valid_field_line(bytes(line))):
+            raise http._MalformedChunkedDataError("malformed trailer section")
+        return super()._dataReceived_TRAILER()
+
+
 class GatewayChannel(http.HTTPChannel):
-    # The line limit is a backstop: the specific limits below are checked
-    # first so that each overflow gets its own status.
-    MAX_LENGTH = MAX_HEADER_BYTES + 2
+    # Our own checks in lineReceived fire first, each with its status; these
+    # twisted.web limits are only backstops and must never be what trips.
+    # No valid line is longer than a whole header section.
+    MAX_LENGTH = MAX_HEADER_BYTES
     maxHeaders = MAX_HEADER_COUNT
-    totalHeadersSize = MAX_HEADER_BYTES
+    # twisted.web counts the request line and the field lines (without their
+    # CRLFs) against one total; ours are two separate budgets.
+    totalHeadersSize = MAX_REQUEST_LINE_BYTES + MAX_HEADER_BYTES
     header_deadline = DEFAULT_HEADER_DEADLINE
+    # The peer's address, looked up once per connection by the gateway.
+    peer_host: str | None = None
 
     _refused = False
+    # Set once the connection is known to be ending (a refusal, or the
+    # response went out before the body ended): every later byte is dropped.
+    _closing = False
     _first_line_pending = True
-    _header_timer: Optional[IDelayedCall] = None
+    _header_bytes = 0
+    _header_lines = 0
+    _header_timer: IDelayedCall | None = None
+    _pending_dispatch: tuple[GatewayRequest, bytes, bytes, bytes] | None = None
 
     # -- header phase -----------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        # The deadline starts with the first byte of a request, so an idle
-        # keep-alive connection is governed by the idle timeout instead.
-        if self._header_timer is None and self._first_line_pending and not self._handlingRequest:
-            self._arm_header_deadline()
+        if self._busyReceiving:
+            # Re-entered (a request answered synchronously replays buffered
+            # data): LineReceiver only queues it; the outer call does the rest.
+            super().dataReceived(data)
+            return
+        if self._closing:
+            return
         super().dataReceived(data)
+        if self._closing:
+            return
+        self._check_partial_line()
+        self._dispatch_pending()
+        if not self._closing and self.line_mode and (self._buffer or not self._first_line_pending):
+            # Part of a request's head is in: its deadline runs from here
+            # (an idle keep-alive connection is left to the idle timeout).
+            self._arm_header_deadline()
+
+    def _check_partial_line(self) -> None:
+        """
+        Judges the unterminated line LineReceiver is holding.  Without this a
+        request whose lines end in a bare LF would wait for a CRLF that never
+        comes (and get a 408 instead of a 400), and an overlong line would be
+        buffered up to L{MAX_LENGTH} before being refused.
+        """
+        pending = self._buffer
+        if not self.line_mode or not pending:
+            return
+        if b"\n" in pending:
+            # Every line of the header phase that contains an LF is invalid.
+            self.refuse(400)
+            return
+        length = len(pending) - (1 if pending.endswith(b"\r") else 0)
+        if self._first_line_pending:
+            if length > MAX_REQUEST_LINE_BYTES:
+                self.refuse(414)
+        elif self._header_bytes + length + 2 > MAX_HEADER_BYTES:
+            self.refuse(431)
 
     def _arm_header_deadline(self) -> None:
         if self.header_deadline and self._header_timer is None:
@@ -89,14 +235,10 @@ class GatewayChannel(http.HTTPChannel):
 
     def _header_deadline_hit(self) -> None:
         self._header_timer = None
-        if self.requests:
-            self.refuse(408)
-        else:
-            # Idle between requests: nothing owed, just close.
-            self.transport.loseConnection()
+        self.refuse(408)
 
     def lineReceived(self, line: bytes) -> None:
-        if self._refused:
+        if self._closing:
             return
         if self._first_line_pending:
             if not line:
@@ -106,29 +248,56 @@ class GatewayChannel(http.HTTPChannel):
             if len(line) > MAX_REQUEST_LINE_BYTES:
                 self.refuse(414)
                 return
+            if line.translate(None, _REQUEST_LINE_BYTES):
+                self.refuse(400)
+                return
             self._first_line_pending = False
-            self._arm_header_deadline()
-        elif line and line[0] in b" \t":
-            # obs-fold: RFC 9112 lets a server refuse it, and it is a classic
-            # way to make a proxy and a backend split headers differently.
-            self.refuse(400)
-            return
-        elif line and self._receivedHeaderCount >= MAX_HEADER_COUNT:
-            self.refuse(431)
-            return
-        if self._receivedHeaderSize + len(line) > MAX_HEADER_BYTES:
-            self.refuse(431)
-            return
+            self._header_bytes = 0
+            self._header_lines = 0
+        elif line:
+            if line[0] in b" \t":
+                # obs-fold: RFC 9112 lets a server refuse it, and it is a
+                # classic way to make a proxy and a backend split headers
+                # differently.
+                self.refuse(400)
+                return
+            # Counted here, as each line arrives: twisted.web counts a header
+            # only when the next line arrives, so its own maxHeaders check
+            # fires one line late (on the empty line) and answers 400.
+            self._header_lines += 1
+            self._header_bytes += len(line) + 2
+            if self._header_lines > MAX_HEADER_COUNT or self._header_bytes > MAX_HEADER_BYTES:
+                self.refuse(431)
+                return
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         self.refuse(414 if self._first_line_pending else 431)
 
     def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
-        if header == b"Transfer-Encoding" and data.lower() != b"chunked":
+        if header == b"Content-Length":
+            # The length check comes first: int() refuses more than 4300
+            # digits with a ValueError that would escape dataReceived.
+            if data.isdigit() and (len(data) > 19 or int(data) > MAX_BODY_LENGTH):
+                return self._failChooseTransferDecoder()
+            return super()._maybeChooseTransferDecoder(header, data)
+        if header == b"Transfer-Encoding":
             # twisted.web accepts "identity"; a backend that honours it while
             # we frame by Content-Length is a desync, so only chunked passes.
-            return self._failChooseTransferDecoder()
+            # RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty
+            # framing.  A second Transfer-Encoding, or one after a
+            # Content-Length, finds a decoder already chosen.
+            if (
+                data.lower() != b"chunked"
+                or self._version != b"HTTP/1.1"
+                or self._transferDecoder is not None
+            ):
+                return self._failChooseTransferDecoder()
+            self.length = None
+            self._transferDecoder = _StrictChunkedDecoder(
+                self.requests[-1].handleContentChunk, self._finishRequestBody
+            )
+            return True
         return super()._maybeChooseTransferDecoder(header, data)
 
     def allHeadersReceived(self) -> None:
@@ -136,6 +305,12 @@ class GatewayChannel(http.HTTPChannel):
         Replaces twisted.web's version: no cookie parsing (a proxy passes
         cookies through untouched) and no automatic 100 Continue, which the
         router sends only once it has decided to accept the body.
+
+        A request with a body is handed to the router at the end of the
+        current read rather than here, so that a framing error in the body
+        bytes that arrived with the headers is refused before any upstream
+        is contacted; if the whole body is in that read, the request is
+        dispatched complete, by L{allContentReceived}.
         """
         self._disarm_header_deadline()
         request = self.requests[-1]
@@ -149,41 +324,74 @@ class GatewayChannel(http.HTTPChannel):
         self.persistent = self.checkPersistence(request, self._version)
         request.gotLength(self.length)
         if self.length != 0:
-            request.headersReceived(self._command, self._path, self._version)
+            self._pending_dispatch = (request, self._command, self._path, self._version)
+
+    def _dispatch_pending(self) -> None:
+        pending = self._pending_dispatch
+        if pending is None:
+            return
+        self._pending_dispatch = None
+        request, command, path, version = pending
+        if self._closing or request.finished or request not in self.requests:
+            return
+        request.headersReceived(command, path, version)
 
     def allContentReceived(self) -> None:
-        if not self.requests or self.requests[-1].finished or self._refused:
-            # The response was already sent (an early refusal) and the
-            # connection is closing; the rest of the body is dropped.
+        if self._closing or not self.requests or self.requests[-1].finished:
+            # The response was already sent (an early answer such as a 413)
+            # and the connection is closing; the rest is dropped.
+            self._closing = True
             return
+        self._pending_dispatch = None
         self._first_line_pending = True
         super().allContentReceived()
 
     # -- refusals ------------------------------------------------------------------
 
     def refuse(self, status: int) -> None:
+        """
+        Answers C{status} with a fixed body and closes the connection.
+
+        If a response has already started on this connection (a body
+        framing error while the upstream's answer streams back), a second
+        status line would corrupt it, so the connection is aborted instead;
+        if the connection is already closing after an earlier answer,
+        nothing more is written.
+        """
         if self._refused:
             return
         self._refused = True
+        self._closing = True
+        self._pending_dispatch = None
         self._disarm_header_deadline()
         self.persistent = False
         self.setRawMode()
+        answered = any(request.startedWriting for request in self.requests)
         for request in self.requests:
             request.channel_refused()
-        self.transport.write(refusal(status))
+        transport: Any = self.transport
+        if transport is None or transport.disconnecting:
+            return
+        if answered:
+            transport.abortConnection()
+            return
+        transport.write(refusal(status))
         self.loseConnection()
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         self.refuse(400)
 
     def rawDataReceived(self, data: bytes) -> None:
-        if self._refused:
+        if self._closing:
             return
         super().rawDataReceived(data)
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._closing = True
+        self._pending_dispatch = None
         self._disarm_header_deadline()
         super().connectionLost(reason)
 
     def send_continue(self) -> None:
-        self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if self.transport is not None and not self._closing:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")

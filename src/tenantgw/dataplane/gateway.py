@@ -11,9 +11,10 @@ namespace, so a reload does not hand anyone a fresh budget.
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 import re
-import secrets
 from typing import Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
@@ -44,9 +45,10 @@ from tenantgw.dataplane.matching import Matcher, first_match, normalize_path
 from tenantgw.dataplane.proxy import Exchange
 from tenantgw.dataplane.request import GatewayRequest
 from tenantgw.dataplane.responses import respond
-from tenantgw.dataplane.upstream import UpstreamPool
+from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
 
 _log = Logger()
+_random_bits = random.Random().getrandbits
 
 _REQUEST_ID = re.compile(rb"\A[A-Za-z0-9._:+=/-]{8,128}\Z")
 _HOST = re.compile(rb"\A[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\Z")
@@ -71,6 +73,12 @@ def host_of(request: GatewayRequest) -> Optional[str]:
         if not values:
             return None
         raw = values[0]
+    return normalize_host(raw)
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize_host(raw: bytes) -> Optional[str]:
+    """Cached: a gateway sees the same few Host values over and over."""
     if raw.startswith(b"["):
         return None  # IP literals are never a tenant's host
     colon = raw.rfind(b":")
@@ -83,6 +91,14 @@ def host_of(request: GatewayRequest) -> Optional[str]:
     if not raw or len(raw) > 253 or _HOST.match(raw) is None:
         return None
     return raw.decode("ascii")
+
+
+def new_request_id() -> bytes:
+    """
+    128 random bits as hex.  Request ids must be unique, not secret, so the
+    Mersenne Twister serves and no system call is spent per request.
+    """
+    return b"%032x" % _random_bits(128)
 
 
 class _SmoothWeightedChoice:
@@ -167,15 +183,15 @@ class RouteHandler:
             else None
         )
 
-    def _edit_response(self, request: GatewayRequest) -> None:
+    def _edit_response(self, headers: ResponseHeaders) -> ResponseHeaders:
+        """Remove, then set (replacing every value), then add; names are lower case."""
         edits = self.compiled.route.response_headers
-        headers = request.responseHeaders
-        for name in edits.remove:
-            headers.removeHeader(name)
-        for name, value in edits.set:
-            headers.setRawHeaders(name, [value])
-        for name, value in edits.add:
-            headers.addRawHeader(name, value)
+        replaced = {name.encode("ascii") for name in edits.remove}
+        replaced.update(name.encode("ascii") for name, _ in edits.set)
+        result = [(name, value) for name, value in headers if name not in replaced]
+        result.extend((n.encode("ascii"), v.encode("latin-1")) for n, v in edits.set)
+        result.extend((n.encode("ascii"), v.encode("latin-1")) for n, v in edits.add)
+        return result
 
     def target_for(self, path: bytes, query: bytes) -> bytes:
         replace = self.replace_prefix
@@ -397,15 +413,18 @@ class HostTable:
         }
         self.snapshot = snapshot
         self.handlers = handlers
-        self.exact = {host: handlers[t.namespace] for host, t in snapshot.exact_hosts.items()}
+        self.exact: Dict[str, Optional[TenantHandler]] = dict.fromkeys(snapshot.reserved_hosts)
+        self.exact.update(
+            (host, handlers[t.namespace]) for host, t in snapshot.exact_hosts.items()
+        )
         self.wildcards = tuple(
             (suffix, handlers[t.namespace]) for suffix, t in snapshot.wildcard_hosts
         )
 
     def lookup(self, host: str) -> Optional[TenantHandler]:
-        handler = self.exact.get(host)
-        if handler is not None:
-            return handler
+        exact = self.exact
+        if host in exact:
+            return exact[host]
         for suffix, candidate in self.wildcards:
             if host.endswith(suffix):
                 return candidate
@@ -450,12 +469,19 @@ class Gateway:
         request.request_id = (
             supplied[0]
             if supplied and _REQUEST_ID.match(supplied[0])
-            else secrets.token_hex(16).encode("ascii")
+            else new_request_id()
         )
-        peer = request.channel.transport.getPeer()
-        peer_host = getattr(peer, "host", "")
-        request.client_address = client_address(
-            peer_host, request.requestHeaders.getRawHeaders(b"x-forwarded-for"), self.trusted_proxies
+        channel = request.channel
+        peer_host = getattr(channel, "peer_host", None)
+        if peer_host is None:
+            peer_host = channel.peer_host = getattr(channel.transport.getPeer(), "host", "")
+        trusted = self.trusted_proxies
+        request.client_address = (
+            client_address(
+                peer_host, request.requestHeaders.getRawHeaders(b"x-forwarded-for"), trusted
+            )
+            if trusted
+            else peer_host
         )
         host = host_of(request)
         if host is None:

@@ -146,7 +146,7 @@ class Exchange:
         host: bytes,
         forwarded: Sequence[Tuple[bytes, bytes]],
         timeout: float,
-        edit_response: Optional[Callable[[GatewayRequest], None]],
+        edit_response: Optional[Callable[[ResponseHeaders], ResponseHeaders]],
         done: Callable[[GatewayRequest, int], None],
     ) -> None:
         self.request = request
@@ -189,9 +189,9 @@ class Exchange:
             request.channel.send_continue()
         connection.transport.registerProducer(_ClientBodyThrottle(request), True)
         if self.body_length is None:
-            request.stream_body(self._send_chunk, self._send_last_chunk, self._body_aborted)
+            request.stream_body(self._send_chunk, self._send_last_chunk)
         else:
-            request.stream_body(connection.write_body, self._body_sent, self._body_aborted)
+            request.stream_body(connection.write_body, self._body_sent)
 
     def _send_chunk(self, data: bytes) -> None:
         if data and self.connection is not None:
@@ -207,9 +207,6 @@ class Exchange:
         if self.connection is not None:
             self.connection.transport.unregisterProducer()
 
-    def _body_aborted(self) -> None:
-        self.client_gone()
-
     def _connect_failed(self, reason: str) -> None:
         if self.finished:
             return
@@ -220,33 +217,29 @@ class Exchange:
 
     def upstream_head(self, code: int, reason: bytes, headers: ResponseHeaders) -> None:
         request = self.request
-        if self.finished or request.channel is None:
+        if self.finished or request.channel is None or request.refused:
             return
         self.status = code
         if b"\r" in reason or b"\n" in reason or len(reason) > 128:
             reason = RESPONSES.get(code, b"")
-        request.setResponseCode(code, reason or RESPONSES.get(code, b"Unknown"))
-        response_headers = request.responseHeaders
         dropped = HOP_BY_HOP
         for name, value in headers:
             if name == b"connection":
                 dropped = dropped | {t.strip().lower() for t in value.split(b",")}
-        for name, value in headers:
-            if name not in dropped:
-                response_headers.addRawHeader(name, value)
-        response_headers.setRawHeaders(b"x-request-id", [request.request_id])
+        kept = [(name, value) for name, value in headers if name not in dropped]
+        kept.append((b"x-request-id", request.request_id))
         if self.edit_response is not None:
-            self.edit_response(request)
+            kept = self.edit_response(kept)
         assert self.connection is not None
         self.throttle = _UpstreamThrottle(self.connection)
         request.registerProducer(self.throttle, True)
         # Headers go out now, even for an empty or slow body, so a client
         # sees the status as soon as the upstream has decided it.
-        request.write(b"")
+        request.start_response(code, reason or RESPONSES.get(code, b"Unknown"), kept)
 
     def upstream_data(self, data: bytes) -> None:
         request = self.request
-        if not self.finished and request.channel is not None:
+        if not self.finished and request.channel is not None and not request.refused:
             request.write(data)
 
     def upstream_finished(self) -> None:

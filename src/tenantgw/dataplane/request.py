@@ -11,9 +11,10 @@ with a body) and at the end of the body (L{requestReceived}).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
 from twisted.web import server
+from twisted.web.http import NO_BODY_CODES
 
 if TYPE_CHECKING:
     from tenantgw.dataplane.proxy import Exchange
@@ -106,18 +107,17 @@ class GatewayRequest(server.Request):
             self.pause_client()
 
     def channel_refused(self) -> None:
-        """The channel refused the connection (framing error): abandon everything."""
+        """
+        The channel refused the connection (a framing error): abandon the
+        exchange too, whether or not its upstream connection is up yet, so
+        that nothing of a refused request ever reaches a backend.
+        """
         self.refused = True
-        end = self._body_end
         self._body_end = None
         self._body_sink = None
-        if end is not None:
-            self.notify_body_aborted()
-
-    def notify_body_aborted(self) -> None:
-        aborted = getattr(self, "_on_body_aborted", None)
-        if aborted is not None:
-            aborted()
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.client_gone()
 
     # -- what the proxy uses ------------------------------------------------------------
 
@@ -125,10 +125,8 @@ class GatewayRequest(server.Request):
         self,
         sink: BodySink,
         end: Callable[[], None],
-        aborted: Callable[[], None],
     ) -> None:
         """Sends what arrived so far to C{sink}, then every later chunk."""
-        self._on_body_aborted = aborted
         early, self._early_body = self._early_body, []
         self._early_bytes = 0
         for chunk in early:
@@ -144,7 +142,6 @@ class GatewayRequest(server.Request):
     def stop_body(self) -> None:
         self._body_sink = None
         self._body_end = None
-        self._on_body_aborted = None
 
     def on_body_over_limit(self, limit: int, over: Callable[[], None]) -> None:
         self.body_limit = limit
@@ -161,6 +158,40 @@ class GatewayRequest(server.Request):
         if self._client_paused and self.channel is not None:
             self._client_paused = False
             self.channel.transport.resumeProducing()
+
+    def start_response(
+        self, code: int, reason: bytes, headers: List[Tuple[bytes, bytes]]
+    ) -> None:
+        """
+        Writes the status line and headers straight to the connection.
+
+        twisted.web would copy the upstream's headers into a C{Headers}
+        object, re-canonicalise every name and then serialise them again; the
+        upstream's headers were already validated by the upstream parser, so
+        they are written as they are.  Framing follows twisted.web's own rules
+        so that L{write} and L{finish} continue as usual: chunked for HTTP/1.1
+        when the length is unknown, nothing for HEAD and bodiless statuses.
+        """
+        self.code = code
+        self.code_message = reason
+        self.startedWriting = 1
+        body_allowed = self.method != b"HEAD" and code not in NO_BODY_CODES
+        parts = [self.clientproto, b" %d " % code, reason, b"\r\n"]
+        has_length = False
+        for name, value in headers:
+            if name == b"content-length":
+                has_length = True
+            parts += (name, b": ", value, b"\r\n")
+        for name, values in self.responseHeaders.getAllRawHeaders():
+            for value in values:  # what twisted.web set, e.g. Connection: close
+                parts += (name, b": ", value, b"\r\n")
+        if body_allowed and not has_length and self.clientproto == b"HTTP/1.1":
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+            self.chunked = 1
+        parts.append(b"\r\n")
+        self.channel.transport.writeSequence(parts)
+        if not body_allowed:
+            self.write = _discard  # type: ignore[method-assign]
 
     def finish(self) -> None:
         if not self.body_complete and self.channel is not None:
@@ -179,3 +210,7 @@ class GatewayRequest(server.Request):
 
     def processingFailed(self, reason: object) -> None:
         self.site.gateway.internal_error(self, reason)
+
+
+def _discard(data: bytes) -> None:
+    """The body of a HEAD or bodiless response goes nowhere."""

@@ -16,6 +16,7 @@ pauses reading from the upstream socket.
 
 from __future__ import annotations
 
+import re
 from typing import Callable, Dict, List, Optional, Protocol, Tuple
 
 from twisted.internet.interfaces import IPushProducer, IReactorTCP, IReactorTime
@@ -28,6 +29,8 @@ from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from zope.interface import implementer
 
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
+# RFC 9110 token characters: header names are forwarded as received.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
 MAX_RESPONSE_HEADERS = 200
 
 # Header names whose meaning ends at the next hop (RFC 9110 section 7.6.1).
@@ -254,7 +257,7 @@ class UpstreamConnection(TwistedProtocol):
             if colon <= 0 or line[0] in b" \t":
                 raise UpstreamProtocolError("malformed upstream header")
             name = line[:colon].lower()
-            if name.strip(b" \t") != name:
+            if _TOKEN.match(name) is None:
                 raise UpstreamProtocolError("malformed upstream header name")
             value = line[colon + 1 :].strip(b" \t")
             if b"\x00" in value:

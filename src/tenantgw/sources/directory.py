@@ -10,7 +10,8 @@ when it last parsed, so a half-saved edit never takes a tenant down.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Tuple
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import yaml
 from twisted.application.service import Service
@@ -19,7 +20,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 KubeObject = Mapping[str, Any]
-ObjectsCallback = Callable[[List[KubeObject]], None]
+ObjectsCallback = Callable[[list[KubeObject]], None]
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 WATCHED_KINDS = frozenset({"Namespace", "ConfigMap", "Secret", "Service", "EndpointSlice"})
@@ -32,18 +33,24 @@ class ManifestError(ValueError):
     pass
 
 
-def load_manifests(text: str) -> List[KubeObject]:
+def load_manifests(text: str) -> list[KubeObject]:
     """
     Every watched object in a multi-document YAML text; C{kind: List} is
     unpacked as kubectl does.  Objects of other kinds are skipped silently,
     since a directory shared with other tools will hold them.
     """
-    objects: List[KubeObject] = []
+    objects: list[KubeObject] = []
     try:
         documents = list(yaml.safe_load_all(text))
     except yaml.YAMLError as e:
         raise ManifestError(f"not valid YAML: {e}") from None
-    pending: List[Any] = documents
+    except (ValueError, OverflowError, RecursionError) as e:
+        # Fix: YAML's constructors raise plain ValueError for values they
+        # cannot build (an unquoted "2024-13-01T00:00:00Z", an integer of more
+        # than 4300 digits).  That escaped poll(), which stopped the
+        # LoopingCall for good: one bad file froze the whole configuration.
+        raise ManifestError(f"not valid YAML: a value could not be read ({e})") from None
+    pending: list[Any] = documents
     while pending:
         doc = pending.pop(0)
         if doc is None:
@@ -79,9 +86,10 @@ class DirectorySource(Service):
         self.clock = clock
         self.on_objects = on_objects
         self.interval = interval
-        self._seen: Dict[str, Tuple[int, int]] = {}
-        self._objects: Dict[str, List[KubeObject]] = {}
-        self.errors: Dict[str, str] = {}
+        self._seen: dict[str, tuple[int, ...]] = {}
+        self._objects: dict[str, list[KubeObject]] = {}
+        self.errors: dict[str, str] = {}
+        self._delivered: list[KubeObject] = []
         self._poller = LoopingCall(self.poll)
         self._poller.clock = clock
         self.synced = False
@@ -96,7 +104,16 @@ class DirectorySource(Service):
         return super().stopService()
 
     def poll(self) -> None:
-        """Re-reads changed files; calls back only when something changed."""
+        """
+        Re-reads changed files; calls back only when the objects changed.
+
+        Fix: "changed" used to mean "some file's stat changed", so saving a
+        broken file (whose objects are kept) or touching a file called back
+        with the same objects and recompiled every tenant for nothing.  Now
+        the objects are compared with those last delivered.  The callback is
+        also guarded: an exception from it used to stop the LoopingCall, so
+        the gateway silently stopped following the directory.
+        """
         changed = not self.synced
         present = set()
         try:
@@ -113,20 +130,30 @@ class DirectorySource(Service):
                 stat = os.stat(file_path)
             except OSError:
                 continue
-            signature = (stat.st_mtime_ns, stat.st_size)
+            # Fix: inode and ctime are part of the signature.  With only
+            # (mtime, size), a same-size edit that keeps the mtime (rsync -a,
+            # cp -p, tar x: all replace the file or set its mtime back) was
+            # never seen, and a file unreadable at first (chmod fixes it, which
+            # touches only ctime) was never read again.
+            signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_ctime_ns)
             if self._seen.get(file_path) == signature:
                 continue
             self._seen[file_path] = signature
-            changed = True
             self._read(file_path, stat.st_size)
         for gone in set(self._seen) - present:
             del self._seen[gone]
             self._objects.pop(gone, None)
             self.errors.pop(gone, None)
-            changed = True
-        if changed:
+        # Files in path order, so that the list does not depend on the order
+        # in which files were first seen.
+        objects = [obj for path in sorted(self._objects) for obj in self._objects[path]]
+        if changed or objects != self._delivered:
             self.synced = True
-            self.on_objects([obj for objs in self._objects.values() for obj in objs])
+            self._delivered = objects
+            try:
+                self.on_objects(objects)
+            except Exception:
+                _log.failure("applying the objects read from {path} failed", path=self.path)
 
     def _read(self, file_path: str, size: int) -> None:
         try:

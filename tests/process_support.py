@@ -1,0 +1,108 @@
+"""
+Runs ``twistd -n tenantgw`` as a real process, the way the README and the
+container do, listening on UNIX sockets in a temporary directory so that
+tests never race each other for TCP ports.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import List, Optional
+
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.endpoints import UNIXClientEndpoint
+from twisted.internet.task import deferLater
+from twisted.web.client import Agent, readBody
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
+
+
+@implementer(IAgentEndpointFactory)
+class _UNIXEndpointFactory:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def endpointForURI(self, uri: object) -> UNIXClientEndpoint:
+        return UNIXClientEndpoint(reactor, self.path)
+
+
+class GatewayProcess:
+    def __init__(self, workdir: str, source_dir: str, extra: Optional[List[str]] = None) -> None:
+        workdir = os.path.abspath(workdir)
+        source_dir = os.path.abspath(source_dir)
+        self.workdir = workdir
+        # AF_UNIX paths are limited to ~107 bytes; trial's temp paths are longer.
+        self.socket_dir = tempfile.mkdtemp(prefix="tgw-")
+        self.http_socket = os.path.join(self.socket_dir, "http.sock")
+        self.admin_socket = os.path.join(self.socket_dir, "admin.sock")
+        self.log_path = os.path.join(workdir, "gateway.log")
+        command = [
+            sys.executable,
+            "-c",
+            "import sys; from twisted.scripts.twistd import run; sys.argv[0] = 'twistd'; run()",
+            "-n",
+            "--pidfile=",
+            f"--logfile={self.log_path}",
+            "tenantgw",
+            f"--source=dir:{source_dir}",
+            f"--http=unix:{self.http_socket}",
+            f"--admin=unix:{self.admin_socket}",
+            "--poll-interval=0.2",
+            *(extra or []),
+        ]
+        self.process = subprocess.Popen(command, cwd=workdir)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def peak_rss_bytes(self) -> int:
+        """VmHWM: the most resident memory the process ever had."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM")
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def admin_agent(self) -> Agent:
+        return Agent.usingEndpointFactory(reactor, _UNIXEndpointFactory(self.admin_socket))
+
+    @inlineCallbacks
+    def wait_ready(self, seconds: float = 30.0):  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"gateway exited early:\n{self.log()}")
+            if os.path.exists(self.admin_socket):
+                try:
+                    response = yield self.admin_agent().request(b"GET", b"http://admin/readyz")
+                    yield readBody(response)
+                    if response.code == 200:
+                        return
+                except Exception:
+                    pass
+            yield deferLater(reactor, 0.1, lambda: None)
+        raise AssertionError(f"gateway not ready in {seconds}s:\n{self.log()}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.socket_dir, ignore_errors=True)
