@@ -471,10 +471,7 @@ class Gateway:
             if supplied and _REQUEST_ID.match(supplied[0])
             else new_request_id()
         )
-        channel = request.channel
-        peer_host = getattr(channel, "peer_host", None)
-        if peer_host is None:
-            peer_host = channel.peer_host = getattr(channel.transport.getPeer(), "host", "")
+        peer_host = getattr(request.client, "host", "")  # a UNIX socket peer has none
         trusted = self.trusted_proxies
         request.client_address = (
             client_address(

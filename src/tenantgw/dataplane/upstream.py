@@ -233,8 +233,9 @@ class UpstreamConnection(TwistedProtocol):
         """
         lines = head.split(b"\r\n")
         status = lines[0]
-        if b"\n" in head.replace(b"\r\n", b""):
-            raise UpstreamProtocolError("bare LF in upstream response head")
+        line_ends = head.count(b"\r\n")
+        if head.count(b"\n") != line_ends or head.count(b"\r") != line_ends:
+            raise UpstreamProtocolError("bare LF or CR in upstream response head")
         if len(status) < 12 or not status.startswith(b"HTTP/1.") or status[8:9] != b" ":
             raise UpstreamProtocolError("malformed upstream status line")
         code_bytes = status[9:12]
@@ -253,15 +254,10 @@ class UpstreamConnection(TwistedProtocol):
         transfer_encoding = False
         connection_tokens: List[bytes] = []
         for line in lines[1:]:
-            colon = line.find(b":")
-            if colon <= 0 or line[0] in b" \t":
-                raise UpstreamProtocolError("malformed upstream header")
-            name = line[:colon].lower()
-            if _TOKEN.match(name) is None:
-                raise UpstreamProtocolError("malformed upstream header name")
-            value = line[colon + 1 :].strip(b" \t")
-            if b"\x00" in value:
-                raise UpstreamProtocolError("NUL in upstream header")
+            field = _FIELDS.get(line)
+            if field is None:
+                field = _parse_field(line)
+            name, value = field
             if name == b"content-length":
                 if not value.isdigit() or (
                     content_length is not None and content_length != int(value)
@@ -343,6 +339,30 @@ class UpstreamConnection(TwistedProtocol):
         if handler is not None:
             _log.info("upstream {key} protocol error: {reason}", key=self.key, reason=reason)
             handler.upstream_failed(reason, started)
+
+
+# Validated field lines, keyed by the raw line: an upstream sends the same
+# Server, Content-Type and Connection lines on every response, so most lines
+# are checked once.  Bounded by clearing, which is rare and cheap.
+_FIELDS: Dict[bytes, Tuple[bytes, bytes]] = {}
+_FIELDS_MAX = 4096
+
+
+def _parse_field(line: bytes) -> Tuple[bytes, bytes]:
+    colon = line.find(b":")
+    if colon <= 0 or line[0] in b" \t":
+        raise UpstreamProtocolError("malformed upstream header")
+    name = line[:colon].lower()
+    if _TOKEN.match(name) is None:
+        raise UpstreamProtocolError("malformed upstream header name")
+    value = line[colon + 1 :].strip(b" \t")
+    if b"\x00" in value:
+        raise UpstreamProtocolError("NUL in upstream header")
+    if len(_FIELDS) >= _FIELDS_MAX:
+        _FIELDS.clear()
+    field = (name, value)
+    _FIELDS[line] = field
+    return field
 
 
 class _Connect(ClientFactory):
