@@ -7,7 +7,8 @@ compile step from the same kind of manifests a tenant writes.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import yaml
 from twisted.internet import reactor as global_reactor
@@ -26,11 +27,11 @@ from tenantgw.dataplane.upstream import UpstreamPool
 def tenant_objects(
     namespace: str,
     tenant_yaml: str,
-    services: Dict[str, Sequence[int]] | None = None,
-    annotations: Dict[str, str] | None = None,
-    secrets: Dict[str, Dict[str, str]] | None = None,
+    services: dict[str, Sequence[int]] | None = None,
+    annotations: dict[str, str] | None = None,
+    secrets: dict[str, dict[str, str]] | None = None,
     created: str = "2026-01-01T00:00:00Z",
-) -> List[Dict[str, Any]]:
+) -> list[dict[str, Any]]:
     """
     A namespace with its Tenant ConfigMap; each service maps to the local
     ports of its ready endpoints (on 127.0.0.1), exposed as Service port 80
@@ -39,7 +40,7 @@ def tenant_objects(
     """
     if annotations is None:
         annotations = {"tenantgw.io/allowed-hosts": "t.example,*.t.example"}
-    objects: List[Dict[str, Any]] = [
+    objects: list[dict[str, Any]] = [
         {
             "kind": "Namespace",
             "metadata": {"name": namespace, "annotations": annotations},
@@ -88,12 +89,12 @@ def tenant_objects(
     return objects
 
 
-def snapshot_of(*object_lists: List[Dict[str, Any]], base_domain: str | None = None) -> Snapshot:
+def snapshot_of(*object_lists: list[dict[str, Any]], base_domain: str | None = None) -> Snapshot:
     objects = [obj for objs in object_lists for obj in objs]
     return compile_snapshot(objects, CompileOptions(base_domain=base_domain))
 
 
-def dump(document: Dict[str, Any]) -> str:
+def dump(document: dict[str, Any]) -> str:
     return yaml.safe_dump(document)
 
 
@@ -109,9 +110,9 @@ class RecordingResource(Resource):
     def __init__(self, name: str) -> None:
         super().__init__()
         self.name = name
-        self.received: List[Dict[str, Any]] = []
-        self.hanging: List[Request] = []
-        self.hang_lost: List[Deferred[None]] = []
+        self.received: list[dict[str, Any]] = []
+        self.hanging: list[Request] = []
+        self.hang_lost: list[Deferred[None]] = []
 
     def render(self, request: Request) -> Any:
         body = request.content.read()
@@ -150,7 +151,7 @@ class Upstream:
         self.number: int = self.port.getHost().port
 
     @property
-    def received(self) -> List[Dict[str, Any]]:
+    def received(self) -> list[dict[str, Any]]:
         return self.resource.received
 
     def stop(self) -> Deferred[None]:
@@ -184,7 +185,7 @@ class GatewayUnderTest:
 
     def __init__(
         self,
-        snapshot: Optional[Snapshot] = None,
+        snapshot: Snapshot | None = None,
         reactor: Any = global_reactor,
         upstream_timeout: float = 10.0,
         trusted_proxies: tuple = (),
@@ -228,9 +229,10 @@ class _Collector(Protocol):
         if self.close_after and b"\r\n\r\n" in self.received:
             head, _, body = self.received.partition(b"\r\n\r\n")
             for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    if len(body) >= int(line.split(b":")[1]):
-                        self.transport.loseConnection()
+                if line.lower().startswith(b"content-length:") and len(body) >= int(
+                    line.split(b":")[1]
+                ):
+                    self.transport.loseConnection()
 
     def connectionLost(self, reason: object) -> None:
         self.done.callback(self.received)

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import List, Optional
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
@@ -33,7 +32,7 @@ class _UNIXEndpointFactory:
 
 
 class GatewayProcess:
-    def __init__(self, workdir: str, source_dir: str, extra: Optional[List[str]] = None) -> None:
+    def __init__(self, workdir: str, source_dir: str, extra: list[str] | None = None) -> None:
         workdir = os.path.abspath(workdir)
         source_dir = os.path.abspath(source_dir)
         self.workdir = workdir

@@ -28,12 +28,15 @@ ACCEPTED = {
     "HTTP/1.0": b"GET / HTTP/1.0\r\nHost: t.example\r\n" + ID + b"\r\n",
     "absolute form": b"GET http://t.example/x HTTP/1.1\r\nHost: t.example\r\n" + ID + b"\r\n",
     "hundred fields": (
-        b"GET / HTTP/1.1\r\nHost: t.example\r\n" + ID
-        + b"".join(b"X-F%03d: v\r\n" % i for i in range(98)) + b"\r\n"
+        b"GET / HTTP/1.1\r\nHost: t.example\r\n"
+        + ID
+        + b"".join(b"X-F%03d: v\r\n" % i for i in range(98))
+        + b"\r\n"
     ),
     "connection tokens": (
         b"GET / HTTP/1.1\r\nHost: t.example\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n"
-        + ID + b"\r\n"
+        + ID
+        + b"\r\n"
     ),
 }
 
@@ -47,7 +50,8 @@ REFUSED = {
     "bad version": b"GET / HTTP/1.2\r\nHost: t.example\r\n\r\n",
     "hundred and one fields": (
         b"GET / HTTP/1.1\r\nHost: t.example\r\n"
-        + b"".join(b"X-F%03d: v\r\n" % i for i in range(100)) + b"\r\n"
+        + b"".join(b"X-F%03d: v\r\n" % i for i in range(100))
+        + b"\r\n"
     ),
 }
 

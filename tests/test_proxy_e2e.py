@@ -8,7 +8,7 @@ is tested is what a tenant's file does, not what a hand-built snapshot does.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict
+from typing import Any
 
 import bcrypt
 import treq
@@ -28,8 +28,8 @@ from tests.dataplane_support import (
 )
 
 
-def _route(name: str, service: str = "web", **extra: Any) -> Dict[str, Any]:
-    route: Dict[str, Any] = {"name": name, "backends": [{"service": service, "port": 80}]}
+def _route(name: str, service: str = "web", **extra: Any) -> dict[str, Any]:
+    route: dict[str, Any] = {"name": name, "backends": [{"service": service, "port": 80}]}
     route.update(extra)
     return route
 
@@ -39,7 +39,7 @@ class ProxyTestCase(TestCase):
 
     def setUp(self) -> None:
         self.client_pool = HTTPConnectionPool(reactor, persistent=False)
-        self.upstreams: Dict[str, Upstream] = {}
+        self.upstreams: dict[str, Upstream] = {}
 
     def upstream(self, name: str = "web") -> Upstream:
         upstream = Upstream(name)
@@ -47,7 +47,7 @@ class ProxyTestCase(TestCase):
         self.addCleanup(upstream.stop)
         return upstream
 
-    def serve(self, tenant: Dict[str, Any], namespace: str = "team", **kw: Any) -> GatewayUnderTest:
+    def serve(self, tenant: dict[str, Any], namespace: str = "team", **kw: Any) -> GatewayUnderTest:
         services = {name: [u.number] for name, u in self.upstreams.items()}
         snapshot = snapshot_of(tenant_objects(namespace, dump(tenant), services))
         self.assertIn(namespace, snapshot.tenants, snapshot.statuses)
@@ -61,7 +61,7 @@ class ProxyTestCase(TestCase):
         path: str,
         host: str = "t.example",
         method: str = "GET",
-        headers: Dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
         data: bytes | None = None,
     ) -> Any:
         all_headers = {"Host": [host]}
@@ -90,8 +90,12 @@ class ForwardingTests(ProxyTestCase):
         response, seen = yield self.get_json(
             gateway,
             "/a/b?q=1",
-            headers={"X-Forwarded-For": ["198.51.100.7"], "Connection": ["keep-alive, x-hop"],
-                     "X-Hop": ["secret"], "Keep-Alive": ["timeout=5"]},
+            headers={
+                "X-Forwarded-For": ["198.51.100.7"],
+                "Connection": ["keep-alive, x-hop"],
+                "X-Hop": ["secret"],
+                "Keep-Alive": ["timeout=5"],
+            },
         )
         self.assertEqual(response.code, 200)
         headers = seen["headers"]
@@ -131,12 +135,16 @@ class ForwardingTests(ProxyTestCase):
             match={"path": "/api"},
             rewrite={"replacePrefix": "/", "host": "api.internal"},
             requestHeaders={"set": {"x-env": "prod"}, "add": {"x-tag": "a"}, "remove": ["x-debug"]},
-            responseHeaders={"set": {"x-served-by": "gw"}, "add": {"x-extra": "1"},
-                             "remove": ["server"]},
+            responseHeaders={
+                "set": {"x-served-by": "gw"},
+                "add": {"x-extra": "1"},
+                "remove": ["server"],
+            },
         )
         gateway = self.serve({"hosts": ["t.example"], "routes": [route]})
         response, seen = yield self.get_json(
-            gateway, "/api/x/y?z=1",
+            gateway,
+            "/api/x/y?z=1",
             headers={"X-Env": ["dev"], "X-Tag": ["client"], "X-Debug": ["1"]},
         )
         self.assertEqual(seen["uri"], "/x/y?z=1")
@@ -154,10 +162,15 @@ class ForwardingTests(ProxyTestCase):
     def test_dot_segments_are_resolved_before_matching(self) -> Any:
         self.upstream("public")
         self.upstream("admin")
-        gateway = self.serve({"hosts": ["t.example"], "routes": [
-            _route("public", service="public", match={"path": "/public"}),
-            _route("admin", service="admin", match={"path": "/admin"}),
-        ]})
+        gateway = self.serve(
+            {
+                "hosts": ["t.example"],
+                "routes": [
+                    _route("public", service="public", match={"path": "/public"}),
+                    _route("admin", service="admin", match={"path": "/admin"}),
+                ],
+            }
+        )
         _, seen = yield self.get_json(gateway, "/public/../admin/x")
         self.assertEqual(seen["upstream"], "admin")
         self.assertEqual(seen["uri"], "/admin/x")
@@ -189,17 +202,30 @@ class MatchingTests(ProxyTestCase):
     def test_precedence_over_real_requests(self) -> Any:
         for name in ("root", "prefix", "longer", "exact", "post", "canary", "v2"):
             self.upstream(name)
-        gateway = self.serve({"hosts": ["t.example"], "routes": [
-            _route("root", service="root"),
-            _route("prefix", service="prefix", match={"path": "/v2"}),
-            _route("longer", service="longer", match={"path": "/v2/items"}),
-            _route("exact", service="exact", match={"path": "/v2/items", "pathType": "Exact"}),
-            _route("post", service="post", match={"path": "/v2", "methods": ["POST"]}),
-            _route("canary", service="canary",
-                   match={"path": "/v2", "headers": [{"name": "X-Canary", "value": "1"}]}),
-            _route("v2q", service="v2", match={"path": "/v2", "queryParams": [
-                {"name": "v", "value": "2"}]}),
-        ]})
+        gateway = self.serve(
+            {
+                "hosts": ["t.example"],
+                "routes": [
+                    _route("root", service="root"),
+                    _route("prefix", service="prefix", match={"path": "/v2"}),
+                    _route("longer", service="longer", match={"path": "/v2/items"}),
+                    _route(
+                        "exact", service="exact", match={"path": "/v2/items", "pathType": "Exact"}
+                    ),
+                    _route("post", service="post", match={"path": "/v2", "methods": ["POST"]}),
+                    _route(
+                        "canary",
+                        service="canary",
+                        match={"path": "/v2", "headers": [{"name": "X-Canary", "value": "1"}]},
+                    ),
+                    _route(
+                        "v2q",
+                        service="v2",
+                        match={"path": "/v2", "queryParams": [{"name": "v", "value": "2"}]},
+                    ),
+                ],
+            }
+        )
         cases = [
             ("GET", "/v2", {}, "prefix"),
             ("GET", "/v2/", {}, "prefix"),
@@ -243,18 +269,32 @@ class MatchingTests(ProxyTestCase):
 
     @inlineCallbacks
     def test_redirect_route(self) -> Any:
-        gateway = self.serve({"hosts": ["t.example"], "routes": [
-            {"name": "r", "match": {"path": "/old"},
-             "redirect": {"scheme": "https", "port": 443, "path": "/new", "statusCode": 308}},
-            {"name": "r2", "match": {"path": "/x"},
-             "redirect": {"host": "other.example", "port": 8080}},
-        ]})
+        gateway = self.serve(
+            {
+                "hosts": ["t.example"],
+                "routes": [
+                    {
+                        "name": "r",
+                        "match": {"path": "/old"},
+                        "redirect": {
+                            "scheme": "https",
+                            "port": 443,
+                            "path": "/new",
+                            "statusCode": 308,
+                        },
+                    },
+                    {
+                        "name": "r2",
+                        "match": {"path": "/x"},
+                        "redirect": {"host": "other.example", "port": 8080},
+                    },
+                ],
+            }
+        )
         response = yield self.request(gateway, "/old?a=1")
         yield response.content()
         self.assertEqual(response.code, 308)
-        self.assertEqual(
-            response.headers.getRawHeaders("location"), ["https://t.example/new?a=1"]
-        )
+        self.assertEqual(response.headers.getRawHeaders("location"), ["https://t.example/new?a=1"])
         response = yield self.request(gateway, "/x/y")
         yield response.content()
         self.assertEqual(response.code, 302)
@@ -285,10 +325,13 @@ class UpstreamFailureTests(ProxyTestCase):
         ):
             port = raw_upstream(reply)
             self.addCleanup(port.stopListening)
-            snapshot = snapshot_of(tenant_objects(
-                "team", dump({"hosts": ["t.example"], "routes": [_route("all")]}),
-                {"web": [port.getHost().port]},
-            ))
+            snapshot = snapshot_of(
+                tenant_objects(
+                    "team",
+                    dump({"hosts": ["t.example"], "routes": [_route("all")]}),
+                    {"web": [port.getHost().port]},
+                )
+            )
             gateway = GatewayUnderTest(snapshot)
             self.addCleanup(gateway.stop)
             response = yield self.request(gateway, "/")
@@ -297,9 +340,11 @@ class UpstreamFailureTests(ProxyTestCase):
 
     @inlineCallbacks
     def test_no_ready_endpoint_is_503(self) -> Any:
-        snapshot = snapshot_of(tenant_objects(
-            "team", dump({"hosts": ["t.example"], "routes": [_route("all")]}), {"web": []}
-        ))
+        snapshot = snapshot_of(
+            tenant_objects(
+                "team", dump({"hosts": ["t.example"], "routes": [_route("all")]}), {"web": []}
+            )
+        )
         gateway = GatewayUnderTest(snapshot)
         self.addCleanup(gateway.stop)
         response = yield self.request(gateway, "/")
@@ -309,8 +354,9 @@ class UpstreamFailureTests(ProxyTestCase):
     @inlineCallbacks
     def test_timeout_is_504_and_upstream_request_is_cancelled(self) -> Any:
         upstream = self.upstream()
-        gateway = self.serve({"hosts": ["t.example"], "routes": [
-            _route("all", timeoutSeconds=0.3)]})
+        gateway = self.serve(
+            {"hosts": ["t.example"], "routes": [_route("all", timeoutSeconds=0.3)]}
+        )
         response = yield self.request(gateway, "/hang")
         body = yield response.content()
         self.assertEqual((response.code, body), (504, b"gateway timeout\n"))
@@ -343,20 +389,33 @@ class PolicyTests(ProxyTestCase):
     @inlineCallbacks
     def test_cidr_allow_and_deny(self) -> Any:
         self.upstream()
-        gateway = self.serve({"hosts": ["t.example"], "access": {"allowCIDRs": ["10.0.0.0/8"]},
-                              "routes": [_route("all")]})
+        gateway = self.serve(
+            {
+                "hosts": ["t.example"],
+                "access": {"allowCIDRs": ["10.0.0.0/8"]},
+                "routes": [_route("all")],
+            }
+        )
         response = yield self.request(gateway, "/")
         yield response.content()
         self.assertEqual(response.code, 403)
-        gateway = self.serve({"hosts": ["t.example"],
-                              "access": {"allowCIDRs": ["127.0.0.0/8"],
-                                         "denyCIDRs": ["127.0.0.1/32"]},
-                              "routes": [_route("all")]})
+        gateway = self.serve(
+            {
+                "hosts": ["t.example"],
+                "access": {"allowCIDRs": ["127.0.0.0/8"], "denyCIDRs": ["127.0.0.1/32"]},
+                "routes": [_route("all")],
+            }
+        )
         response = yield self.request(gateway, "/")
         yield response.content()
         self.assertEqual(response.code, 403)
-        gateway = self.serve({"hosts": ["t.example"], "access": {"allowCIDRs": ["127.0.0.0/8"]},
-                              "routes": [_route("all")]})
+        gateway = self.serve(
+            {
+                "hosts": ["t.example"],
+                "access": {"allowCIDRs": ["127.0.0.0/8"]},
+                "routes": [_route("all")],
+            }
+        )
         response = yield self.request(gateway, "/")
         yield response.content()
         self.assertEqual(response.code, 200)
@@ -367,11 +426,21 @@ class PolicyTests(ProxyTestCase):
         hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
         objects = tenant_objects(
             "team",
-            dump({"hosts": ["t.example"], "routes": [
-                _route("keys", match={"path": "/keys"}, access={"apiKeys": {"secretName": "k"}}),
-                _route("basic", match={"path": "/basic"},
-                       access={"basicAuth": {"secretName": "users", "realm": "shop"}}),
-            ]}),
+            dump(
+                {
+                    "hosts": ["t.example"],
+                    "routes": [
+                        _route(
+                            "keys", match={"path": "/keys"}, access={"apiKeys": {"secretName": "k"}}
+                        ),
+                        _route(
+                            "basic",
+                            match={"path": "/basic"},
+                            access={"basicAuth": {"secretName": "users", "realm": "shop"}},
+                        ),
+                    ],
+                }
+            ),
             {"web": [self.upstreams["web"].number]},
             secrets={"k": {"a": "key-one"}, "users": {"auth": f"alice:{hashed}\n"}},
         )
@@ -395,21 +464,28 @@ class PolicyTests(ProxyTestCase):
             response.headers.getRawHeaders("www-authenticate"),
             ['Basic realm="shop", charset="UTF-8"'],
         )
-        response = yield self.request(gateway, "/basic", headers={
-            "Authorization": ["Basic YWxpY2U6d3Jvbmc="]})  # alice:wrong
+        response = yield self.request(
+            gateway, "/basic", headers={"Authorization": ["Basic YWxpY2U6d3Jvbmc="]}
+        )  # alice:wrong
         yield response.content()
         self.assertEqual(response.code, 401)
         for _ in range(2):  # second time answered from the verified cache
-            response, seen = yield self.get_json(gateway, "/basic", headers={
-                "Authorization": ["Basic YWxpY2U6czNjcmV0"]})  # alice:s3cret
+            response, seen = yield self.get_json(
+                gateway, "/basic", headers={"Authorization": ["Basic YWxpY2U6czNjcmV0"]}
+            )  # alice:s3cret
             self.assertEqual(response.code, 200)
             self.assertNotIn("authorization", seen["headers"])
 
     @inlineCallbacks
     def test_body_limit_from_content_length_and_chunked(self) -> Any:
         upstream = self.upstream()
-        gateway = self.serve({"hosts": ["t.example"], "quota": {"maxRequestBodyBytes": 1000},
-                              "routes": [_route("all")]})
+        gateway = self.serve(
+            {
+                "hosts": ["t.example"],
+                "quota": {"maxRequestBodyBytes": 1000},
+                "routes": [_route("all")],
+            }
+        )
         response = yield self.request(gateway, "/", method="POST", data=b"x" * 1001)
         yield response.content()
         self.assertEqual(response.code, 413)
@@ -419,22 +495,29 @@ class PolicyTests(ProxyTestCase):
         self.assertEqual(response.code, 200)
         # Chunked: refused as soon as the running total passes the limit.
         head = b"POST / HTTP/1.1\r\nHost: t.example\r\nTransfer-Encoding: chunked\r\n\r\n"
-        reply = yield raw_exchange(gateway.port, head + b"258\r\n" + b"y" * 600 + b"\r\n"
-                                   + b"258\r\n" + b"y" * 600 + b"\r\n")
+        reply = yield raw_exchange(
+            gateway.port,
+            head + b"258\r\n" + b"y" * 600 + b"\r\n" + b"258\r\n" + b"y" * 600 + b"\r\n",
+        )
         self.assertTrue(reply.startswith(b"HTTP/1.1 413 "), reply)
         self.assertIn(b"Connection: close", reply)
         self.assertEqual([r["body_length"] for r in upstream.received], [1000])
-        reply = yield raw_exchange(gateway.port, head + b"258\r\n" + b"y" * 600 + b"\r\n0\r\n\r\n",
-                                   close_after=True)
+        reply = yield raw_exchange(
+            gateway.port, head + b"258\r\n" + b"y" * 600 + b"\r\n0\r\n\r\n", close_after=True
+        )
         self.assertTrue(reply.startswith(b"HTTP/1.1 200 "), reply)
         self.assertEqual([r["body_length"] for r in upstream.received], [1000, 600])
 
     @inlineCallbacks
     def test_rate_limit_429_with_ratelimit_headers(self) -> Any:
         self.upstream()
-        gateway = self.serve({"hosts": ["t.example"],
-                              "quota": {"requestsPerSecond": 1, "burst": 2},
-                              "routes": [_route("all")]})
+        gateway = self.serve(
+            {
+                "hosts": ["t.example"],
+                "quota": {"requestsPerSecond": 1, "burst": 2},
+                "routes": [_route("all")],
+            }
+        )
         codes = []
         for _ in range(3):
             response = yield self.request(gateway, "/")
@@ -442,16 +525,19 @@ class PolicyTests(ProxyTestCase):
             codes.append(response.code)
         self.assertEqual(codes, [200, 200, 429])
         self.assertEqual(response.headers.getRawHeaders("retry-after"), ["1"])
-        self.assertEqual(
-            response.headers.getRawHeaders("ratelimit-policy"), ['"tenant";q=2;w=2']
-        )
+        self.assertEqual(response.headers.getRawHeaders("ratelimit-policy"), ['"tenant";q=2;w=2'])
         self.assertEqual(response.headers.getRawHeaders("ratelimit"), ['"tenant";r=0;t=1'])
 
     @inlineCallbacks
     def test_concurrency_limit_503(self) -> Any:
         upstream = self.upstream()
-        gateway = self.serve({"hosts": ["t.example"], "quota": {"maxConcurrentRequests": 1},
-                              "routes": [_route("all", timeoutSeconds=5)]})
+        gateway = self.serve(
+            {
+                "hosts": ["t.example"],
+                "quota": {"maxConcurrentRequests": 1},
+                "routes": [_route("all", timeoutSeconds=5)],
+            }
+        )
         first = self.request(gateway, "/hang")
         while not upstream.resource.hanging:
             yield deferLater(0.01)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Any, List
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -63,7 +63,7 @@ class CountingUpstream(Protocol):
     answers the count.  Raw, because twisted.web would spool the upload.
     """
 
-    uploads: List[int]
+    uploads: list[int]
 
     def connectionMade(self) -> None:
         self.buffer = b""
@@ -79,9 +79,7 @@ class CountingUpstream(Protocol):
             head, _, rest = self.buffer.partition(b"\r\n\r\n")
             lines = head.split(b"\r\n")
             if lines[0].startswith(b"GET /download"):
-                self.transport.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % GIB
-                )
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % GIB)
                 source = _ZeroSource(self.transport, GIB, lambda: None)
                 self.transport.registerProducer(source, True)
                 source.resumeProducing()
@@ -115,9 +113,7 @@ class CountingUpstream(Protocol):
     def _finished(self, rest: bytes) -> None:
         body = b"%d" % self.counted
         self.factory.uploads.append(self.counted)  # type: ignore[attr-defined]
-        self.transport.write(
-            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
+        self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 class StreamingTests(TestCase):
@@ -137,8 +133,12 @@ class StreamingTests(TestCase):
         os.makedirs(source)
         objects = tenant_objects(
             "big",
-            dump({"hosts": ["t.example"], "routes": [{"name": "all", "backends": [
-                {"service": "web", "port": 80}]}]}),
+            dump(
+                {
+                    "hosts": ["t.example"],
+                    "routes": [{"name": "all", "backends": [{"service": "web", "port": 80}]}],
+                }
+            ),
             {"web": [self.upstream.getHost().port]},
         )
         with open(os.path.join(source, "tenant.yaml"), "w") as f:
@@ -150,15 +150,25 @@ class StreamingTests(TestCase):
     def curl(self, *args: str) -> Deferred[Any]:
         return getProcessOutputAndValue(
             "curl",
-            ["--silent", "--show-error", "--unix-socket", self.gateway.http_socket,
-             "-H", "Host: t.example", *args],
+            [
+                "--silent",
+                "--show-error",
+                "--unix-socket",
+                self.gateway.http_socket,
+                "-H",
+                "Host: t.example",
+                *args,
+            ],
             env=os.environ,
         )
 
     @inlineCallbacks
     def test_one_gib_download_streams_with_bounded_memory(self) -> Any:
         out, err, code = yield self.curl(
-            "--output", "/dev/null", "--write-out", "%{http_code} %{size_download}",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_code} %{size_download}",
             "http://t.example/download",
         )
         self.assertEqual(code, 0, err)

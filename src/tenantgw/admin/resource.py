@@ -9,7 +9,7 @@ hosts can never reach it.
 from __future__ import annotations
 
 import json
-from typing import Callable, Dict, List
+from collections.abc import Callable
 
 from attrs import define
 from twisted.web.resource import Resource
@@ -58,8 +58,8 @@ class _TenantsJSON(Resource):
         return json.dumps(tenants_document(self.snapshot()), indent=2).encode("utf-8") + b"\n"
 
 
-def tenants_document(snapshot: Snapshot) -> Dict[str, List[Dict[str, object]]]:
-    rows: List[Dict[str, object]] = []
+def tenants_document(snapshot: Snapshot) -> dict[str, list[dict[str, object]]]:
+    rows: list[dict[str, object]] = []
     for namespace in sorted(snapshot.statuses):
         status = snapshot.statuses[namespace]
         tenant = snapshot.tenants.get(namespace)
@@ -103,9 +103,11 @@ def admin_root(readiness: Readiness, snapshot: Callable[[], Snapshot]) -> Resour
     root.putChild(
         b"readyz",
         _Text(
-            lambda: (200, b"ready\n")
-            if readiness.ready
-            else (503, b"draining\n" if readiness.draining else b"not synced\n")
+            lambda: (
+                (200, b"ready\n")
+                if readiness.ready
+                else (503, b"draining\n" if readiness.draining else b"not synced\n")
+            )
         ),
     )
     api = Resource()

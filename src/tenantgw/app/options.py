@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from typing import List, Tuple
 
 from twisted.python import usage
 
@@ -112,7 +111,7 @@ class Options(usage.Options):
         if base_domain is not None:
             self["base-domain"] = base_domain.strip(".").lower() or None
 
-    def not_yet_effective(self) -> List[Tuple[str, str]]:
+    def not_yet_effective(self) -> list[tuple[str, str]]:
         """Options set to something other than their default whose feature is not built."""
         result = []
         for name, feature in NOT_YET_EFFECTIVE.items():
@@ -122,7 +121,7 @@ class Options(usage.Options):
         return result
 
 
-def parse_cidrs(text: str) -> Tuple[IPNetwork, ...]:
+def parse_cidrs(text: str) -> tuple[IPNetwork, ...]:
     networks = []
     for part in (p.strip() for p in text.split(",")):
         if not part:

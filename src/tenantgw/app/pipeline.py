@@ -8,7 +8,8 @@ line per poll.
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -27,7 +28,7 @@ class ConfigPipeline:
         self.readiness = readiness
         self.rebuilds = 0
 
-    def objects_changed(self, objects: List[Mapping[str, Any]]) -> None:
+    def objects_changed(self, objects: list[Mapping[str, Any]]) -> None:
         previous = self.gateway.snapshot
         snapshot = compile_snapshot(objects, self.options, previous)
         self.gateway.apply(snapshot)

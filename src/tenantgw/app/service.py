@@ -24,7 +24,7 @@ from tenantgw.dataplane.gateway import Gateway, GatewaySite
 from tenantgw.dataplane.upstream import UpstreamPool
 from tenantgw.sources.directory import DirectorySource
 
-__all__ = ["Options", "makeService", "build"]
+__all__ = ["Options", "build", "makeService"]
 
 _log = Logger()
 

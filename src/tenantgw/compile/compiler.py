@@ -374,9 +374,7 @@ class _Candidate:
     rejected: bool
 
 
-def _may_claim(
-    host: str, namespace: str, policy: NamespacePolicy, options: CompileOptions
-) -> bool:
+def _may_claim(host: str, namespace: str, policy: NamespacePolicy, options: CompileOptions) -> bool:
     """A tenant may always name its own derived host; anything else needs an allowance."""
     return host == _derived_host(namespace, options) or host_allowed(host, policy.allowed_hosts)
 

@@ -10,7 +10,7 @@ or the new one, never half of each.
 from __future__ import annotations
 
 import hashlib
-from typing import Mapping, Optional, Tuple
+from collections.abc import Mapping
 
 from attrs import field, frozen
 
@@ -31,7 +31,7 @@ class Endpoint:
     port: int
 
     @property
-    def key(self) -> Tuple[str, int]:
+    def key(self) -> tuple[str, int]:
         return (self.address, self.port)
 
 
@@ -40,7 +40,7 @@ class CompiledBackend:
     service: str
     port: int  # the Service port, for logs and the upstream Host fallback
     weight: int
-    endpoints: Tuple[Endpoint, ...]
+    endpoints: tuple[Endpoint, ...]
     tls: bool = False
 
 
@@ -52,11 +52,11 @@ class CompiledAccess:
     bytes through timing, and the raw keys never sit in the snapshot.
     """
 
-    allow_cidrs: Tuple[IPNetwork, ...] = ()
-    deny_cidrs: Tuple[IPNetwork, ...] = ()
-    basic_auth_realm: Optional[str] = None
+    allow_cidrs: tuple[IPNetwork, ...] = ()
+    deny_cidrs: tuple[IPNetwork, ...] = ()
+    basic_auth_realm: str | None = None
     basic_auth_users: Mapping[str, bytes] = field(factory=dict)  # user -> bcrypt hash
-    api_key_digests: Optional[frozenset[bytes]] = None
+    api_key_digests: frozenset[bytes] | None = None
 
     @property
     def checks_address(self) -> bool:
@@ -74,9 +74,9 @@ def digest_api_key(key: bytes) -> bytes:
 @frozen
 class CompiledRoute:
     route: Route
-    backends: Tuple[CompiledBackend, ...]
-    access: Tuple[CompiledAccess, ...]  # tenant's, then the route's: every one must pass
-    rate: Optional[RateLimit] = None
+    backends: tuple[CompiledBackend, ...]
+    access: tuple[CompiledAccess, ...]  # tenant's, then the route's: every one must pass
+    rate: RateLimit | None = None
 
     @property
     def name(self) -> str:
@@ -86,10 +86,10 @@ class CompiledRoute:
 @frozen
 class CompiledTenant:
     namespace: str
-    hosts: Tuple[str, ...]
+    hosts: tuple[str, ...]
     spec: TenantSpec
     quota: Quota  # after namespace ceilings
-    routes: Tuple[CompiledRoute, ...]  # in match precedence order
+    routes: tuple[CompiledRoute, ...]  # in match precedence order
     access: CompiledAccess
     generation: str  # identifies the config that serves, for status and metrics
 
@@ -100,10 +100,10 @@ class TenantStatus:
 
     namespace: str
     state: str
-    messages: Tuple[str, ...] = ()
-    config_map: Optional[str] = None
+    messages: tuple[str, ...] = ()
+    config_map: str | None = None
     serving: bool = False
-    hosts: Tuple[str, ...] = ()
+    hosts: tuple[str, ...] = ()
 
 
 @frozen
@@ -116,17 +116,17 @@ class Snapshot:
 
     tenants: Mapping[str, CompiledTenant] = field(factory=dict)
     exact_hosts: Mapping[str, CompiledTenant] = field(factory=dict)
-    wildcard_hosts: Tuple[Tuple[str, CompiledTenant], ...] = ()
+    wildcard_hosts: tuple[tuple[str, CompiledTenant], ...] = ()
     statuses: Mapping[str, TenantStatus] = field(factory=dict)
     # The specs serving now, kept so that a later rejected update can fall
     # back to them: this is the "last good config" memory, carried from one
     # compile to the next instead of being hidden state in a source.
-    last_good: Mapping[str, Tuple[str, TenantSpec]] = field(factory=dict)
+    last_good: Mapping[str, tuple[str, TenantSpec]] = field(factory=dict)
     # Derived hosts of namespaces that serve nothing right now: they must not
     # be caught by another tenant's wildcard while their owner is down.
     reserved_hosts: frozenset[str] = frozenset()
 
-    def tenant_for_host(self, host: str) -> Optional[CompiledTenant]:
+    def tenant_for_host(self, host: str) -> CompiledTenant | None:
         tenant = self.exact_hosts.get(host)
         if tenant is not None:
             return tenant

@@ -14,11 +14,10 @@ lower-cased here because every comparison on them is case-insensitive.
 from __future__ import annotations
 
 import ipaddress
-from typing import Optional, Tuple, Union
 
 from attrs import field, frozen
 
-IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 PATH_PREFIX = "Prefix"
 PATH_EXACT = "Exact"
@@ -48,10 +47,10 @@ class Quota:
     the operator and change independently of the tenant's file.
     """
 
-    rate: Optional[RateLimit] = None
-    per_client: Optional[RateLimit] = None
-    max_concurrent_requests: Optional[int] = None
-    max_request_body_bytes: Optional[int] = None
+    rate: RateLimit | None = None
+    per_client: RateLimit | None = None
+    max_concurrent_requests: int | None = None
+    max_request_body_bytes: int | None = None
 
 
 @frozen
@@ -73,10 +72,10 @@ class Access:
     at compile time inside the tenant's own namespace only.
     """
 
-    allow_cidrs: Tuple[IPNetwork, ...] = ()
-    deny_cidrs: Tuple[IPNetwork, ...] = ()
-    basic_auth: Optional[BasicAuthRef] = None
-    api_keys: Optional[SecretRef] = None
+    allow_cidrs: tuple[IPNetwork, ...] = ()
+    deny_cidrs: tuple[IPNetwork, ...] = ()
+    basic_auth: BasicAuthRef | None = None
+    api_keys: SecretRef | None = None
 
 
 @frozen
@@ -95,9 +94,9 @@ class QueryParamMatch:
 class RouteMatch:
     path: str = "/"
     path_type: str = PATH_PREFIX
-    methods: Tuple[str, ...] = ()
-    headers: Tuple[HeaderMatch, ...] = ()
-    query_params: Tuple[QueryParamMatch, ...] = ()
+    methods: tuple[str, ...] = ()
+    headers: tuple[HeaderMatch, ...] = ()
+    query_params: tuple[QueryParamMatch, ...] = ()
 
 
 @frozen
@@ -105,14 +104,14 @@ class BackendRef:
     """A Service in the tenant's own namespace; C{port} is a number or a name."""
 
     service: str
-    port: Union[int, str]
+    port: int | str
     weight: int = 1
 
 
 @frozen
 class Rewrite:
-    replace_prefix: Optional[str] = None
-    host: Optional[str] = None
+    replace_prefix: str | None = None
+    host: str | None = None
 
 
 @frozen
@@ -122,9 +121,9 @@ class HeaderModifier:
     be both cleared and given a value in one declaration.
     """
 
-    set: Tuple[Tuple[str, str], ...] = ()
-    add: Tuple[Tuple[str, str], ...] = ()
-    remove: Tuple[str, ...] = ()
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
 
     def is_empty(self) -> bool:
         return not (self.set or self.add or self.remove)
@@ -132,10 +131,10 @@ class HeaderModifier:
 
 @frozen
 class Redirect:
-    scheme: Optional[str] = None
-    host: Optional[str] = None
-    port: Optional[int] = None
-    path: Optional[str] = None
+    scheme: str | None = None
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
     status_code: int = 302
 
 
@@ -167,18 +166,18 @@ class Cache:
 class Route:
     name: str
     match: RouteMatch = field(factory=RouteMatch)
-    backends: Tuple[BackendRef, ...] = ()
-    rewrite: Optional[Rewrite] = None
+    backends: tuple[BackendRef, ...] = ()
+    rewrite: Rewrite | None = None
     request_headers: HeaderModifier = field(factory=HeaderModifier)
     response_headers: HeaderModifier = field(factory=HeaderModifier)
-    redirect: Optional[Redirect] = None
-    timeout_seconds: Optional[float] = None
+    redirect: Redirect | None = None
+    timeout_seconds: float | None = None
     retries: Retries = field(factory=Retries)
     load_balancer: LoadBalancer = field(factory=LoadBalancer)
-    health_check: Optional[HealthCheck] = None
-    access: Optional[Access] = None
-    quota: Optional[RateLimit] = None
-    cache: Optional[Cache] = None
+    health_check: HealthCheck | None = None
+    access: Access | None = None
+    quota: RateLimit | None = None
+    cache: Cache | None = None
 
 
 @frozen
@@ -191,11 +190,11 @@ class TLS:
 class TenantSpec:
     """One tenant's whole ``tenant.yaml``, validated."""
 
-    hosts: Tuple[str, ...] = ()
-    tls: Optional[TLS] = None
+    hosts: tuple[str, ...] = ()
+    tls: TLS | None = None
     quota: Quota = field(factory=Quota)
     access: Access = field(factory=Access)
-    routes: Tuple[Route, ...] = ()
+    routes: tuple[Route, ...] = ()
 
 
 @frozen

@@ -15,10 +15,11 @@ import functools
 import hashlib
 import ipaddress
 from collections import OrderedDict
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import bcrypt
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -33,7 +34,7 @@ _VERIFIED_CACHE_SIZE = 10_000
 
 
 @functools.lru_cache(maxsize=16384)
-def parse_address(text: str) -> Optional[IPAddress]:
+def parse_address(text: str) -> IPAddress | None:
     """Cached: the same few client addresses arrive again and again."""
     try:
         address = ipaddress.ip_address(text.split("%", 1)[0])
@@ -44,7 +45,7 @@ def parse_address(text: str) -> Optional[IPAddress]:
     return address
 
 
-def address_allowed(address: Optional[IPAddress], access: CompiledAccess) -> bool:
+def address_allowed(address: IPAddress | None, access: CompiledAccess) -> bool:
     """Deny wins over allow; an empty allow list admits everyone."""
     if address is None:
         return not access.allow_cidrs and not access.deny_cidrs
@@ -54,13 +55,12 @@ def address_allowed(address: Optional[IPAddress], access: CompiledAccess) -> boo
     if not access.allow_cidrs:
         return True
     return any(
-        address.version == network.version and address in network
-        for network in access.allow_cidrs
+        address.version == network.version and address in network for network in access.allow_cidrs
     )
 
 
 def client_address(
-    peer: str, forwarded_for: Optional[Sequence[bytes]], trusted: Tuple[IPNetwork, ...]
+    peer: str, forwarded_for: Sequence[bytes] | None, trusted: tuple[IPNetwork, ...]
 ) -> str:
     """
     The peer, unless the peer is a trusted proxy: then the right-most address
@@ -82,14 +82,14 @@ def client_address(
     return peer
 
 
-def _in_any(address: IPAddress, networks: Tuple[IPNetwork, ...]) -> bool:
+def _in_any(address: IPAddress, networks: tuple[IPNetwork, ...]) -> bool:
     return any(address.version == n.version and address in n for n in networks)
 
 
 class CredentialChecker:
     """Checks API keys synchronously and basic auth through a thread pool."""
 
-    def __init__(self, reactor: object, threadpool: ThreadPool) -> None:
+    def __init__(self, reactor: IReactorFromThreads, threadpool: ThreadPool) -> None:
         self._reactor = reactor
         self._threadpool = threadpool
         self._verified: OrderedDict[bytes, None] = OrderedDict()
@@ -97,8 +97,8 @@ class CredentialChecker:
     def check(
         self,
         access: CompiledAccess,
-        authorization: Optional[bytes],
-        api_key_header: Optional[bytes],
+        authorization: bytes | None,
+        api_key_header: bytes | None,
     ) -> bool | Deferred[bool]:
         """
         True, False, or a Deferred firing with one of them.  When a scope

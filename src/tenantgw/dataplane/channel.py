@@ -40,7 +40,10 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web._abnf import _istoken
 
+from tenantgw.dataplane.transport import StreamTransport, stream_of
+
 if TYPE_CHECKING:
+    from tenantgw.dataplane.gateway import GatewaySite
     from tenantgw.dataplane.request import GatewayRequest
 
 MAX_REQUEST_LINE_BYTES = 8 * 1024
@@ -177,6 +180,7 @@ class GatewayChannel(http.HTTPChannel):
     # CRLFs) against one total; ours are two separate budgets.
     totalHeadersSize = MAX_REQUEST_LINE_BYTES + MAX_HEADER_BYTES
     header_deadline = DEFAULT_HEADER_DEADLINE
+    site: GatewaySite  # set by the Site that builds this channel
 
     _refused = False
     # Set once the connection is known to be ending (a refusal, or the
@@ -483,6 +487,10 @@ class GatewayChannel(http.HTTPChannel):
         if address is None:
             address = self._host_address = super().getHost()
         return address
+
+    @property
+    def stream(self) -> StreamTransport:
+        return stream_of(self.transport)
 
     def send_continue(self) -> None:
         if self.transport is not None and not self._closing:

@@ -15,7 +15,6 @@ import functools
 import math
 import random
 import re
-from typing import Dict, List, Optional, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -55,7 +54,7 @@ _HOST = re.compile(rb"\A[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0
 DEFAULT_UPSTREAM_TIMEOUT = 60.0
 
 
-def host_of(request: GatewayRequest) -> Optional[str]:
+def host_of(request: GatewayRequest) -> str | None:
     """
     The lower-cased host name the request is for, without port or trailing
     dot; L{None} when it is not a well-formed name (which is a 400: no
@@ -77,7 +76,7 @@ def host_of(request: GatewayRequest) -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def normalize_host(raw: bytes) -> Optional[str]:
+def normalize_host(raw: bytes) -> str | None:
     """Cached: a gateway sees the same few Host values over and over."""
     if raw.startswith(b"["):
         return None  # IP literals are never a tenant's host
@@ -107,7 +106,7 @@ class _SmoothWeightedChoice:
     as 9,1 interleaved rather than 9 in a row, and needs no randomness.
     """
 
-    def __init__(self, weights: List[int]) -> None:
+    def __init__(self, weights: list[int]) -> None:
         self.weights = weights
         self.current = [0] * len(weights)
         self.total = sum(weights)
@@ -126,13 +125,13 @@ class _SmoothWeightedChoice:
 class BackendPicker:
     """Chooses a backend by weight, then one of its ready endpoints in turn."""
 
-    def __init__(self, backends: Tuple[CompiledBackend, ...]) -> None:
+    def __init__(self, backends: tuple[CompiledBackend, ...]) -> None:
         usable = [b for b in backends if b.weight > 0 and b.endpoints]
         self.backends = usable
         self.choice = _SmoothWeightedChoice([b.weight for b in usable]) if len(usable) > 1 else None
         self.cursors = [0] * len(usable)
 
-    def pick(self) -> Optional[Tuple[CompiledBackend, Endpoint]]:
+    def pick(self) -> tuple[CompiledBackend, Endpoint] | None:
         if not self.backends:
             return None
         index = self.choice.pick() if self.choice is not None else 0
@@ -143,7 +142,7 @@ class BackendPicker:
         return backend, endpoints[cursor % len(endpoints)]
 
 
-def _rate_policy_headers(denial: Denial) -> List[Tuple[bytes, bytes]]:
+def _rate_policy_headers(denial: Denial) -> list[tuple[bytes, bytes]]:
     """Retry-After plus the IETF httpapi RateLimit-Policy / RateLimit fields."""
     limit = denial.limit
     window = max(1, math.ceil(limit.burst / limit.requests_per_second))
@@ -164,11 +163,11 @@ class RouteHandler:
         self.name = route.name
         self.matcher = Matcher.for_route(route.match)
         self.picker = BackendPicker(compiled.backends)
-        self.access: Tuple[CompiledAccess, ...] = compiled.access
+        self.access: tuple[CompiledAccess, ...] = compiled.access
         self.checks_address = any(a.checks_address for a in compiled.access)
         self.checks_credentials = any(a.checks_credentials for a in compiled.access)
         self.timeout = route.timeout_seconds or tenant.gateway.upstream_timeout
-        self.redirect: Optional[Redirect] = route.redirect
+        self.redirect: Redirect | None = route.redirect
         rewrite = route.rewrite
         self.replace_prefix = (
             rewrite.replace_prefix.encode("ascii") if rewrite and rewrite.replace_prefix else None
@@ -212,7 +211,7 @@ class TenantHandler:
         self.tenant_bucket = (
             Bucket(("tenant", self.namespace), quota.rate, "tenant") if quota.rate else None
         )
-        self.per_client: Optional[RateLimit] = quota.per_client
+        self.per_client: RateLimit | None = quota.per_client
         self.max_concurrent = quota.max_concurrent_requests
         self.max_body = quota.max_request_body_bytes
         self.routes = tuple(
@@ -231,7 +230,7 @@ class TenantHandler:
         uri = request.uri
         query_at = uri.find(b"?")
         query = uri[query_at:] if query_at >= 0 else b""
-        route: Optional[RouteHandler] = first_match(
+        route: RouteHandler | None = first_match(
             self.routes,
             request.method,
             path,
@@ -313,7 +312,7 @@ class TenantHandler:
                 respond(request, 503, [(b"retry-after", b"1")])
                 return
             entered = True
-        buckets: List[Bucket] = []
+        buckets: list[Bucket] = []
         if self.tenant_bucket is not None:
             buckets.append(self.tenant_bucket)
         if self.per_client is not None:
@@ -339,7 +338,7 @@ class TenantHandler:
             respond(request, 503, [(b"retry-after", b"1")])
             done(request, 503)
             return
-        backend, endpoint = picked
+        _, endpoint = picked
         request.upstream = f"{endpoint.address}:{endpoint.port}"
         headers = request.requestHeaders
         if route.checks_credentials:
@@ -386,7 +385,7 @@ class TenantHandler:
             exchange.client_gone()
         if request.startedWriting:
             if request.channel is not None:
-                request.channel.transport.abortConnection()
+                request.gateway_channel.stream.abortConnection()
             return
         respond(request, 413, close=True)
 
@@ -407,21 +406,19 @@ class HostTable:
     """Host -> tenant handler; exact names first, then the longest wildcard."""
 
     def __init__(self, gateway: Gateway, snapshot: Snapshot) -> None:
-        handlers: Dict[str, TenantHandler] = {
+        handlers: dict[str, TenantHandler] = {
             namespace: TenantHandler(gateway, tenant)
             for namespace, tenant in snapshot.tenants.items()
         }
         self.snapshot = snapshot
         self.handlers = handlers
-        self.exact: Dict[str, Optional[TenantHandler]] = dict.fromkeys(snapshot.reserved_hosts)
-        self.exact.update(
-            (host, handlers[t.namespace]) for host, t in snapshot.exact_hosts.items()
-        )
+        self.exact: dict[str, TenantHandler | None] = dict.fromkeys(snapshot.reserved_hosts)
+        self.exact.update((host, handlers[t.namespace]) for host, t in snapshot.exact_hosts.items())
         self.wildcards = tuple(
             (suffix, handlers[t.namespace]) for suffix, t in snapshot.wildcard_hosts
         )
 
-    def lookup(self, host: str) -> Optional[TenantHandler]:
+    def lookup(self, host: str) -> TenantHandler | None:
         exact = self.exact
         if host in exact:
             return exact[host]
@@ -440,7 +437,7 @@ class Gateway:
         clock: IReactorTime,
         pool: UpstreamPool,
         credentials: CredentialChecker,
-        trusted_proxies: Tuple[IPNetwork, ...] = (),
+        trusted_proxies: tuple[IPNetwork, ...] = (),
         upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
     ) -> None:
         self.reactor = reactor
@@ -467,9 +464,7 @@ class Gateway:
         table = self.table
         supplied = request.requestHeaders.getRawHeaders(b"x-request-id")
         request.request_id = (
-            supplied[0]
-            if supplied and _REQUEST_ID.match(supplied[0])
-            else new_request_id()
+            supplied[0] if supplied and _REQUEST_ID.match(supplied[0]) else new_request_id()
         )
         peer_host = getattr(request.client, "host", "")  # a UNIX socket peer has none
         trusted = self.trusted_proxies
@@ -498,13 +493,13 @@ class Gateway:
         tenant.handle(request, host)
 
     def check_credentials(
-        self, request: GatewayRequest, scopes: Tuple[CompiledAccess, ...]
+        self, request: GatewayRequest, scopes: tuple[CompiledAccess, ...]
     ) -> bool | Deferred[bool]:
         """Every scope that asks for credentials must accept them."""
         headers = request.requestHeaders
         authorization = headers.getRawHeaders(b"authorization", [None])[0]
         api_key = headers.getRawHeaders(b"x-api-key", [None])[0]
-        pending: List[Deferred[bool]] = []
+        pending: list[Deferred[bool]] = []
         for access in scopes:
             if not access.checks_credentials:
                 continue
@@ -545,7 +540,7 @@ class GatewayResource(Resource):
         super().__init__()
         self.gateway = gateway
 
-    def render(self, request: GatewayRequest) -> int:  # type: ignore[override]
+    def render(self, request: GatewayRequest) -> int:
         self.gateway.handle(request)
         return NOT_DONE_YET
 
@@ -567,7 +562,9 @@ class GatewaySite(Site):
         self.gateway = gateway
         self.header_deadline = header_deadline
 
-    def buildProtocol(self, addr: object) -> GatewayChannel:
+    # twisted.web types a Site's channels as its HTTP/2-capable wrapper; this
+    # site's protocol is the HTTP/1.1 channel itself.
+    def buildProtocol(self, addr: object) -> GatewayChannel:  # type: ignore[override]
         channel: GatewayChannel = super().buildProtocol(addr)
         channel.header_deadline = self.header_deadline
         return channel

@@ -17,7 +17,7 @@ all admit.
 from __future__ import annotations
 
 import math
-from typing import Dict, Hashable, List, Optional, Sequence, Tuple
+from collections.abc import Hashable, Sequence
 
 from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
@@ -51,13 +51,13 @@ class Bucket:
 class RateLimiter:
     def __init__(self, clock: IReactorTime) -> None:
         self._clock = clock
-        self._tat: Dict[Hashable, float] = {}
+        self._tat: dict[Hashable, float] = {}
         self._decisions = 0
 
-    def try_acquire(self, buckets: Sequence[Bucket]) -> Optional[Denial]:
+    def try_acquire(self, buckets: Sequence[Bucket]) -> Denial | None:
         now = self._clock.seconds()
-        updates: List[Tuple[Hashable, float]] = []
-        worst: Optional[Denial] = None
+        updates: list[tuple[Hashable, float]] = []
+        worst: Denial | None = None
         tat_of = self._tat
         for bucket in buckets:
             limit = bucket.limit
@@ -83,7 +83,7 @@ class RateLimiter:
             self.sweep(now)
         return None
 
-    def remaining(self, bucket: Bucket) -> Tuple[int, float]:
+    def remaining(self, bucket: Bucket) -> tuple[int, float]:
         """Requests left in the bucket now, and seconds until it is full again."""
         now = self._clock.seconds()
         limit = bucket.limit
@@ -92,7 +92,7 @@ class RateLimiter:
         used = (tat - now) / interval
         return max(0, int(limit.burst - math.ceil(used))), tat - now
 
-    def sweep(self, now: Optional[float] = None) -> None:
+    def sweep(self, now: float | None = None) -> None:
         if now is None:
             now = self._clock.seconds()
         stale = [key for key, tat in self._tat.items() if tat <= now]
@@ -107,7 +107,7 @@ class InFlight:
     """Counts requests in flight per key, for C{maxConcurrentRequests}."""
 
     def __init__(self) -> None:
-        self._counts: Dict[Hashable, int] = {}
+        self._counts: dict[Hashable, int] = {}
 
     def try_enter(self, key: Hashable, limit: int) -> bool:
         count = self._counts.get(key, 0)

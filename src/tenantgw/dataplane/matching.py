@@ -8,7 +8,8 @@ all hold is the most specific one.
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Optional, Sequence, Tuple, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from attrs import frozen
@@ -18,7 +19,7 @@ from tenantgw.config.model import PATH_EXACT, RouteMatch
 T = TypeVar("T")
 
 # From a lower-case header name to its values, or None when absent.
-HeaderLookup = Callable[[bytes], Optional[Sequence[bytes]]]
+HeaderLookup = Callable[[bytes], Sequence[bytes] | None]
 
 
 @frozen
@@ -31,8 +32,8 @@ class Matcher:
     exact: bool
     path: bytes  # for prefixes, without trailing slash ("/" becomes "")
     methods: frozenset[bytes]
-    headers: Tuple[Tuple[bytes, bytes], ...]
-    query_params: Tuple[Tuple[str, str], ...]
+    headers: tuple[tuple[bytes, bytes], ...]
+    query_params: tuple[tuple[str, str], ...]
 
     @classmethod
     def for_route(cls, match: RouteMatch) -> Matcher:
@@ -55,14 +56,14 @@ class Matcher:
         prefix = self.path
         if not prefix:
             return True
-        return path == prefix or path.startswith(prefix) and path[len(prefix)] == 0x2F  # "/"
+        return path == prefix or (path.startswith(prefix) and path[len(prefix)] == 0x2F)  # "/"
 
     def matches(
         self,
         method: bytes,
         path: bytes,
         header_lookup: HeaderLookup,
-        query: Optional[bytes],
+        query: bytes | None,
     ) -> bool:
         if not self.matches_path(path):
             return False
@@ -80,7 +81,7 @@ class Matcher:
         return True
 
 
-def first_query_values(query: Optional[bytes]) -> Mapping[str, str]:
+def first_query_values(query: bytes | None) -> Mapping[str, str]:
     """As Gateway API says: when a parameter repeats, only its first value counts."""
     if not query:
         return {}
@@ -91,19 +92,19 @@ def first_query_values(query: Optional[bytes]) -> Mapping[str, str]:
 
 
 def first_match(
-    matchers: Sequence[Tuple[Matcher, T]],
+    matchers: Sequence[tuple[Matcher, T]],
     method: bytes,
     path: bytes,
     header_lookup: HeaderLookup,
-    query: Optional[bytes],
-) -> Optional[T]:
+    query: bytes | None,
+) -> T | None:
     for matcher, item in matchers:
         if matcher.matches(method, path, header_lookup, query):
             return item
     return None
 
 
-def normalize_path(raw: bytes) -> Optional[bytes]:
+def normalize_path(raw: bytes) -> bytes | None:
     """
     Remove dot segments (RFC 3986 section 5.2.4) so that ``/public/../admin``
     is matched, and forwarded, as ``/admin``: routing and the backend must

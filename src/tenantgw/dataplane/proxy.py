@@ -10,7 +10,7 @@ cutting the client connection, which is what a truncated body means in HTTP.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Sequence
 
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.logger import Logger
@@ -82,7 +82,7 @@ class _UpstreamThrottle:
     """
 
     def __init__(self, connection: UpstreamConnection) -> None:
-        self.connection: Optional[UpstreamConnection] = connection
+        self.connection: UpstreamConnection | None = connection
 
     def pauseProducing(self) -> None:
         if self.connection is not None:
@@ -102,10 +102,10 @@ def _format_head(
     target: bytes,
     host: bytes,
     request: GatewayRequest,
-    forwarded: Sequence[Tuple[bytes, bytes]],
-    body_length: Optional[int],
+    forwarded: Sequence[tuple[bytes, bytes]],
+    body_length: int | None,
 ) -> bytes:
-    parts: List[bytes] = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
+    parts: list[bytes] = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     headers = request.requestHeaders
     connection_named = headers.getRawHeaders(b"connection")
     dropped = _HOP_BY_HOP_REQUEST
@@ -144,9 +144,9 @@ class Exchange:
         method: bytes,
         target: bytes,
         host: bytes,
-        forwarded: Sequence[Tuple[bytes, bytes]],
+        forwarded: Sequence[tuple[bytes, bytes]],
         timeout: float,
-        edit_response: Optional[Callable[[ResponseHeaders], ResponseHeaders]],
+        edit_response: Callable[[ResponseHeaders], ResponseHeaders] | None,
         done: Callable[[GatewayRequest, int], None],
     ) -> None:
         self.request = request
@@ -156,12 +156,12 @@ class Exchange:
         self.method = method
         self.edit_response = edit_response
         self.done = done
-        self.connection: Optional[UpstreamConnection] = None
-        self.throttle: Optional[_UpstreamThrottle] = None
+        self.connection: UpstreamConnection | None = None
+        self.throttle: _UpstreamThrottle | None = None
         self.body_length = request.declared_length
         self.has_body = self.body_length != 0
         self.head = _format_head(method, target, host, request, forwarded, self.body_length)
-        self.timer: Optional[IDelayedCall] = clock.callLater(timeout, self._timed_out)
+        self.timer: IDelayedCall | None = clock.callLater(timeout, self._timed_out)
         self.finished = False
         self.body_started = False
         self.stale_retries = 0
@@ -186,8 +186,8 @@ class Exchange:
         self.body_started = True
         expect = request.requestHeaders.getRawHeaders(b"expect")
         if expect and expect[0].lower() == b"100-continue" and request.clientproto == b"HTTP/1.1":
-            request.channel.send_continue()
-        connection.transport.registerProducer(_ClientBodyThrottle(request), True)
+            request.gateway_channel.send_continue()
+        connection.stream.registerProducer(_ClientBodyThrottle(request), True)
         if self.body_length is None:
             request.stream_body(self._send_chunk, self._send_last_chunk)
         else:
@@ -195,7 +195,7 @@ class Exchange:
 
     def _send_chunk(self, data: bytes) -> None:
         if data and self.connection is not None:
-            self.connection.transport.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
+            self.connection.stream.writeSequence((b"%x\r\n" % len(data), data, b"\r\n"))
 
     def _send_last_chunk(self) -> None:
         if self.connection is not None:
@@ -205,7 +205,7 @@ class Exchange:
     def _body_sent(self) -> None:
         self.request_sent = True
         if self.connection is not None:
-            self.connection.transport.unregisterProducer()
+            self.connection.stream.unregisterProducer()
 
     def _connect_failed(self, reason: str) -> None:
         if self.finished:
@@ -273,7 +273,7 @@ class Exchange:
             self._release_throttle()
             self._close(self.status)
             if self.request.channel is not None:
-                self.request.channel.transport.abortConnection()
+                self.request.gateway_channel.stream.abortConnection()
         else:
             self._fail(502)
 
@@ -291,7 +291,7 @@ class Exchange:
             self._release_throttle()
             self._close(self.status)
             if self.request.channel is not None:
-                self.request.channel.transport.abortConnection()
+                self.request.gateway_channel.stream.abortConnection()
         else:
             self._fail(504)
 

@@ -11,12 +11,14 @@ with a body) and at the end of the body (L{requestReceived}).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from twisted.web import server
 from twisted.web.http import NO_BODY_CODES
 
 if TYPE_CHECKING:
+    from tenantgw.dataplane.channel import GatewayChannel
     from tenantgw.dataplane.proxy import Exchange
 
 BodySink = Callable[[bytes], None]
@@ -30,10 +32,10 @@ class GatewayRequest(server.Request):
     # No default Content-Type on the gateway's own empty responses.
     defaultContentType = None
 
-    declared_length: Optional[int] = 0
+    declared_length: int | None = 0
     body_complete = True
     body_received = 0
-    body_limit: Optional[int] = None
+    body_limit: int | None = None
     dispatched = False
     refused = False
     client_address = ""
@@ -41,20 +43,25 @@ class GatewayRequest(server.Request):
     tenant_namespace = ""
     route_name = ""
     upstream = ""
-    exchange: Optional[Exchange] = None
+    exchange: Exchange | None = None
+
+    @property
+    def gateway_channel(self) -> GatewayChannel:
+        """The channel, typed as what it is; valid while C{self.channel} is not None."""
+        return cast("GatewayChannel", self.channel)
 
     def __init__(self, channel: object, *args: object, **kw: object) -> None:
         super().__init__(channel, *args, **kw)
-        self._body_sink: Optional[BodySink] = None
-        self._body_end: Optional[Callable[[], None]] = None
-        self._body_over_limit: Optional[Callable[[], None]] = None
-        self._early_body: List[bytes] = []
+        self._body_sink: BodySink | None = None
+        self._body_end: Callable[[], None] | None = None
+        self._body_over_limit: Callable[[], None] | None = None
+        self._early_body: list[bytes] = []
         self._early_bytes = 0
         self._client_paused = False
 
     # -- channel callbacks --------------------------------------------------------
 
-    def gotLength(self, length: Optional[int]) -> None:
+    def gotLength(self, length: int | None) -> None:
         self.declared_length = length
         self.content = None
 
@@ -63,7 +70,7 @@ class GatewayRequest(server.Request):
         self._set_request_line(command, path, version)
         self.body_complete = False
         self.dispatched = True
-        self.site.gateway.handle(self)
+        self.gateway_channel.site.gateway.handle(self)
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.dispatched:
@@ -74,13 +81,13 @@ class GatewayRequest(server.Request):
             return
         self._set_request_line(command, path, version)
         self.dispatched = True
-        self.site.gateway.handle(self)
+        self.gateway_channel.site.gateway.handle(self)
 
     def _set_request_line(self, command: bytes, path: bytes, version: bytes) -> None:
         self.method = command
         self.uri = path
         self.clientproto = version
-        self.site = self.channel.site
+        self.site = self.gateway_channel.site
         self.args = {}
         query = path.find(b"?")
         self.path = path if query < 0 else path[:query]
@@ -152,16 +159,14 @@ class GatewayRequest(server.Request):
     def pause_client(self) -> None:
         if not self._client_paused and self.channel is not None:
             self._client_paused = True
-            self.channel.transport.pauseProducing()
+            self.gateway_channel.stream.pauseProducing()
 
     def resume_client(self) -> None:
         if self._client_paused and self.channel is not None:
             self._client_paused = False
-            self.channel.transport.resumeProducing()
+            self.gateway_channel.stream.resumeProducing()
 
-    def start_response(
-        self, code: int, reason: bytes, headers: List[Tuple[bytes, bytes]]
-    ) -> None:
+    def start_response(self, code: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """
         Writes the status line and headers straight to the connection.
 
@@ -190,7 +195,7 @@ class GatewayRequest(server.Request):
             self.chunked = 1
         parts.append(b"\r\n")
         # One joined write: writeSequence type-checks every fragment in Python.
-        self.channel.transport.write(b"".join(parts))
+        self.gateway_channel.stream.write(b"".join(parts))
         if not body_allowed:
             self.write = _discard  # type: ignore[method-assign]
 
@@ -210,7 +215,7 @@ class GatewayRequest(server.Request):
             exchange.client_gone()
 
     def processingFailed(self, reason: object) -> None:
-        self.site.gateway.internal_error(self, reason)
+        self.gateway_channel.site.gateway.internal_error(self, reason)
 
 
 def _discard(data: bytes) -> None:

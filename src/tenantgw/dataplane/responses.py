@@ -9,7 +9,7 @@ can make the gateway reflect markup or smuggle bytes into a log viewer.
 from __future__ import annotations
 
 import json
-from typing import Iterable, Mapping, Optional, Tuple
+from collections.abc import Iterable, Mapping
 
 from twisted.web.http import RESPONSES
 
@@ -46,13 +46,13 @@ _JSON = {
 
 def _wants_json(request: GatewayRequest) -> bool:
     accept = request.requestHeaders.getRawHeaders(b"accept")
-    return bool(accept) and any(b"json" in value for value in accept)
+    return accept is not None and any(b"json" in value for value in accept)
 
 
 def respond(
     request: GatewayRequest,
     status: int,
-    headers: Optional[Mapping[bytes, bytes] | Iterable[Tuple[bytes, bytes]]] = None,
+    headers: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]] | None = None,
     close: bool = False,
 ) -> None:
     """Answers with the fixed body for C{status}; safe to call at most once."""

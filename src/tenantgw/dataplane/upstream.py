@@ -17,7 +17,8 @@ pauses reading from the upstream socket.
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, List, Optional, Protocol, Tuple
+from collections.abc import Callable
+from typing import Protocol
 
 from twisted.internet.interfaces import IPushProducer, IReactorTCP, IReactorTime
 from twisted.internet.protocol import ClientFactory
@@ -27,6 +28,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from zope.interface import implementer
+
+from tenantgw.dataplane.transport import StreamTransport, stream_of
 
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 # RFC 9110 token characters: header names are forwarded as received.
@@ -48,8 +51,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-EndpointKey = Tuple[str, int]
-ResponseHeaders = List[Tuple[bytes, bytes]]
+EndpointKey = tuple[str, int]
+ResponseHeaders = list[tuple[bytes, bytes]]
 
 _log = Logger()
 
@@ -84,7 +87,7 @@ class UpstreamConnection(TwistedProtocol):
     def __init__(self, pool: UpstreamPool, key: EndpointKey) -> None:
         self.pool = pool
         self.key = key
-        self.handler: Optional[ExchangeHandler] = None
+        self.handler: ExchangeHandler | None = None
         self.idle_since = 0.0
         self.reused = False
         self._state = _IDLE
@@ -93,9 +96,13 @@ class UpstreamConnection(TwistedProtocol):
         self._keep_alive = True
         self._head_request = False
         self._response_started = False
-        self._chunked: Optional[_ChunkedTransferDecoder] = None
+        self._chunked: _ChunkedTransferDecoder | None = None
         self._paused = False
-        self.announce: Optional[Callable[[UpstreamConnection], None]] = None
+        self.announce: Callable[[UpstreamConnection], None] | None = None
+
+    @property
+    def stream(self) -> StreamTransport:
+        return stream_of(self.transport)
 
     # -- driving an exchange ----------------------------------------------------
 
@@ -106,29 +113,29 @@ class UpstreamConnection(TwistedProtocol):
         self._keep_alive = True
         self._head_request = head_request
         self._response_started = False
-        self.transport.write(head)  # type: ignore[union-attr]
+        self.stream.write(head)
 
     def write_body(self, data: bytes) -> None:
-        self.transport.write(data)  # type: ignore[union-attr]
+        self.stream.write(data)
 
     def abandon(self) -> None:
         """The client went away or timed out: this connection's state is unknown now."""
         self.handler = None
         if self._state != _CLOSED:
             self._state = _CLOSED
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.stream.abortConnection()
 
     # -- IPushProducer, registered with the client-facing request ---------------
 
     def pauseProducing(self) -> None:
         if not self._paused and self._state != _CLOSED:
             self._paused = True
-            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.stream.pauseProducing()
 
     def resumeProducing(self) -> None:
         if self._paused and self._state != _CLOSED:
             self._paused = False
-            self.transport.resumeProducing()  # type: ignore[union-attr]
+            self.stream.resumeProducing()
 
     def stopProducing(self) -> None:
         self.abandon()
@@ -136,7 +143,7 @@ class UpstreamConnection(TwistedProtocol):
     # -- protocol ------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.transport.setTcpNoDelay(True)  # type: ignore[union-attr]
+        self.stream.setTcpNoDelay(True)
         announce, self.announce = self.announce, None
         if announce is not None:
             announce(self)
@@ -223,9 +230,7 @@ class UpstreamConnection(TwistedProtocol):
         elif buffer:
             self.dataReceived(buffer)
 
-    def _parse_head(
-        self, head: bytes
-    ) -> Tuple[int, bytes, ResponseHeaders, Optional[int]]:
+    def _parse_head(self, head: bytes) -> tuple[int, bytes, ResponseHeaders, int | None]:
         """
         Returns the framing as the body length, -1 for chunked, or None for
         "until the connection closes".  Anything ambiguous is an error, since
@@ -249,10 +254,10 @@ class UpstreamConnection(TwistedProtocol):
         if len(lines) - 1 > MAX_RESPONSE_HEADERS:
             raise UpstreamProtocolError("too many upstream response headers")
         headers: ResponseHeaders = []
-        content_length: Optional[int] = None
+        content_length: int | None = None
         chunked = False
         transfer_encoding = False
-        connection_tokens: List[bytes] = []
+        connection_tokens: list[bytes] = []
         for line in lines[1:]:
             field = _FIELDS.get(line)
             if field is None:
@@ -275,7 +280,7 @@ class UpstreamConnection(TwistedProtocol):
             raise UpstreamProtocolError("upstream sent both Content-Length and Transfer-Encoding")
         if b"close" in connection_tokens or (http10 and b"keep-alive" not in connection_tokens):
             self._keep_alive = False
-        framing: Optional[int]
+        framing: int | None
         if transfer_encoding:
             framing = -1 if chunked and not http10 else None
         elif content_length is not None:
@@ -322,11 +327,11 @@ class UpstreamConnection(TwistedProtocol):
             self._state = _IDLE
             if self._paused:
                 self._paused = False
-                self.transport.resumeProducing()  # type: ignore[union-attr]
+                self.stream.resumeProducing()
             self.pool.release(self)
         else:
             self._state = _CLOSED
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.stream.loseConnection()
         if handler is not None:
             handler.upstream_finished()
 
@@ -335,7 +340,7 @@ class UpstreamConnection(TwistedProtocol):
         self.handler = None
         started = self._response_started
         self._state = _CLOSED
-        self.transport.abortConnection()  # type: ignore[union-attr]
+        self.stream.abortConnection()
         if handler is not None:
             _log.info("upstream {key} protocol error: {reason}", key=self.key, reason=reason)
             handler.upstream_failed(reason, started)
@@ -344,11 +349,11 @@ class UpstreamConnection(TwistedProtocol):
 # Validated field lines, keyed by the raw line: an upstream sends the same
 # Server, Content-Type and Connection lines on every response, so most lines
 # are checked once.  Bounded by clearing, which is rare and cheap.
-_FIELDS: Dict[bytes, Tuple[bytes, bytes]] = {}
+_FIELDS: dict[bytes, tuple[bytes, bytes]] = {}
 _FIELDS_MAX = 4096
 
 
-def _parse_field(line: bytes) -> Tuple[bytes, bytes]:
+def _parse_field(line: bytes) -> tuple[bytes, bytes]:
     colon = line.find(b":")
     if colon <= 0 or line[0] in b" \t":
         raise UpstreamProtocolError("malformed upstream header")
@@ -414,7 +419,7 @@ class UpstreamPool:
         self.max_idle_per_endpoint = max_idle_per_endpoint
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
-        self._idle: Dict[EndpointKey, List[UpstreamConnection]] = {}
+        self._idle: dict[EndpointKey, list[UpstreamConnection]] = {}
         self._sweeper = LoopingCall(self.close_expired)
         self._sweeper.clock = clock
         self.connections_opened = 0
@@ -454,7 +459,7 @@ class UpstreamPool:
         idle = self._idle.setdefault(connection.key, [])
         if len(idle) >= self.max_idle_per_endpoint:
             connection._state = _CLOSED
-            connection.transport.loseConnection()  # type: ignore[union-attr]
+            connection.stream.loseConnection()
             return
         connection.idle_since = self._clock.seconds()
         idle.append(connection)
@@ -466,7 +471,7 @@ class UpstreamPool:
             if not idle:
                 del self._idle[connection.key]
 
-    def idle_count(self, key: Optional[EndpointKey] = None) -> int:
+    def idle_count(self, key: EndpointKey | None = None) -> int:
         if key is not None:
             return len(self._idle.get(key, ()))
         return sum(len(v) for v in self._idle.values())
