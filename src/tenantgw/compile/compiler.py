@@ -82,13 +82,11 @@ def _timestamp_key(value: Any) -> str:
     A creationTimestamp as a sortable UTC string, or C{"9999"} (newest of all)
     when there is none.
 
-    Fix: the raw value used to be compared as C{str(value)}.  A manifest read
-    from a directory with an unquoted C{creationTimestamp: 2024-01-01T00:00:00Z}
-    arrives as a C{datetime} (YAML's timestamp type), whose C{str()} is
-    C{"2024-01-01 00:00:00+00:00"}: a space sorts before C{"T"}, so a quoted and
-    an unquoted timestamp compared wrongly, and any non-UTC offset compared by
-    its wall-clock digits.  Host ownership ("the oldest ConfigMap wins") hung
-    on that comparison.
+    Compared as instants, not text: a manifest read from a directory with an
+    unquoted C{creationTimestamp} arrives as a C{datetime} whose C{str()} puts
+    a space where the API's text has C{"T"}, and a non-UTC offset would
+    compare by its wall-clock digits.  Host ownership ("the oldest ConfigMap
+    wins") hangs on this comparison.
     """
     if isinstance(value, datetime.datetime):
         moment = value
@@ -139,8 +137,8 @@ def _index(
             continue
         namespace = meta.get("namespace") or "default"
         if not isinstance(namespace, str):
-            # Fix: an unhashable value (a list, from a hand-written manifest)
-            # made this a TypeError that took the whole compile down.
+            # A hand-written manifest may hold anything here (a list is not
+            # even hashable); one bad object must not take the compile down.
             continue
         index = by_namespace[namespace]
         if kind == "ConfigMap":
@@ -204,8 +202,8 @@ def _compile_access(
         else:
             htpasswd = _secret_values(secret).get("auth")
             if htpasswd is None:
-                # Fix: a Secret without an "auth" key used to fail closed
-                # silently; the tenant could not learn why every login fails.
+                # Fails closed, and says so: otherwise the tenant could not
+                # learn why every login fails.
                 messages.append(
                     f"{path}.basicAuth.secretName: Secret {access.basic_auth.secret_name!r}"
                     " has no 'auth' key; requests are refused until it has one"
@@ -216,8 +214,7 @@ def _compile_access(
                 if not line or line.startswith("#"):
                     continue
                 user, _, hashed = line.partition(":")
-                # Fix: isascii() -- a non-ASCII byte in the hash made
-                # hashed.encode("ascii") raise and abort the whole compile.
+                # isascii(): a non-ASCII byte in a hash must not abort the compile.
                 if hashed.startswith(("$2y$", "$2b$", "$2a$")) and hashed.isascii() and user:
                     users[user] = hashed.encode("ascii")
                 else:
@@ -251,9 +248,9 @@ def _list(value: Any) -> list[Any]:
     """
     A list field of a watched object, or nothing.
 
-    Fix: C{value or ()} iterated whatever was there, so a hand-written
-    EndpointSlice with C{ports: 5} raised TypeError and took the whole compile
-    (and with it the directory source's poll loop) down.
+    Anything but a list reads as empty: a hand-written EndpointSlice with
+    C{ports: 5} must not take the whole compile (and the source's poll loop)
+    down.
     """
     return value if isinstance(value, list) else []
 
@@ -262,11 +259,10 @@ def _ip_text(address: Any) -> str | None:
     """
     An endpoint address in canonical text form, or L{None} if it is not one.
 
-    Fix: C{ipaddress.ip_address()} also accepts integers (C{167772161} is
-    10.0.0.1), so a YAML address written without quotes became an Endpoint
-    whose address was an C{int}; and C{2001:DB8::1} and C{2001:db8::1} were
-    two endpoints.  Only strings are addresses, and they are compared in
-    canonical form so that duplicates across slices merge.
+    Only strings are addresses (C{ipaddress.ip_address()} also accepts
+    integers, so an unquoted YAML number would become an endpoint), and they
+    are returned in canonical form so that C{2001:DB8::1} and C{2001:db8::1}
+    from two slices merge into one endpoint.
     """
     if not isinstance(address, str):
         return None
@@ -331,7 +327,7 @@ def _resolve_backend(
                     endpoints.add(Endpoint(normalized, slice_port))
     service_port = chosen.get("port")
     if not isinstance(service_port, int) or isinstance(service_port, bool):
-        service_port = 0  # Fix: int("http") used to raise here and abort the compile.
+        service_port = 0  # a malformed Service port must not abort the compile
     return CompiledBackend(
         backend.service,
         service_port,

@@ -34,11 +34,10 @@ def _check_key(key: str, part: str) -> str:
     subdomain of at most 253 characters, the name at most 63 characters of
     alphanumerics, C{-}, C{_} and C{.}, starting and ending alphanumeric.
 
-    Fix: keys and values used to be checked only against a character class,
-    so C{a//b}, C{-x} or C{k in (a b)} were accepted as selectors that
-    Kubernetes refuses and that could never match a real label.  A typo in
-    C{--namespace-selector} should stop the gateway at startup, not silently
-    select no namespace.
+    Checked against Kubernetes' own rules, not just a character class:
+    C{a//b}, C{-x} or C{k in (a b)} could never match a real label, and a typo
+    in C{--namespace-selector} should stop the gateway at startup, not
+    silently select no namespace.
     """
     prefix, slash, name = key.rpartition("/")
     if slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
@@ -130,8 +129,8 @@ class LabelSelector:
                     _check_value(v.strip(), part) for v in values_text.split(",") if v.strip()
                 )
                 if not values:
-                    # Fix: "k in ()" was accepted and matched nothing (Kubernetes
-                    # refuses an empty set); "k notin ()" matched everything.
+                    # Kubernetes refuses an empty set: "k in ()" would match
+                    # nothing and "k notin ()" everything.
                     raise SelectorError(f"{op} needs at least one value: {part.strip()!r}")
                 requirements.append(_in(key, values) if op == "in" else _not_in(key, values))
             else:

@@ -412,7 +412,25 @@ class GatewayChannel(http.HTTPChannel):
             return
         self._pending_dispatch = None
         self._first_line_pending = True
-        super().allContentReceived()
+        # twisted.web cancels the idle timer here and arms a new one when the
+        # response is done: two timer operations per request.  The timer is
+        # left running instead, and timeoutConnection spares a connection
+        # whose request is in progress (that request has its own deadlines).
+        idle, self.timeOut = self.timeOut, None
+        try:
+            super().allContentReceived()
+        finally:
+            self.timeOut = idle
+
+    def requestDone(self, request: http.Request) -> None:
+        super().requestDone(request)
+        self.resetTimeout()  # idle time counts from the end of the response
+
+    def timeoutConnection(self) -> None:
+        if self._handlingRequest:
+            self.setTimeout(self.timeOut)
+            return
+        super().timeoutConnection()
 
     # -- refusals ------------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from tenantgw.dataplane.access import (
     parse_address,
 )
 from tenantgw.dataplane.channel import GatewayChannel
+from tenantgw.dataplane.deadlines import Deadlines
 from tenantgw.dataplane.limits import Bucket, Denial, InFlight, RateLimiter
 from tenantgw.dataplane.matching import Matcher, first_match, normalize_path
 from tenantgw.dataplane.proxy import Exchange
@@ -367,7 +368,7 @@ class TenantHandler:
         exchange = Exchange(
             request,
             gateway.pool,
-            gateway.clock,
+            gateway.deadlines,
             endpoint.key,
             request.method,
             route.target_for(path, query),
@@ -447,6 +448,7 @@ class Gateway:
         self.trusted_proxies = trusted_proxies
         self.upstream_timeout = upstream_timeout
         self.limiter = RateLimiter(clock)
+        self.deadlines = Deadlines(clock)
         self.in_flight = InFlight()
         self.table = HostTable(self, EMPTY_SNAPSHOT)
         self.applied = 0

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.web.http import RESPONSES
 from zope.interface import implementer
 
+from tenantgw.dataplane.deadlines import Deadlines
 from tenantgw.dataplane.request import GatewayRequest
 from tenantgw.dataplane.responses import respond
 from tenantgw.dataplane.upstream import (
@@ -139,7 +140,7 @@ class Exchange:
         self,
         request: GatewayRequest,
         pool: UpstreamPool,
-        clock: IReactorTime,
+        deadlines: Deadlines,
         key: EndpointKey,
         method: bytes,
         target: bytes,
@@ -151,7 +152,7 @@ class Exchange:
     ) -> None:
         self.request = request
         self.pool = pool
-        self.clock = clock
+        self.deadlines = deadlines
         self.key = key
         self.method = method
         self.edit_response = edit_response
@@ -161,7 +162,8 @@ class Exchange:
         self.body_length = request.declared_length
         self.has_body = self.body_length != 0
         self.head = _format_head(method, target, host, request, forwarded, self.body_length)
-        self.timer: IDelayedCall | None = clock.callLater(timeout, self._timed_out)
+        self._expire = self._timed_out
+        self.deadline: int | None = deadlines.add(timeout, self._expire)
         self.finished = False
         self.body_started = False
         self.stale_retries = 0
@@ -280,7 +282,7 @@ class Exchange:
     # -- endings ---------------------------------------------------------------------
 
     def _timed_out(self) -> None:
-        self.timer = None
+        self.deadline = None
         if self.finished:
             return
         connection = self.connection
@@ -327,8 +329,8 @@ class Exchange:
         self.request.stop_body()
         if self.request._client_paused:
             self.request.resume_client()
-        timer = self.timer
-        if timer is not None:
-            self.timer = None
-            timer.cancel()
+        deadline = self.deadline
+        if deadline is not None:
+            self.deadline = None
+            self.deadlines.discard(deadline, self._expire)
         self.done(self.request, status)

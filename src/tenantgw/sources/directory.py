@@ -45,10 +45,10 @@ def load_manifests(text: str) -> list[KubeObject]:
     except yaml.YAMLError as e:
         raise ManifestError(f"not valid YAML: {e}") from None
     except (ValueError, OverflowError, RecursionError) as e:
-        # Fix: YAML's constructors raise plain ValueError for values they
-        # cannot build (an unquoted "2024-13-01T00:00:00Z", an integer of more
-        # than 4300 digits).  That escaped poll(), which stopped the
-        # LoopingCall for good: one bad file froze the whole configuration.
+        # YAML's constructors raise plain ValueError for values they cannot
+        # build (an unquoted "2024-13-01T00:00:00Z", an integer of more than
+        # 4300 digits); escaping poll() would stop the LoopingCall for good,
+        # so one bad file would freeze the whole configuration.
         raise ManifestError(f"not valid YAML: a value could not be read ({e})") from None
     pending: list[Any] = documents
     while pending:
@@ -65,7 +65,7 @@ def load_manifests(text: str) -> list[KubeObject]:
     return objects
 
 
-def _manifest_files(root: str) -> Iterable[str]:
+def manifest_files(root: str) -> Iterable[str]:
     for directory, subdirectories, files in os.walk(root):
         # Kubernetes ConfigMap volumes keep old generations in ..data dirs.
         subdirectories[:] = sorted(d for d in subdirectories if not d.startswith(".."))
@@ -107,17 +107,17 @@ class DirectorySource(Service):
         """
         Re-reads changed files; calls back only when the objects changed.
 
-        Fix: "changed" used to mean "some file's stat changed", so saving a
-        broken file (whose objects are kept) or touching a file called back
-        with the same objects and recompiled every tenant for nothing.  Now
-        the objects are compared with those last delivered.  The callback is
-        also guarded: an exception from it used to stop the LoopingCall, so
-        the gateway silently stopped following the directory.
+        "Changed" means the objects differ from those last delivered, not
+        that some file's stat changed: saving a broken file (whose objects
+        are kept) or touching a file must not recompile every tenant.  The
+        callback is guarded because an exception escaping it would stop the
+        LoopingCall, and the gateway would silently stop following the
+        directory.
         """
         changed = not self.synced
         present = set()
         try:
-            files = list(_manifest_files(self.path))
+            files = list(manifest_files(self.path))
         except OSError as e:
             _log.error("cannot list {path}: {error}", path=self.path, error=e)
             return
@@ -130,11 +130,9 @@ class DirectorySource(Service):
                 stat = os.stat(file_path)
             except OSError:
                 continue
-            # Fix: inode and ctime are part of the signature.  With only
-            # (mtime, size), a same-size edit that keeps the mtime (rsync -a,
-            # cp -p, tar x: all replace the file or set its mtime back) was
-            # never seen, and a file unreadable at first (chmod fixes it, which
-            # touches only ctime) was never read again.
+            # Inode and ctime are part of the signature: a same-size edit that
+            # keeps the mtime (rsync -a, cp -p, tar x) changes only those, and
+            # so does the chmod that makes an unreadable file readable.
             signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino, stat.st_ctime_ns)
             if self._seen.get(file_path) == signature:
                 continue
