@@ -19,9 +19,7 @@ RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 class IdleTimeoutTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
-        self.gateway, site = build_gateway(
-            self.reactor, one_tenant_snapshot(9999), timeout=IDLE
-        )
+        self.gateway, site = build_gateway(self.reactor, one_tenant_snapshot(9999), timeout=IDLE)
         self.gateway.upstream_timeout = 300.0
         self.transport = StringTransport(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),

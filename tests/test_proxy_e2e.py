@@ -559,3 +559,60 @@ def deferLater(seconds: float) -> Any:
     from twisted.internet.task import deferLater as later
 
     return later(reactor, seconds, lambda: None)
+
+
+class BalancingTests(ProxyTestCase):
+    def serve_services(self, tenant: Dict[str, Any], services: Dict[str, list]) -> Any:
+        snapshot = snapshot_of(tenant_objects("team", dump(tenant), services))
+        gateway = GatewayUnderTest(snapshot)
+        self.addCleanup(gateway.stop)
+        return gateway
+
+    @inlineCallbacks
+    def test_round_robin_across_ready_endpoints(self) -> Any:
+        one, two = Upstream("one"), Upstream("two")
+        self.addCleanup(one.stop)
+        self.addCleanup(two.stop)
+        gateway = self.serve_services(
+            {"hosts": ["t.example"], "routes": [_route("all")]},
+            {"web": [one.number, two.number]},
+        )
+        seen = []
+        for _ in range(6):
+            _, record = yield self.get_json(gateway, "/")
+            seen.append(record["upstream"])
+        self.assertEqual(sorted(set(seen[:2])), ["one", "two"])
+        self.assertEqual(seen[:2] * 3, seen)
+
+    @inlineCallbacks
+    def test_weights_split_traffic_and_weight_zero_gets_nothing(self) -> Any:
+        stable, canary, dark = Upstream("stable"), Upstream("canary"), Upstream("dark")
+        for upstream in (stable, canary, dark):
+            self.addCleanup(upstream.stop)
+        gateway = self.serve_services(
+            {
+                "hosts": ["t.example"],
+                "routes": [
+                    {
+                        "name": "all",
+                        "backends": [
+                            {"service": "stable", "port": 80, "weight": 90},
+                            {"service": "canary", "port": 80, "weight": 10},
+                            {"service": "dark", "port": 80, "weight": 0},
+                            {"service": "empty", "port": 80, "weight": 50},  # no ready endpoint
+                        ],
+                    }
+                ],
+            },
+            {
+                "stable": [stable.number],
+                "canary": [canary.number],
+                "dark": [dark.number],
+                "empty": [],
+            },
+        )
+        counts: Dict[str, int] = {}
+        for _ in range(100):
+            _, record = yield self.get_json(gateway, "/")
+            counts[record["upstream"]] = counts.get(record["upstream"], 0) + 1
+        self.assertEqual(counts, {"stable": 90, "canary": 10})

@@ -1,0 +1,143 @@
+"""
+The admin endpoint (health, readiness, tenant status) and the twistd options
+of contract section 8, including the warning for options not built yet.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from tenantgw.admin.resource import Readiness, admin_root
+from tenantgw.app.options import Options
+from tenantgw.app.service import build
+from tenantgw.compile.snapshot import EMPTY_SNAPSHOT
+from tests.support import one_tenant_snapshot
+
+
+class _ReactorWithThreads(MemoryReactorClock):
+    def getThreadPool(self) -> ThreadPool:
+        return ThreadPool(0, 1, "unstarted")
+
+
+def render(root: Any, path: bytes) -> tuple[int, bytes]:
+    segments = path.strip(b"/").split(b"/")
+    request = DummyRequest(segments)
+    resource = root
+    for segment in segments:
+        resource = resource.getChildWithDefault(segment, request)
+    body = resource.render(request)
+    return request.responseCode or 200, body
+
+
+class AdminTests(SynchronousTestCase):
+    def test_readyz_is_503_until_synced_and_while_draining(self) -> None:
+        readiness = Readiness()
+        root = admin_root(readiness, lambda: EMPTY_SNAPSHOT)
+        self.assertEqual(render(root, b"/healthz"), (200, b"ok\n"))
+        self.assertEqual(render(root, b"/readyz"), (503, b"not synced\n"))
+        readiness.synced = True
+        self.assertEqual(render(root, b"/readyz"), (200, b"ready\n"))
+        readiness.draining = True
+        self.assertEqual(render(root, b"/readyz"), (503, b"draining\n"))
+
+    def test_api_tenants_lists_hosts_routes_endpoints_and_state(self) -> None:
+        snapshot = one_tenant_snapshot(9999)
+        code, body = render(admin_root(Readiness(), lambda: snapshot), b"/api/tenants")
+        self.assertEqual(code, 200)
+        (tenant,) = json.loads(body)["tenants"]
+        self.assertEqual(tenant["state"], "Accepted")
+        self.assertEqual(tenant["hosts"], ["t.example"])
+        self.assertTrue(tenant["serving"])
+        endpoints = [e for r in tenant["routes"] for b in r["backends"] for e in b["endpoints"]]
+        self.assertEqual(endpoints, ["127.0.0.1:9999"])
+
+
+class OptionsTests(SynchronousTestCase):
+    def parse(self, *args: str) -> Options:
+        options = Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_contract_defaults(self) -> None:
+        options = self.parse("--source", "dir:/tmp/x")
+        self.assertEqual(options["http"], "tcp:8080")
+        self.assertEqual(options["https"], "tcp:8443")
+        self.assertEqual(options["admin"], "tcp:9090:interface=127.0.0.1")
+        self.assertEqual(options["redis-failure"], "open")
+        self.assertEqual(options["source_dir"], "/tmp/x")
+        self.assertEqual(options.not_yet_effective(), [])
+
+    def test_every_contract_option_is_accepted(self) -> None:
+        options = self.parse(
+            "--source=dir:/tmp/x",
+            "--kubeconfig=/k",
+            "--context=c",
+            "--http=tcp:0",
+            "--https=tcp:0",
+            "--admin=tcp:0",
+            "--base-domain=Apps.Example.COM.",
+            "--namespace-selector=team in (a,b),!legacy",
+            "--default-cert=/c",
+            "--default-key=/k",
+            "--default-cert-secret=ns/name",
+            "--redis=redis://r:6379/0",
+            "--redis-failure=closed",
+            "--trusted-proxies=10.0.0.0/8,2001:db8::/32",
+            "--workers=2",
+        )
+        self.assertEqual(options["base-domain"], "apps.example.com")
+        self.assertEqual(len(options["trusted"]), 2)
+        self.assertEqual(
+            {name for name, _ in options.not_yet_effective()},
+            {
+                "kubeconfig",
+                "context",
+                "https",
+                "default-cert",
+                "default-key",
+                "default-cert-secret",
+                "redis",
+                "redis-failure",
+                "workers",
+            },
+        )
+
+    def test_bad_values_are_refused_with_the_option_named(self) -> None:
+        for args, named in (
+            (["--source", "ftp:x"], "--source"),
+            (["--source", "dir:/x", "--redis-failure", "maybe"], "--redis-failure"),
+            (["--source", "dir:/x", "--trusted-proxies", "10.0.0.1/8"], "--trusted-proxies"),
+            (["--source", "dir:/x", "--namespace-selector", "a in ()"], "--namespace-selector"),
+            (["--source", "dir:/x", "--workers", "0"], "--workers"),
+            (["--source", "dir:/x", "--upstream-timeout", "-1"], "--upstream-timeout"),
+            (["--source", "kubernetes"], "kubernetes"),
+        ):
+            error = self.assertRaises(usage.UsageError, self.parse, *args)
+            self.assertIn(named, str(error))
+
+    def test_unbuilt_options_are_warned_about_at_start(self) -> None:
+        events: list[dict[str, Any]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        options = self.parse(
+            "--source=dir:/nonexistent",
+            "--http=tcp:0",
+            "--admin=tcp:0",
+            "--redis=redis://r:6379/0",
+            "--workers=2",
+        )
+        services = build(options, _ReactorWithThreads())
+        services.startService()
+        self.addCleanup(services.stopService)
+        warned = {
+            e.get("name") for e in events if e.get("log_level") == LogLevel.warn and "name" in e
+        }
+        self.assertEqual(warned, {"redis", "workers"})
