@@ -562,7 +562,7 @@ def deferLater(seconds: float) -> Any:
 
 
 class BalancingTests(ProxyTestCase):
-    def serve_services(self, tenant: Dict[str, Any], services: Dict[str, list]) -> Any:
+    def serve_services(self, tenant: dict[str, Any], services: dict[str, list[int]]) -> Any:
         snapshot = snapshot_of(tenant_objects("team", dump(tenant), services))
         gateway = GatewayUnderTest(snapshot)
         self.addCleanup(gateway.stop)
@@ -611,7 +611,7 @@ class BalancingTests(ProxyTestCase):
                 "empty": [],
             },
         )
-        counts: Dict[str, int] = {}
+        counts: dict[str, int] = {}
         for _ in range(100):
             _, record = yield self.get_json(gateway, "/")
             counts[record["upstream"]] = counts.get(record["upstream"], 0) + 1
