@@ -19,9 +19,7 @@ from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
 from tenantgw.compile.snapshot import Snapshot
-from tenantgw.dataplane.access import CredentialChecker
-from tenantgw.dataplane.gateway import Gateway, GatewaySite
-from tenantgw.dataplane.upstream import UpstreamPool
+from tenantgw.dataplane.gateway import GatewaySite, gateway_on
 
 
 def tenant_objects(
@@ -190,15 +188,10 @@ class GatewayUnderTest:
         upstream_timeout: float = 10.0,
         trusted_proxies: tuple = (),
     ) -> None:
-        self.pool = UpstreamPool(reactor, reactor)
-        self.gateway = Gateway(
-            reactor,
-            reactor,
-            self.pool,
-            CredentialChecker(reactor, reactor.getThreadPool()),
-            trusted_proxies=trusted_proxies,
-            upstream_timeout=upstream_timeout,
+        self.gateway = gateway_on(
+            reactor, trusted_proxies=trusted_proxies, upstream_timeout=upstream_timeout
         )
+        self.pool = self.gateway.pool
         if snapshot is not None:
             self.gateway.apply(snapshot)
         self.site = GatewaySite(self.gateway, reactor)

@@ -19,9 +19,7 @@ from twisted.python.threadpool import ThreadPool
 
 from tenantgw.compile.compiler import compile_snapshot
 from tenantgw.compile.snapshot import Snapshot
-from tenantgw.dataplane.access import CredentialChecker
-from tenantgw.dataplane.gateway import Gateway, GatewaySite
-from tenantgw.dataplane.upstream import UpstreamPool
+from tenantgw.dataplane.gateway import Gateway, GatewaySite, gateway_on
 
 
 def tenant_objects(
@@ -103,9 +101,7 @@ def build_gateway(
     so no sweeper call is left behind.  C{threadpool} is only used for basic
     auth; an unstarted pool is used when none is given.
     """
-    pool = UpstreamPool(reactor, reactor)
-    credentials = CredentialChecker(reactor, threadpool or ThreadPool(0, 1, "test-credentials"))
-    gateway = Gateway(reactor, reactor, pool, credentials)
+    gateway = gateway_on(reactor, threadpool or ThreadPool(0, 1, "test-credentials"))
     gateway.apply(snapshot)
     site = GatewaySite(gateway, reactor, timeout=timeout, header_deadline=header_deadline)
     return gateway, site

@@ -19,8 +19,7 @@ from tenantgw.admin.resource import Readiness, admin_root
 from tenantgw.app.options import Options
 from tenantgw.app.pipeline import ConfigPipeline
 from tenantgw.compile.compiler import CompileOptions
-from tenantgw.dataplane.access import CredentialChecker
-from tenantgw.dataplane.gateway import Gateway, GatewaySite
+from tenantgw.dataplane.gateway import GatewaySite, gateway_on
 from tenantgw.dataplane.upstream import UpstreamPool
 from tenantgw.sources.directory import DirectorySource
 
@@ -63,15 +62,12 @@ class GatewayServices(MultiService):
     def __init__(self, options: Options, reactor: Any) -> None:
         super().__init__()
         self.readiness = Readiness()
-        self.pool = UpstreamPool(reactor, reactor)
-        self.gateway = Gateway(
+        self.gateway = gateway_on(
             reactor,
-            reactor,
-            self.pool,
-            CredentialChecker(reactor, reactor.getThreadPool()),
             trusted_proxies=options["trusted"],
             upstream_timeout=options["upstream-timeout"],
         )
+        self.pool = self.gateway.pool
         self.site = GatewaySite(self.gateway, reactor, header_deadline=options["header-timeout"])
         self.pipeline = ConfigPipeline(
             self.gateway,

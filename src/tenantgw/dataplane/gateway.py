@@ -15,10 +15,12 @@ import functools
 import math
 import random
 import re
+from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -527,6 +529,27 @@ class Gateway:
     def internal_error(self, request: GatewayRequest, reason: object) -> None:
         _log.failure("request failed inside the gateway", reason)  # type: ignore[arg-type]
         respond(request, 500, close=True)
+
+
+def gateway_on(
+    reactor: Any,
+    threadpool: ThreadPool | None = None,
+    trusted_proxies: tuple[IPNetwork, ...] = (),
+    upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
+) -> Gateway:
+    """
+    A gateway with its own upstream pool and credential checker, on one
+    reactor that is also its clock.  bcrypt checks run on C{threadpool}
+    (the reactor's own by default).
+    """
+    return Gateway(
+        reactor,
+        reactor,
+        UpstreamPool(reactor, reactor),
+        CredentialChecker(reactor, threadpool or reactor.getThreadPool()),
+        trusted_proxies=trusted_proxies,
+        upstream_timeout=upstream_timeout,
+    )
 
 
 class GatewayResource(Resource):

@@ -256,8 +256,7 @@ class Exchange:
     def upstream_failed(self, reason: str, response_started: bool) -> None:
         if self.finished:
             return
-        connection = self.connection
-        self.connection = None
+        connection, self.connection = self.connection, None
         if (
             not response_started
             and connection is not None
@@ -272,10 +271,7 @@ class Exchange:
             return
         _log.info("upstream {key} failed: {reason}", key=self.key, reason=reason)
         if response_started:
-            self._release_throttle()
-            self._close(self.status)
-            if self.request.channel is not None:
-                self.request.gateway_channel.stream.abortConnection()
+            self._cut_short()
         else:
             self._fail(502)
 
@@ -285,15 +281,9 @@ class Exchange:
         self.deadline = None
         if self.finished:
             return
-        connection = self.connection
-        self.connection = None
-        if connection is not None:
-            connection.abandon()
+        self._drop_connection()
         if self.request.startedWriting:
-            self._release_throttle()
-            self._close(self.status)
-            if self.request.channel is not None:
-                self.request.gateway_channel.stream.abortConnection()
+            self._cut_short()
         else:
             self._fail(504)
 
@@ -301,20 +291,30 @@ class Exchange:
         """The client disconnected: cancel the upstream request with it."""
         if self.finished:
             return
-        connection = self.connection
-        self.connection = None
-        if connection is not None:
-            connection.abandon()
+        self._drop_connection()
         self._release_throttle()
         self._close(499)
 
     def _fail(self, status: int) -> None:
-        connection = self.connection
-        self.connection = None
-        if connection is not None:
-            connection.abandon()
+        self._drop_connection()
         self._close(status)
         respond(self.request, status)
+
+    def _cut_short(self) -> None:
+        """
+        The response has started, so the only way left to report a failure
+        is a truncated body: the client connection is aborted.
+        """
+        self._release_throttle()
+        self._close(self.status)
+        if self.request.channel is not None:
+            self.request.gateway_channel.stream.abortConnection()
+
+    def _drop_connection(self) -> None:
+        """The upstream connection's state is unknown now: closed, never pooled."""
+        connection, self.connection = self.connection, None
+        if connection is not None:
+            connection.abandon()
 
     def _release_throttle(self) -> None:
         throttle = self.throttle
