@@ -40,6 +40,7 @@ class GatewayProcess:
         self.socket_dir = tempfile.mkdtemp(prefix="tgw-")
         self.http_socket = os.path.join(self.socket_dir, "http.sock")
         self.admin_socket = os.path.join(self.socket_dir, "admin.sock")
+        self.https_socket = os.path.join(self.socket_dir, "https.sock")
         self.log_path = os.path.join(workdir, "gateway.log")
         command = [
             sys.executable,
@@ -52,6 +53,7 @@ class GatewayProcess:
             f"--source=dir:{source_dir}",
             f"--http=unix:{self.http_socket}",
             f"--admin=unix:{self.admin_socket}",
+            f"--https=unix:{self.https_socket}",
             "--poll-interval=0.2",
             *(extra or []),
         ]

@@ -6,6 +6,7 @@ of contract section 8, including the warning for options not built yet.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
@@ -19,6 +20,7 @@ from tenantgw.admin.resource import Readiness, admin_root
 from tenantgw.app.options import Options
 from tenantgw.app.service import build
 from tenantgw.compile.snapshot import EMPTY_SNAPSHOT
+from tenantgw.tls.default import self_signed
 from tests.support import one_tenant_snapshot
 
 
@@ -75,7 +77,18 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["source_dir"], "/tmp/x")
         self.assertEqual(options.not_yet_effective(), [])
 
+    def certificate_files(self, names: tuple[str, ...] = ("gw.example",)) -> tuple[str, str]:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        chain, key = self_signed(names)
+        paths = os.path.join(directory, "tls.crt"), os.path.join(directory, "tls.key")
+        for path, data in zip(paths, (chain, key)):
+            with open(path, "wb") as f:
+                f.write(data)
+        return paths
+
     def test_every_contract_option_is_accepted(self) -> None:
+        cert, key = self.certificate_files()
         options = self.parse(
             "--source=dir:/tmp/x",
             "--kubeconfig=/k",
@@ -85,8 +98,8 @@ class OptionsTests(SynchronousTestCase):
             "--admin=tcp:0",
             "--base-domain=Apps.Example.COM.",
             "--namespace-selector=team in (a,b),!legacy",
-            "--default-cert=/c",
-            "--default-key=/k",
+            f"--default-cert={cert}",
+            f"--default-key={key}",
             "--default-cert-secret=ns/name",
             "--redis=redis://r:6379/0",
             "--redis-failure=closed",
@@ -100,9 +113,6 @@ class OptionsTests(SynchronousTestCase):
             {
                 "kubeconfig",
                 "context",
-                "https",
-                "default-cert",
-                "default-key",
                 "default-cert-secret",
                 "redis",
                 "redis-failure",
@@ -122,6 +132,24 @@ class OptionsTests(SynchronousTestCase):
         ):
             error = self.assertRaises(usage.UsageError, self.parse, *args)
             self.assertIn(named, str(error))
+
+    def test_default_certificate_is_loaded_and_checked(self) -> None:
+        cert, key = self.certificate_files(("default.example",))
+        options = self.parse("--source=dir:/x", f"--default-cert={cert}", f"--default-key={key}")
+        self.assertEqual(options["default_certificate"].dns_names, ("default.example",))
+        _, other_key = self.certificate_files()
+        error = self.assertRaises(
+            usage.UsageError,
+            self.parse,
+            "--source=dir:/x",
+            f"--default-cert={cert}",
+            f"--default-key={other_key}",
+        )
+        self.assertIn("does not match", str(error))
+        error = self.assertRaises(
+            usage.UsageError, self.parse, "--source=dir:/x", f"--default-cert={cert}"
+        )
+        self.assertIn("go together", str(error))
 
     def test_unbuilt_options_are_warned_about_at_start(self) -> None:
         events: list[dict[str, Any]] = []

@@ -11,22 +11,24 @@ from __future__ import annotations
 import ipaddress
 import os
 
+from twisted.internet.ssl import TLSVersion
 from twisted.python import usage
 
 from tenantgw.compile.selector import LabelSelector, SelectorError
 from tenantgw.config.model import IPNetwork
+from tenantgw.tls.certificates import CertificateProblem
+from tenantgw.tls.default import default_certificate
 
 IN_CLUSTER = "KUBERNETES_SERVICE_HOST" in os.environ
+
+TLS_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
 # Option name -> what it will do once built.  Checked against the values
 # given, so the warning names only options the operator actually set.
 NOT_YET_EFFECTIVE = {
     "kubeconfig": "the Kubernetes source",
     "context": "the Kubernetes source",
-    "https": "TLS serving",
-    "default-cert": "TLS serving",
-    "default-key": "TLS serving",
-    "default-cert-secret": "TLS serving",
+    "default-cert-secret": "the default certificate from a Secret (use --default-cert)",
     "redis": "shared quotas (quotas are in-process)",
     "redis-failure": "shared quotas",
     "workers": "multi-process workers (one process serves)",
@@ -66,6 +68,8 @@ class Options(usage.Options):
         ["upstream-timeout", None, "60", "seconds a route waits for its upstream by default"],
         ["header-timeout", None, "15", "seconds a client has to send its request headers"],
         ["poll-interval", None, "1", "seconds between re-reads of a dir: source"],
+        ["https-redirect-port", None, "443", "HTTPS port clients are redirected to from HTTP"],
+        ["tls-min-version", None, "1.2", "lowest TLS version accepted: 1.2 | 1.3"],
     ]
 
     def postOptions(self) -> None:
@@ -107,6 +111,21 @@ class Options(usage.Options):
                 self[name] = _positive_float(self[name])
             except ValueError:
                 raise usage.UsageError(f"--{name} must be a number > 0") from None
+        try:
+            port = int(self["https-redirect-port"])
+            if not 0 < port < 65536:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError("--https-redirect-port must be a port number") from None
+        self["https-redirect-port"] = port
+        if self["tls-min-version"] not in TLS_VERSIONS:
+            raise usage.UsageError("--tls-min-version must be 1.2 or 1.3")
+        try:
+            self["default_certificate"] = default_certificate(
+                self["default-cert"], self["default-key"]
+            )
+        except CertificateProblem as e:
+            raise usage.UsageError(f"--default-cert/--default-key: {e}") from None
         base_domain = self["base-domain"]
         if base_domain is not None:
             self["base-domain"] = base_domain.strip(".").lower() or None

@@ -13,15 +13,17 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 
 from tenantgw.admin.resource import Readiness, admin_root
-from tenantgw.app.options import Options
+from tenantgw.app.options import TLS_VERSIONS, Options
 from tenantgw.app.pipeline import ConfigPipeline
 from tenantgw.compile.compiler import CompileOptions
 from tenantgw.dataplane.gateway import GatewaySite, gateway_on
 from tenantgw.dataplane.upstream import UpstreamPool
 from tenantgw.sources.directory import DirectorySource
+from tenantgw.tls.sni import SNIContexts
 
 __all__ = ["Options", "build", "makeService"]
 
@@ -53,7 +55,11 @@ class _StartupWarnings(Service):
                 name=name,
                 feature=feature,
             )
-        _log.warn("no HTTPS listener: TLS serving is not built in this release (--https unused)")
+        if self.options["default-cert"] is None:
+            _log.warn(
+                "no --default-cert: HTTPS handshakes that name no tenant's host get a"
+                " self-signed certificate that clients will not trust"
+            )
 
 
 class GatewayServices(MultiService):
@@ -92,6 +98,15 @@ class GatewayServices(MultiService):
         self.source.setServiceParent(self)
         _listener(reactor, options["admin"], self.admin_site).setServiceParent(self)
         _listener(reactor, options["http"], self.site).setServiceParent(self)
+        self.sni = SNIContexts(
+            lambda: self.gateway.snapshot,
+            options["default_certificate"],
+            TLS_VERSIONS[options["tls-min-version"]],
+        )
+        self.gateway.https_redirect_port = options["https-redirect-port"]
+        _listener(
+            reactor, options["https"], TLSMemoryBIOFactory(self.sni.options, False, self.site)
+        ).setServiceParent(self)
 
 
 def _listener(reactor: Any, description: str, factory: Any) -> StreamServerEndpointService:

@@ -31,6 +31,7 @@ from tenantgw.compile.selector import MATCH_ALL, LabelSelector
 from tenantgw.compile.snapshot import (
     EMPTY_SNAPSHOT,
     STATE_ACCEPTED,
+    STATE_CERTIFICATE_ERROR,
     STATE_CLAMPED,
     STATE_HOST_CONFLICT,
     STATE_REJECTED,
@@ -44,7 +45,7 @@ from tenantgw.compile.snapshot import (
     digest_api_key,
 )
 from tenantgw.config.errors import TenantConfigError
-from tenantgw.config.model import Access, BackendRef, FieldError, Route, TenantSpec
+from tenantgw.config.model import TLS, Access, BackendRef, FieldError, Route, TenantSpec
 from tenantgw.config.namespace import (
     ALLOWED_HOSTS_ANNOTATION,
     NamespacePolicy,
@@ -53,6 +54,12 @@ from tenantgw.config.namespace import (
     parse_namespace_policy,
 )
 from tenantgw.config.parse import parse_tenant_yaml
+from tenantgw.tls.certificates import (
+    CertificateProblem,
+    ServingCertificate,
+    check_dates,
+    load_certificate,
+)
 
 KubeObject = Mapping[str, Any]
 
@@ -487,15 +494,62 @@ def _candidate(
     )
 
 
+def _tenant_certificates(
+    tls: TLS | None,
+    index: _NamespaceIndex,
+    hosts: tuple[str, ...],
+    now: datetime.datetime,
+    certificates: dict[str, ServingCertificate],
+    messages: list[str],
+) -> bool:
+    """
+    Records the tenant's certificate for each of its hosts it covers, and
+    returns whether anything is wrong.  A host the certificate does not
+    cover is still served over plain HTTP and gets the default certificate
+    over HTTPS: one bad name must not take the tenant's other hosts down.
+    """
+    if tls is None:
+        return False
+    secret = index.secrets.get(tls.secret_name)
+    if secret is None:
+        messages.append(
+            f"tls.secretName: Secret {tls.secret_name!r} not found in this namespace;"
+            " HTTPS uses the default certificate"
+        )
+        return True
+    values = _secret_values(secret)
+    try:
+        certificate = load_certificate(values.get("tls.crt", b""), values.get("tls.key", b""))
+        check_dates(certificate, now)
+    except CertificateProblem as e:
+        messages.append(f"tls.secretName: Secret {tls.secret_name!r}: {e}")
+        return True
+    uncovered = [host for host in hosts if not certificate.covers(host)]
+    for host in hosts:
+        if host not in uncovered:
+            certificates[host] = certificate
+    if uncovered:
+        messages.append(
+            f"tls.secretName: the certificate in Secret {tls.secret_name!r} does not cover"
+            f" {', '.join(repr(h) for h in sorted(uncovered))}; those hosts get the default"
+            " certificate over HTTPS"
+        )
+    return bool(uncovered)
+
+
 def compile_snapshot(
     objects: Iterable[KubeObject],
     options: CompileOptions = CompileOptions(),
     previous: Snapshot = EMPTY_SNAPSHOT,
+    now: datetime.datetime | None = None,
 ) -> Snapshot:
     """
     Builds the snapshot that should serve for C{objects}.  C{previous} is
-    consulted only for each tenant's last good config.
+    consulted only for each tenant's last good config; C{now} (default: the
+    current time) only for certificate validity.
     """
+    if now is None:
+        now = datetime.datetime.now(datetime.timezone.utc)
     namespaces, by_namespace = _index(objects)
     candidates: list[_Candidate] = []
     statuses: dict[str, TenantStatus] = {}
@@ -548,6 +602,7 @@ def compile_snapshot(
     exact: dict[str, CompiledTenant] = {}
     wildcards: list[tuple[str, CompiledTenant]] = []
     last_good: dict[str, tuple[str, TenantSpec]] = {}
+    certificates: dict[str, ServingCertificate] = {}
     hosts_of: dict[str, list[str]] = defaultdict(list)
     for host, holder in owner.items():
         hosts_of[holder.namespace].append(host)
@@ -563,6 +618,9 @@ def compile_snapshot(
             for i, route in enumerate(candidate.spec.routes)
         )
         hosts = tuple(hosts_of[namespace])
+        tls_problems = _tenant_certificates(
+            candidate.spec.tls, index, hosts, now, certificates, messages
+        )
         compiled = CompiledTenant(
             namespace=namespace,
             hosts=tuple(sorted(hosts)),
@@ -571,6 +629,7 @@ def compile_snapshot(
             routes=routes,
             access=tenant_access,
             generation=candidate.generation,
+            https_hosts=frozenset(h for h in hosts if h in certificates),
         )
         tenants[namespace] = compiled
         if not candidate.rejected:
@@ -586,7 +645,12 @@ def compile_snapshot(
         lost = conflicts.get(namespace, [])
         messages.extend(lost)
         if state != STATE_REJECTED:
-            state = STATE_HOST_CONFLICT if lost else STATE_CLAMPED if clamp_warnings else state
+            if lost:
+                state = STATE_HOST_CONFLICT
+            elif tls_problems:
+                state = STATE_CERTIFICATE_ERROR
+            elif clamp_warnings:
+                state = STATE_CLAMPED
         statuses[namespace] = evolve(
             statuses[namespace], state=state, messages=tuple(messages), hosts=compiled.hosts
         )
@@ -599,6 +663,7 @@ def compile_snapshot(
         last_good=last_good,
         # Unowned derived hosts answer 404 instead of falling to a wildcard.
         reserved_hosts=frozenset(h for h in reserved if h not in owner),
+        certificates=certificates,
     )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from attrs import field, frozen
 
 from tenantgw.config.model import IPNetwork, Quota, RateLimit, Route, TenantSpec
+from tenantgw.tls.certificates import ServingCertificate
 
 STATE_ACCEPTED = "Accepted"
 STATE_CLAMPED = "Clamped"
@@ -92,6 +93,9 @@ class CompiledTenant:
     routes: tuple[CompiledRoute, ...]  # in match precedence order
     access: CompiledAccess
     generation: str  # identifies the config that serves, for status and metrics
+    # Hosts whose certificate is valid and covers them: served over HTTPS
+    # with the tenant's own certificate, and redirected there from HTTP.
+    https_hosts: frozenset[str] = frozenset()
 
 
 @frozen
@@ -125,6 +129,21 @@ class Snapshot:
     # Derived hosts of namespaces that serve nothing right now: they must not
     # be caught by another tenant's wildcard while their owner is down.
     reserved_hosts: frozenset[str] = frozenset()
+    # Host (exact, or "*.suffix") -> the tenant certificate serving it by SNI.
+    certificates: Mapping[str, ServingCertificate] = field(factory=dict)
+
+    def certificate_for(self, server_name: str) -> ServingCertificate | None:
+        """
+        Exact name first, then the one-label wildcard above it (TLS rules);
+        but a name some tenant serves exactly never gets another tenant's
+        wildcard certificate.
+        """
+        certificate = self.certificates.get(server_name)
+        if certificate is None and server_name not in self.exact_hosts:
+            _, dot, parent = server_name.partition(".")
+            if dot:
+                certificate = self.certificates.get("*." + parent)
+        return certificate
 
     def tenant_for_host(self, host: str) -> CompiledTenant | None:
         tenant = self.exact_hosts.get(host)

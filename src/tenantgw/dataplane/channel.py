@@ -499,6 +499,22 @@ class GatewayChannel(http.HTTPChannel):
             address = self._peer_address = super().getPeer()
         return address
 
+    _server_name: str | bool | None = False  # False: not looked up yet
+
+    @property
+    def server_name(self) -> str | None:
+        """The TLS SNI name this connection was opened for (lower case), if any."""
+        name = self._server_name
+        if name is False:
+            name = None
+            get_handle = getattr(self.transport, "getHandle", None)
+            if get_handle is not None:
+                raw = getattr(get_handle(), "get_servername", lambda: None)()
+                if raw:
+                    name = raw.decode("ascii", "replace").lower().rstrip(".")
+            self._server_name = name
+        return name  # type: ignore[return-value]
+
     def getHost(self) -> IAddress:
         """Cached: twisted.web asks on every request, and each ask is a syscall."""
         address = self._host_address

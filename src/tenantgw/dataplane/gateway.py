@@ -454,6 +454,8 @@ class Gateway:
         self.in_flight = InFlight()
         self.table = HostTable(self, EMPTY_SNAPSHOT)
         self.applied = 0
+        # The port clients reach the HTTPS listener on, for HTTP -> HTTPS redirects.
+        self.https_redirect_port = 443
 
     @property
     def snapshot(self) -> Snapshot:
@@ -487,7 +489,21 @@ class Gateway:
         if tenant is None:
             respond(request, 404)
             return
-        access = tenant.compiled.access
+        compiled = tenant.compiled
+        if request.isSecure():
+            server_name = request.gateway_channel.server_name
+            if server_name is not None and server_name != host:
+                # Checked on every request, since a client may reuse one
+                # connection for several hosts: one tenant's certificate must
+                # never carry another tenant's traffic.
+                named = table.lookup(server_name)
+                if named is not None and named is not tenant:
+                    respond(request, 421)
+                    return
+        elif host in compiled.https_hosts and compiled.spec.tls and compiled.spec.tls.http_redirect:
+            self._redirect_to_https(request, host)
+            return
+        access = compiled.access
         if access.checks_address and not address_allowed(
             parse_address(request.client_address), access
         ):
@@ -495,6 +511,14 @@ class Gateway:
             respond(request, 403)
             return
         tenant.handle(request, host)
+
+    def _redirect_to_https(self, request: GatewayRequest, host: str) -> None:
+        port = self.https_redirect_port
+        authority = host if port == 443 else f"{host}:{port}"
+        query_at = request.uri.find(b"?")
+        query = request.uri[query_at:] if query_at >= 0 else b""
+        location = b"https://" + authority.encode("ascii") + request.path + query
+        respond(request, 308, [(b"location", location)])
 
     def check_credentials(
         self, request: GatewayRequest, scopes: tuple[CompiledAccess, ...]

@@ -1,0 +1,90 @@
+"""
+One HTTPS listener for every tenant: the certificate is chosen by SNI.
+
+The choice is made on each handshake from the snapshot serving at that
+moment, so a rotated Secret is served on the next handshake while
+connections already open keep the certificate they started with, and no
+listener is ever restarted.  OpenSSL contexts are cached by certificate
+fingerprint and dropped once no snapshot names them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from OpenSSL import SSL, crypto
+from twisted.internet.ssl import CertificateOptions, TLSVersion
+from twisted.logger import Logger
+
+from tenantgw.compile.snapshot import Snapshot
+from tenantgw.tls.certificates import ServingCertificate
+
+_log = Logger()
+
+# HTTP/2 is not offered yet: twisted.web's HTTP/2 channel does not carry the
+# gateway's streaming request, so ALPN settles on HTTP/1.1.
+ALPN_PROTOCOLS = [b"http/1.1"]
+
+
+def certificate_options(
+    certificate: ServingCertificate,
+    minimum: TLSVersion,
+    server_name_callback: Callable[[bytes | None], SSL.Context | None] | None = None,
+) -> CertificateOptions:
+    chain = [
+        crypto.load_certificate(crypto.FILETYPE_PEM, block)
+        for block in _pem_blocks(certificate.chain_pem)
+    ]
+    return CertificateOptions(
+        privateKey=crypto.load_privatekey(crypto.FILETYPE_PEM, certificate.key_pem),
+        certificate=chain[0],
+        extraCertChain=chain[1:],
+        raiseMinimumTo=minimum,
+        acceptableProtocols=ALPN_PROTOCOLS,
+        contextForServerName=server_name_callback,
+    )
+
+
+def _pem_blocks(pem: bytes) -> list[bytes]:
+    marker = b"-----END CERTIFICATE-----"
+    return [block + marker for block in pem.split(marker) if b"-----BEGIN" in block]
+
+
+class SNIContexts:
+    """
+    The HTTPS listener's TLS options: the default certificate, switched per
+    connection to the tenant certificate that the current snapshot names for
+    the client's SNI.
+    """
+
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        default: ServingCertificate,
+        minimum: TLSVersion = TLSVersion.TLSv1_2,
+    ) -> None:
+        self._snapshot = snapshot
+        self._minimum = minimum
+        self._contexts: dict[str, SSL.Context] = {}
+        self.options = certificate_options(default, minimum, self.context_for)
+
+    def context_for(self, server_name: bytes | None) -> SSL.Context | None:
+        """Called by OpenSSL during the handshake; None keeps the default certificate."""
+        if not server_name:
+            return None
+        try:
+            name = server_name.decode("ascii").lower().rstrip(".")
+        except UnicodeDecodeError:
+            return None
+        snapshot = self._snapshot()
+        certificate = snapshot.certificate_for(name)
+        if certificate is None:
+            return None
+        context = self._contexts.get(certificate.fingerprint)
+        if context is None:
+            if len(self._contexts) >= 2 * max(16, len(snapshot.certificates)):
+                live = {c.fingerprint for c in snapshot.certificates.values()}
+                self._contexts = {f: c for f, c in self._contexts.items() if f in live}
+            context = certificate_options(certificate, self._minimum).getContext()
+            self._contexts[certificate.fingerprint] = context
+        return context
