@@ -187,9 +187,13 @@ class GatewayUnderTest:
         reactor: Any = global_reactor,
         upstream_timeout: float = 10.0,
         trusted_proxies: tuple = (),
+        upstream_trust: Any = None,
     ) -> None:
         self.gateway = gateway_on(
-            reactor, trusted_proxies=trusted_proxies, upstream_timeout=upstream_timeout
+            reactor,
+            trusted_proxies=trusted_proxies,
+            upstream_timeout=upstream_timeout,
+            upstream_trust=upstream_trust,
         )
         self.pool = self.gateway.pool
         if snapshot is not None:

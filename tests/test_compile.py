@@ -920,8 +920,8 @@ class BackendResolutionTests(SynchronousTestCase):
                 "shop", "web-1", "web", [{"name": "https", "port": 8443}], [ready("10.0.0.1")]
             ),
         ]
-        self.assertTrue(self.backend(objects, port=443).tls)
-        self.assertFalse(self.backend(web_backend("shop")).tls)
+        self.assertEqual(self.backend(objects, port=443).tls_name, "web.shop.svc")
+        self.assertIsNone(self.backend(web_backend("shop")).tls_name)
 
 
 # --- secrets -------------------------------------------------------------------------

@@ -100,9 +100,7 @@ class CertificateTests(SynchronousTestCase):
 class CompileTLSTests(SynchronousTestCase):
     def test_valid_certificate_serves_its_hosts(self) -> None:
         cert = self_signed(("a.example", "*.a.example"), now=NOW)
-        snapshot = compile_snapshot(
-            tls_tenant("a", ["a.example", "*.a.example"], cert), now=NOW
-        )
+        snapshot = compile_snapshot(tls_tenant("a", ["a.example", "*.a.example"], cert), now=NOW)
         self.assertEqual(snapshot.statuses["a"].state, STATE_ACCEPTED)
         self.assertEqual(snapshot.tenants["a"].https_hosts, {"a.example", "*.a.example"})
         self.assertEqual(snapshot.certificate_for("x.a.example").dns_names[0], "a.example")
@@ -121,8 +119,11 @@ class CompileTLSTests(SynchronousTestCase):
         chain, _ = self_signed(("a.example",), now=NOW)
         _, wrong_key = self_signed(("a.example",), now=NOW)
         expired = self_signed(("a.example",), now=NOW - datetime.timedelta(days=30), days=1)
-        for cert, reason in (((chain, wrong_key), "does not match"), (expired, "expired"),
-                             (None, "not found")):
+        for cert, reason in (
+            ((chain, wrong_key), "does not match"),
+            (expired, "expired"),
+            (None, "not found"),
+        ):
             snapshot = compile_snapshot(tls_tenant("a", ["a.example"], cert), now=NOW)
             status = snapshot.statuses["a"]
             self.assertEqual(status.state, STATE_CERTIFICATE_ERROR, reason)

@@ -18,6 +18,7 @@ from tenantgw.compile.selector import LabelSelector, SelectorError
 from tenantgw.config.model import IPNetwork
 from tenantgw.tls.certificates import CertificateProblem
 from tenantgw.tls.default import default_certificate
+from tenantgw.tls.upstream import UpstreamTrust
 
 IN_CLUSTER = "KUBERNETES_SERVICE_HOST" in os.environ
 
@@ -70,6 +71,7 @@ class Options(usage.Options):
         ["poll-interval", None, "1", "seconds between re-reads of a dir: source"],
         ["https-redirect-port", None, "443", "HTTPS port clients are redirected to from HTTP"],
         ["tls-min-version", None, "1.2", "lowest TLS version accepted: 1.2 | 1.3"],
+        ["upstream-ca", None, None, "CA bundle (PEM) trusted for TLS to upstreams"],
     ]
 
     def postOptions(self) -> None:
@@ -126,6 +128,14 @@ class Options(usage.Options):
             )
         except CertificateProblem as e:
             raise usage.UsageError(f"--default-cert/--default-key: {e}") from None
+        try:
+            ca_bundle = None
+            if self["upstream-ca"] is not None:
+                with open(self["upstream-ca"], "rb") as f:
+                    ca_bundle = f.read()
+            self["upstream_trust"] = UpstreamTrust(ca_bundle)
+        except (OSError, ValueError) as e:
+            raise usage.UsageError(f"--upstream-ca: {e}") from None
         base_domain = self["base-domain"]
         if base_domain is not None:
             self["base-domain"] = base_domain.strip(".").lower() or None

@@ -72,6 +72,7 @@ class GatewayServices(MultiService):
             reactor,
             trusted_proxies=options["trusted"],
             upstream_timeout=options["upstream-timeout"],
+            upstream_trust=options["upstream_trust"],
         )
         self.pool = self.gateway.pool
         self.site = GatewaySite(self.gateway, reactor, header_deadline=options["header-timeout"])

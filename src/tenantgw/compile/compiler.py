@@ -121,6 +121,8 @@ def _age_key(obj: KubeObject) -> tuple[str, str]:
 class _NamespaceIndex:
     """One namespace's objects; the only place a tenant's references resolve."""
 
+    namespace = ""
+
     def __init__(self) -> None:
         self.config_maps: list[KubeObject] = []
         self.secrets: dict[str, KubeObject] = {}
@@ -148,6 +150,7 @@ def _index(
             # even hashable); one bad object must not take the compile down.
             continue
         index = by_namespace[namespace]
+        index.namespace = namespace
         if kind == "ConfigMap":
             if _labels(obj).get(TENANT_LABEL) == "true":
                 index.config_maps.append(obj)
@@ -310,6 +313,7 @@ def _resolve_backend(
         return CompiledBackend(backend.service, 0, backend.weight, ())
     port_name = chosen.get("name") or ""
     tls = port_name == "https" or chosen.get("appProtocol") == "https"
+    tls_name = f"{backend.service}.{index.namespace}.svc" if tls else None
     endpoints = set()
     for endpoint_slice in index.slices_by_service.get(backend.service, ()):
         if endpoint_slice.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
@@ -340,7 +344,7 @@ def _resolve_backend(
         service_port,
         backend.weight,
         tuple(sorted(endpoints, key=lambda e: (e.address, e.port))),
-        tls=tls,
+        tls_name=tls_name,
     )
 
 

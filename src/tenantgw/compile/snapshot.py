@@ -31,10 +31,6 @@ class Endpoint:
     address: str
     port: int
 
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.address, self.port)
-
 
 @frozen
 class CompiledBackend:
@@ -42,7 +38,9 @@ class CompiledBackend:
     port: int  # the Service port, for logs and the upstream Host fallback
     weight: int
     endpoints: tuple[Endpoint, ...]
-    tls: bool = False
+    # For a TLS port (named "https", or appProtocol https): the name the
+    # upstream's certificate must carry, the Service's DNS name.
+    tls_name: str | None = None
 
 
 @frozen

@@ -48,6 +48,7 @@ from tenantgw.dataplane.proxy import Exchange
 from tenantgw.dataplane.request import GatewayRequest
 from tenantgw.dataplane.responses import respond
 from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
+from tenantgw.tls.upstream import UpstreamTrust
 
 _log = Logger()
 _random_bits = random.Random().getrandbits
@@ -341,7 +342,7 @@ class TenantHandler:
             respond(request, 503, [(b"retry-after", b"1")])
             done(request, 503)
             return
-        _, endpoint = picked
+        backend, endpoint = picked
         request.upstream = f"{endpoint.address}:{endpoint.port}"
         headers = request.requestHeaders
         if route.checks_credentials:
@@ -371,7 +372,7 @@ class TenantHandler:
             request,
             gateway.pool,
             gateway.deadlines,
-            endpoint.key,
+            (endpoint.address, endpoint.port, backend.tls_name),
             request.method,
             route.target_for(path, query),
             route.rewrite_host or original_host,
@@ -560,6 +561,7 @@ def gateway_on(
     threadpool: ThreadPool | None = None,
     trusted_proxies: tuple[IPNetwork, ...] = (),
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
+    upstream_trust: UpstreamTrust | None = None,
 ) -> Gateway:
     """
     A gateway with its own upstream pool and credential checker, on one
@@ -569,7 +571,7 @@ def gateway_on(
     return Gateway(
         reactor,
         reactor,
-        UpstreamPool(reactor, reactor),
+        UpstreamPool(reactor, reactor, trust=upstream_trust),
         CredentialChecker(reactor, threadpool or reactor.getThreadPool()),
         trusted_proxies=trusted_proxies,
         upstream_timeout=upstream_timeout,

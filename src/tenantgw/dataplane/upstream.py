@@ -30,6 +30,7 @@ from twisted.web.http import _ChunkedTransferDecoder, _MalformedChunkedDataError
 from zope.interface import implementer
 
 from tenantgw.dataplane.transport import StreamTransport, stream_of
+from tenantgw.tls.upstream import UpstreamTrust
 
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 # RFC 9110 token characters: header names are forwarded as received.
@@ -51,7 +52,8 @@ HOP_BY_HOP = frozenset(
     }
 )
 
-EndpointKey = tuple[str, int]
+# (address, port, TLS name or None): TLS and plain connections never share a pool.
+EndpointKey = tuple[str, int, "str | None"]
 ResponseHeaders = list[tuple[bytes, bytes]]
 
 _log = Logger()
@@ -175,10 +177,13 @@ class UpstreamConnection(TwistedProtocol):
         if state == _BODY_UNTIL_CLOSE:
             handler.upstream_finished()
         elif state in (_HEAD, _BODY_LENGTH, _BODY_CHUNKED):
+            # The reason names a failed TLS verification, which the operator
+            # must be able to tell from a plain reset.
+            why = reason.getErrorMessage() if reason is not None else "closed"
             if self._response_started:
-                handler.upstream_failed("upstream closed the connection mid-response", True)
+                handler.upstream_failed(f"upstream connection lost mid-response: {why}", True)
             else:
-                handler.upstream_failed("upstream closed the connection", False)
+                handler.upstream_failed(f"upstream connection lost: {why}", False)
 
     # -- response parsing --------------------------------------------------------------
 
@@ -413,8 +418,10 @@ class UpstreamPool:
         max_idle_per_endpoint: int = 256,
         idle_timeout: float = 50.0,
         connect_timeout: float = 5.0,
+        trust: UpstreamTrust | None = None,
     ) -> None:
         self._reactor = reactor
+        self._trust = trust or UpstreamTrust()
         self._clock = clock
         self.max_idle_per_endpoint = max_idle_per_endpoint
         self.idle_timeout = idle_timeout
@@ -451,9 +458,20 @@ class UpstreamPool:
                 on_ready(connection)
                 return
         self.connections_opened += 1
-        self._reactor.connectTCP(
-            key[0], key[1], _Connect(self, key, on_ready, on_fail), timeout=self.connect_timeout
-        )
+        connect = _Connect(self, key, on_ready, on_fail)
+        address, port, tls_name = key
+        if tls_name is None:
+            self._reactor.connectTCP(address, port, connect, timeout=self.connect_timeout)
+        else:
+            # Writes made before the handshake completes are buffered by the
+            # TLS layer, so the exchange may start as soon as TCP is up.
+            self._reactor.connectSSL(  # type: ignore[attr-defined]
+                address,
+                port,
+                connect,
+                self._trust.options_for(tls_name),
+                timeout=self.connect_timeout,
+            )
 
     def release(self, connection: UpstreamConnection) -> None:
         idle = self._idle.setdefault(connection.key, [])
