@@ -20,7 +20,7 @@ from tenantgw.admin.resource import Readiness, admin_root
 from tenantgw.app.options import TLS_VERSIONS, Options
 from tenantgw.app.pipeline import ConfigPipeline
 from tenantgw.compile.compiler import CompileOptions
-from tenantgw.dataplane.gateway import GatewaySite, gateway_on
+from tenantgw.dataplane.gateway import GatewaySite, MultiplexingGatewaySite, gateway_on
 from tenantgw.dataplane.upstream import UpstreamPool
 from tenantgw.sources.directory import DirectorySource
 from tenantgw.tls.sni import SNIContexts
@@ -76,6 +76,9 @@ class GatewayServices(MultiService):
         )
         self.pool = self.gateway.pool
         self.site = GatewaySite(self.gateway, reactor, header_deadline=options["header-timeout"])
+        self.tls_site = MultiplexingGatewaySite(
+            self.gateway, reactor, header_deadline=options["header-timeout"]
+        )
         self.pipeline = ConfigPipeline(
             self.gateway,
             CompileOptions(
@@ -106,7 +109,7 @@ class GatewayServices(MultiService):
         )
         self.gateway.https_redirect_port = options["https-redirect-port"]
         _listener(
-            reactor, options["https"], TLSMemoryBIOFactory(self.sni.options, False, self.site)
+            reactor, options["https"], TLSMemoryBIOFactory(self.sni.options, False, self.tls_site)
         ).setServiceParent(self)
 
 

@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -388,8 +389,7 @@ class TenantHandler:
         if exchange is not None and not exchange.finished:
             exchange.client_gone()
         if request.startedWriting:
-            if request.channel is not None:
-                request.gateway_channel.stream.abortConnection()
+            request.abort()
             return
         respond(request, 413, close=True)
 
@@ -492,7 +492,7 @@ class Gateway:
             return
         compiled = tenant.compiled
         if request.isSecure():
-            server_name = request.gateway_channel.server_name
+            server_name = request.server_name
             if server_name is not None and server_name != host:
                 # Checked on every request, since a client may reuse one
                 # connection for several hosts: one tenant's certificate must
@@ -620,5 +620,30 @@ class GatewaySite(Site):
         channel.header_deadline = self.header_deadline
         return channel
 
+    def _channel(self) -> GatewayChannel:
+        channel = GatewayChannel()
+        channel.header_deadline = self.header_deadline
+        return channel
+
     def log(self, request: object) -> None:
         """Access logging is done by the gateway's own logger, not Site's."""
+
+
+class MultiplexingGatewaySite(GatewaySite):
+    """
+    The site behind the HTTPS listener: each connection speaks HTTP/2 or
+    HTTP/1.1 as ALPN decides (twisted.web's generic channel switches), and
+    HTTP/1.1 is the hardened L{GatewayChannel}.  The plain listener keeps the
+    channel unwrapped: without TLS there is no ALPN, and the wrapper would
+    only add a layer to every read.
+    """
+
+    def buildProtocol(self, addr: object) -> _GenericHTTPChannelProtocol:
+        wrapper = _GenericHTTPChannelProtocol(self._channel())
+        # What HTTPFactory and Site set on a channel, set through the wrapper.
+        wrapper.factory = self
+        wrapper.requestFactory = self.requestFactory
+        wrapper.site = self
+        wrapper.callLater = self.reactor.callLater
+        wrapper.timeOut = self.timeOut
+        return wrapper

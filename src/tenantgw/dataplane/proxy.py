@@ -307,8 +307,7 @@ class Exchange:
         """
         self._release_throttle()
         self._close(self.status)
-        if self.request.channel is not None:
-            self.request.gateway_channel.stream.abortConnection()
+        self.request.abort()
 
     def _drop_connection(self) -> None:
         """The upstream connection's state is unknown now: closed, never pooled."""

@@ -12,7 +12,7 @@ with a body) and at the end of the body (L{requestReceived}).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.web import server
 from twisted.web.http import NO_BODY_CODES
@@ -58,12 +58,27 @@ class GatewayRequest(server.Request):
         self._early_body: list[bytes] = []
         self._early_bytes = 0
         self._client_paused = False
+        # An HTTP/2 stream (twisted.web's H2Stream) rather than a connection of
+        # our own: framing, flow control and aborts go through the stream.
+        self.multiplexed = hasattr(channel, "streamID")
 
     # -- channel callbacks --------------------------------------------------------
 
     def gotLength(self, length: int | None) -> None:
         self.declared_length = length
         self.content = None
+        if self.multiplexed and length != 0:
+            # An HTTP/2 stream calls requestReceived only at the end of the
+            # body; routing it now lets the body stream.  On the next turn,
+            # because the stream is still being constructed here.
+            clock = self.gateway_channel.site.gateway.clock
+            clock.callLater(0, self._dispatch_stream)
+
+    def _dispatch_stream(self) -> None:
+        if self.dispatched or self.finished or self.channel is None:
+            return
+        stream: Any = self.channel
+        self.headersReceived(stream.command, stream.path, b"HTTP/2")
 
     def headersReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """The headers of a request with a body are in: route it now."""
@@ -133,18 +148,25 @@ class GatewayRequest(server.Request):
         sink: BodySink,
         end: Callable[[], None],
     ) -> None:
-        """Sends what arrived so far to C{sink}, then every later chunk."""
+        """
+        Sends what arrived so far to C{sink}, then every later chunk.  The
+        sink is in place before the client is resumed: an HTTP/2 stream
+        delivers its buffered chunks, and even its end, inside
+        C{resumeProducing}.
+        """
         early, self._early_body = self._early_body, []
         self._early_bytes = 0
         for chunk in early:
             sink(chunk)
-        if self._client_paused:
-            self.resume_client()
         if self.body_complete:
+            if self._client_paused:
+                self.resume_client()
             end()
             return
         self._body_sink = sink
         self._body_end = end
+        if self._client_paused:
+            self.resume_client()
 
     def stop_body(self) -> None:
         self._body_sink = None
@@ -157,14 +179,37 @@ class GatewayRequest(server.Request):
             self.handleContentChunk(b"")
 
     def pause_client(self) -> None:
+        """Stops reading the body: the TCP socket, or an HTTP/2 stream's flow-control window."""
         if not self._client_paused and self.channel is not None:
             self._client_paused = True
-            self.gateway_channel.stream.pauseProducing()
+            self._producer_of_body().pauseProducing()
 
     def resume_client(self) -> None:
         if self._client_paused and self.channel is not None:
             self._client_paused = False
-            self.gateway_channel.stream.resumeProducing()
+            self._producer_of_body().resumeProducing()
+
+    def _producer_of_body(self) -> Any:
+        return self.channel if self.multiplexed else self.gateway_channel.stream
+
+    def abort(self) -> None:
+        """Ends the exchange abruptly: an HTTP/2 stream is reset, a connection aborted."""
+        if self.channel is None:
+            return
+        if self.multiplexed:
+            cast(Any, self.channel).abortConnection()
+        else:
+            self.gateway_channel.stream.abortConnection()
+
+    @property
+    def server_name(self) -> str | None:
+        """The TLS SNI name of the connection this request came on, if any."""
+        if not self.multiplexed:
+            return self.gateway_channel.server_name
+        transport = getattr(cast(Any, self.channel)._conn, "transport", None)
+        get_handle = getattr(transport, "getHandle", None)
+        raw = get_handle().get_servername() if get_handle is not None else None
+        return raw.decode("ascii", "replace").lower().rstrip(".") if raw else None
 
     def start_response(self, code: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """
@@ -177,6 +222,13 @@ class GatewayRequest(server.Request):
         so that L{write} and L{finish} continue as usual: chunked for HTTP/1.1
         when the length is unknown, nothing for HEAD and bodiless statuses.
         """
+        if self.multiplexed:
+            # HTTP/2 frames its own headers: hand them to twisted.web.
+            self.setResponseCode(code, reason)
+            for name, value in headers:
+                self.responseHeaders.addRawHeader(name, value)
+            self.write(b"")
+            return
         self.code = code
         self.code_message = reason
         self.startedWriting = 1

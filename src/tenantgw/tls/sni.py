@@ -21,9 +21,9 @@ from tenantgw.tls.certificates import ServingCertificate
 
 _log = Logger()
 
-# HTTP/2 is not offered yet: twisted.web's HTTP/2 channel does not carry the
-# gateway's streaming request, so ALPN settles on HTTP/1.1.
-ALPN_PROTOCOLS = [b"http/1.1"]
+# Offered in order of preference; every tenant context offers the same, since
+# OpenSSL negotiates ALPN after the SNI callback has switched contexts.
+ALPN_PROTOCOLS = [b"h2", b"http/1.1"]
 
 
 def certificate_options(
