@@ -113,7 +113,6 @@ class OptionsTests(SynchronousTestCase):
             {
                 "kubeconfig",
                 "context",
-                "default-cert-secret",
                 "redis",
                 "redis-failure",
                 "workers",

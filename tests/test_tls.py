@@ -21,7 +21,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from tenantgw.compile.compiler import compile_snapshot
+from tenantgw.compile.compiler import CompileOptions, compile_snapshot
 from tenantgw.compile.snapshot import STATE_ACCEPTED, STATE_CERTIFICATE_ERROR
 from tenantgw.tls.certificates import (
     CertificateProblem,
@@ -252,6 +252,31 @@ class HandshakeTests(TestCase):
         for server_name in ("unknown.example", None):
             _, names = yield self.connect(server_name)
             self.assertEqual(names, ["default.invalid"])
+
+    @inlineCallbacks
+    def test_default_certificate_from_a_secret_and_its_problems(self) -> Any:
+        chain, key = self_signed(("secret-default.example",))
+        operator_secret = {
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": "default-tls", "namespace": "gateway"},
+            "stringData": {"tls.crt": chain.decode(), "tls.key": key.decode()},
+        }
+        port = self.upstream.number
+        tenants = tls_tenant("a", ["a.example"], self.cert_a, port)
+        options = CompileOptions(default_certificate_secret=("gateway", "default-tls"))
+        self.gateway.gateway.apply(compile_snapshot([*tenants, operator_secret], options))
+        for server_name in ("unknown.example", None):
+            _, names = yield self.connect(server_name)
+            self.assertEqual(names, ["secret-default.example"])
+        _, names = yield self.connect("a.example")
+        self.assertEqual(names, ["a.example"])
+        # Unusable: the problem is reported and the listener's own default serves.
+        snapshot = compile_snapshot(tenants, options)
+        self.assertIn("not found", snapshot.default_certificate_problem)
+        self.gateway.gateway.apply(snapshot)
+        _, names = yield self.connect("unknown.example")
+        self.assertEqual(names, ["default.invalid"])
 
     @inlineCallbacks
     def test_rotation_serves_the_new_certificate_on_the_next_handshake(self) -> Any:

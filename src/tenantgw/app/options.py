@@ -29,7 +29,6 @@ TLS_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 NOT_YET_EFFECTIVE = {
     "kubeconfig": "the Kubernetes source",
     "context": "the Kubernetes source",
-    "default-cert-secret": "the default certificate from a Secret (use --default-cert)",
     "redis": "shared quotas (quotas are in-process)",
     "redis-failure": "shared quotas",
     "workers": "multi-process workers (one process serves)",
@@ -136,6 +135,14 @@ class Options(usage.Options):
             self["upstream_trust"] = UpstreamTrust(ca_bundle)
         except (OSError, ValueError) as e:
             raise usage.UsageError(f"--upstream-ca: {e}") from None
+        reference = self["default-cert-secret"]
+        if reference is not None:
+            namespace, slash, name = reference.partition("/")
+            if not (slash and namespace and name and "/" not in name):
+                raise usage.UsageError("--default-cert-secret must be NAMESPACE/NAME")
+            self["default_certificate_secret"] = (namespace, name)
+        else:
+            self["default_certificate_secret"] = None
         base_domain = self["base-domain"]
         if base_domain is not None:
             self["base-domain"] = base_domain.strip(".").lower() or None

@@ -41,6 +41,12 @@ class ConfigPipeline:
             if previous.statuses.get(namespace) == status:
                 continue
             _report(status)
+        problem = current.default_certificate_problem
+        if problem is not None and problem != previous.default_certificate_problem:
+            _log.warn(
+                "--default-cert-secret unusable, the listener default serves: {problem}",
+                problem=problem,
+            )
         for namespace in sorted(set(previous.statuses) - set(current.statuses)):
             _log.info("tenant {namespace}: removed", namespace=namespace)
 

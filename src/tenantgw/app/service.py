@@ -82,7 +82,9 @@ class GatewayServices(MultiService):
         self.pipeline = ConfigPipeline(
             self.gateway,
             CompileOptions(
-                base_domain=options["base-domain"], namespace_selector=options["selector"]
+                base_domain=options["base-domain"],
+                namespace_selector=options["selector"],
+                default_certificate_secret=options["default_certificate_secret"],
             ),
             self.readiness,
         )

@@ -72,6 +72,9 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 class CompileOptions:
     base_domain: str | None = None
     namespace_selector: LabelSelector = field(default=MATCH_ALL)
+    # --default-cert-secret: the operator's certificate for handshakes that
+    # name no tenant's host; read from any namespace, unlike tenants' Secrets.
+    default_certificate_secret: tuple[str, str] | None = None
 
 
 def _meta(obj: KubeObject) -> Mapping[str, Any]:
@@ -541,6 +544,27 @@ def _tenant_certificates(
     return bool(uncovered)
 
 
+def _default_certificate(
+    reference: tuple[str, str] | None,
+    by_namespace: Mapping[str, _NamespaceIndex],
+    now: datetime.datetime,
+) -> dict[str, Any]:
+    if reference is None:
+        return {}
+    namespace, name = reference
+    index = by_namespace.get(namespace)
+    secret = index.secrets.get(name) if index is not None else None
+    if secret is None:
+        return {"default_certificate_problem": f"Secret {namespace}/{name} not found"}
+    values = _secret_values(secret)
+    try:
+        certificate = load_certificate(values.get("tls.crt", b""), values.get("tls.key", b""))
+        check_dates(certificate, now)
+    except CertificateProblem as e:
+        return {"default_certificate_problem": f"Secret {namespace}/{name}: {e}"}
+    return {"default_certificate": certificate}
+
+
 def compile_snapshot(
     objects: Iterable[KubeObject],
     options: CompileOptions = CompileOptions(),
@@ -668,6 +692,7 @@ def compile_snapshot(
         # Unowned derived hosts answer 404 instead of falling to a wildcard.
         reserved_hosts=frozenset(h for h in reserved if h not in owner),
         certificates=certificates,
+        **_default_certificate(options.default_certificate_secret, by_namespace, now),
     )
 
 

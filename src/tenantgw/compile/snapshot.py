@@ -129,6 +129,10 @@ class Snapshot:
     reserved_hosts: frozenset[str] = frozenset()
     # Host (exact, or "*.suffix") -> the tenant certificate serving it by SNI.
     certificates: Mapping[str, ServingCertificate] = field(factory=dict)
+    # From --default-cert-secret, when given and usable; else the listener's
+    # own default (--default-cert, or self-signed) serves.
+    default_certificate: ServingCertificate | None = None
+    default_certificate_problem: str | None = None
 
     def certificate_for(self, server_name: str) -> ServingCertificate | None:
         """

@@ -69,15 +69,21 @@ class SNIContexts:
         self.options = certificate_options(default, minimum, self.context_for)
 
     def context_for(self, server_name: bytes | None) -> SSL.Context | None:
-        """Called by OpenSSL during the handshake; None keeps the default certificate."""
-        if not server_name:
-            return None
-        try:
-            name = server_name.decode("ascii").lower().rstrip(".")
-        except UnicodeDecodeError:
-            return None
+        """
+        Called by OpenSSL during the handshake: the tenant's certificate for
+        the name, else the default from --default-cert-secret, else None,
+        which keeps the listener's own default.
+        """
         snapshot = self._snapshot()
-        certificate = snapshot.certificate_for(name)
+        certificate = None
+        if server_name:
+            try:
+                name = server_name.decode("ascii").lower().rstrip(".")
+            except UnicodeDecodeError:
+                name = ""
+            certificate = snapshot.certificate_for(name) if name else None
+        if certificate is None:
+            certificate = snapshot.default_certificate
         if certificate is None:
             return None
         context = self._contexts.get(certificate.fingerprint)
