@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IAddress, IDelayedCall
@@ -195,6 +196,10 @@ class GatewayChannel(http.HTTPChannel):
     # -- header phase -----------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
+        tunnel = self._tunnel
+        if tunnel is not None:
+            tunnel(data)
+            return
         if (
             self.line_mode
             and self._first_line_pending
@@ -525,6 +530,23 @@ class GatewayChannel(http.HTTPChannel):
     @property
     def stream(self) -> StreamTransport:
         return stream_of(self.transport)
+
+    _tunnel: Callable[[bytes], None] | None = None
+
+    def start_tunnel(self, upstream: Callable[[bytes], None]) -> None:
+        """
+        From now on every byte from the client goes to C{upstream}, starting
+        with what arrived while the switch was being negotiated.  HTTP's idle
+        timeout no longer applies.
+        """
+        self._tunnel = upstream
+        self._disarm_header_deadline()
+        self.setTimeout(None)
+        buffered = b"".join(self._dataBuffer)
+        self._dataBuffer = []
+        if buffered:
+            upstream(buffered)
+        self.stream.resumeProducing()
 
     def send_continue(self) -> None:
         if self.transport is not None and not self._closing:

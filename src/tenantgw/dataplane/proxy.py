@@ -54,6 +54,27 @@ _HOP_BY_HOP_REQUEST = frozenset(
 
 _MAX_STALE_RETRIES = 2
 
+# Framing headers make no sense on a switched connection; Upgrade and
+# Connection are kept, since the client needs them to accept the switch.
+_TUNNEL_DROPPED = frozenset({b"content-length", b"transfer-encoding", b"keep-alive"})
+
+
+def upgrade_requested(request: GatewayRequest) -> bytes | None:
+    """
+    The protocol a client asks to switch to (RFC 9110 section 7.8), when the
+    request can be tunnelled: an HTTP/1.1 GET on a connection of our own
+    (HTTP/2 has no Upgrade) without a body.
+    """
+    if request.method != b"GET" or request.clientproto != b"HTTP/1.1" or request.multiplexed:
+        return None
+    headers = request.requestHeaders
+    upgrade = headers.getRawHeaders(b"upgrade")
+    connection = headers.getRawHeaders(b"connection")
+    if not upgrade or not connection or request.declared_length != 0:
+        return None
+    tokens = {t.strip().lower() for value in connection for t in value.split(b",")}
+    return upgrade[0] if b"upgrade" in tokens else None
+
 
 @implementer(IPushProducer)
 class _ClientBodyThrottle:
@@ -105,11 +126,14 @@ def _format_head(
     request: GatewayRequest,
     forwarded: Sequence[tuple[bytes, bytes]],
     body_length: int | None,
+    upgrade: bytes | None = None,
 ) -> bytes:
     parts: list[bytes] = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
     headers = request.requestHeaders
     connection_named = headers.getRawHeaders(b"connection")
     dropped = _HOP_BY_HOP_REQUEST
+    if upgrade is not None:
+        parts += (b"Upgrade: ", upgrade, b"\r\nConnection: upgrade\r\n")
     if connection_named:
         extra = {
             token.strip().title().encode("latin-1")
@@ -161,7 +185,11 @@ class Exchange:
         self.throttle: _UpstreamThrottle | None = None
         self.body_length = request.declared_length
         self.has_body = self.body_length != 0
-        self.head = _format_head(method, target, host, request, forwarded, self.body_length)
+        self.upgrade = upgrade_requested(request)
+        self.tunnel = False
+        self.head = _format_head(
+            method, target, host, request, forwarded, self.body_length, self.upgrade
+        )
         self._expire = self._timed_out
         self.deadline: int | None = deadlines.add(timeout, self._expire)
         self.finished = False
@@ -182,7 +210,7 @@ class Exchange:
             return
         self.connection = connection
         request = self.request
-        connection.start(self, self.head, self.method == b"HEAD")
+        connection.start(self, self.head, self.method == b"HEAD", self.upgrade is not None)
         if not self.has_body:
             return
         self.body_started = True
@@ -222,6 +250,9 @@ class Exchange:
         if self.finished or request.channel is None or request.refused:
             return
         self.status = code
+        if code == 101 and self.upgrade is not None:
+            self._start_tunnel(headers)
+            return
         if b"\r" in reason or b"\n" in reason or len(reason) > 128:
             reason = RESPONSES.get(code, b"")
         dropped = HOP_BY_HOP
@@ -242,10 +273,20 @@ class Exchange:
     def upstream_data(self, data: bytes) -> None:
         request = self.request
         if not self.finished and request.channel is not None and not request.refused:
-            request.write(data)
+            if self.tunnel:
+                request.gateway_channel.stream.write(data)
+            else:
+                request.write(data)
 
     def upstream_finished(self) -> None:
         if self.finished:
+            return
+        if self.tunnel:
+            # The upstream ended the tunnel: so does the client connection.
+            self._release_throttle()
+            self._close(101)
+            if self.request.channel is not None:
+                self.request.gateway_channel.stream.loseConnection()
             return
         request = self.request
         self._release_throttle()
@@ -274,6 +315,36 @@ class Exchange:
             self._cut_short()
         else:
             self._fail(502)
+
+    def _start_tunnel(self, headers: ResponseHeaders) -> None:
+        """
+        The upstream switched protocols: its 101 goes to the client as it
+        came (Upgrade and Connection included, which are hop-by-hop only for
+        HTTP), and from here on bytes flow both ways untouched, each side
+        throttling the other.  The exchange deadline no longer applies: a
+        WebSocket may stay open for hours.
+        """
+        request = self.request
+        connection = self.connection
+        assert connection is not None
+        self.tunnel = True
+        deadline = self.deadline
+        if deadline is not None:
+            self.deadline = None
+            self.deadlines.discard(deadline, self._expire)
+        kept = [(name, value) for name, value in headers if name not in _TUNNEL_DROPPED]
+        kept.append((b"x-request-id", request.request_id))
+        request.code = 101
+        request.startedWriting = 1
+        head = [b"HTTP/1.1 101 Switching Protocols\r\n"]
+        head += [b"%s: %s\r\n" % pair for pair in kept]
+        head.append(b"\r\n")
+        channel = request.gateway_channel
+        channel.stream.write(b"".join(head))
+        self.throttle = _UpstreamThrottle(connection)
+        request.registerProducer(self.throttle, True)
+        connection.stream.registerProducer(_ClientBodyThrottle(request), True)
+        channel.start_tunnel(connection.write_body)
 
     # -- endings ---------------------------------------------------------------------
 

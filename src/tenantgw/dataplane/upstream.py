@@ -99,6 +99,7 @@ class UpstreamConnection(TwistedProtocol):
         self._head_request = False
         self._response_started = False
         self._chunked: _ChunkedTransferDecoder | None = None
+        self._upgrade = False
         self._paused = False
         self.announce: Callable[[UpstreamConnection], None] | None = None
 
@@ -108,8 +109,11 @@ class UpstreamConnection(TwistedProtocol):
 
     # -- driving an exchange ----------------------------------------------------
 
-    def start(self, handler: ExchangeHandler, head: bytes, head_request: bool) -> None:
+    def start(
+        self, handler: ExchangeHandler, head: bytes, head_request: bool, upgrade: bool = False
+    ) -> None:
         self.handler = handler
+        self._upgrade = upgrade
         self._state = _HEAD
         self._buffer = b""
         self._keep_alive = True
@@ -203,6 +207,11 @@ class UpstreamConnection(TwistedProtocol):
                 self._fail_and_close(str(e))
                 return
             buffer = buffer[end + 4 :]
+            if code == 101 and self._upgrade:
+                # Switching protocols: final, and what follows is the new
+                # protocol's bytes until the connection closes.
+                framing = None
+                break
             if 100 <= code < 200:
                 # Interim responses (100 Continue, 103 Early Hints) are
                 # consumed here; the client sees the final one only.

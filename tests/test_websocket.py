@@ -1,0 +1,118 @@
+"""
+WebSocket (HTTP/1.1 Upgrade) tunnelled through the gateway, with a real
+WebSocket server and client (the ``websockets`` package) on both sides.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import TestCase
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+from websockets.sync.server import ServerConnection, serve
+
+from tests.dataplane_support import GatewayUnderTest, dump, snapshot_of, tenant_objects
+
+BIG = bytes(range(256)) * 4096  # 1 MiB: more than any socket buffer holds
+
+
+class EchoServer:
+    """Echoes every message; closes when asked to; records what it saw."""
+
+    def __init__(self) -> None:
+        self.server = serve(self.handle, "127.0.0.1", 0)
+        self.port = self.server.socket.getsockname()[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.client_closed = threading.Event()
+        self.request_headers: Any = None
+
+    def handle(self, connection: ServerConnection) -> None:
+        self.request_headers = connection.request.headers if connection.request else None
+        try:
+            for message in connection:
+                if message == "close-from-server":
+                    connection.close()
+                    return
+                connection.send(message)
+        except ConnectionClosed:
+            pass
+        self.client_closed.set()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(5)
+
+
+class WebSocketTests(TestCase):
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.echo = EchoServer()
+        self.addCleanup(self.echo.stop)
+        tenant = {
+            "hosts": ["t.example"],
+            "routes": [
+                {"name": "ws", "backends": [{"service": "ws", "port": 80}], "timeoutSeconds": 1}
+            ],
+        }
+        snapshot = snapshot_of(tenant_objects("team", dump(tenant), {"ws": [self.echo.port]}))
+        self.gateway = GatewayUnderTest(snapshot)
+        self.addCleanup(self.gateway.stop)
+
+    def client(self) -> Any:
+        raw = socket.create_connection(("127.0.0.1", self.gateway.port))
+        return connect(f"ws://t.example:{self.gateway.port}/chat", sock=raw, max_size=None)
+
+    @inlineCallbacks
+    def test_messages_flow_both_ways_with_backpressure_and_outlive_the_timeout(self) -> Any:
+        def talk() -> list[Any]:
+            import time
+
+            with self.client() as ws:
+                ws.send("hello")
+                first = ws.recv(timeout=5)
+                ws.send(BIG)
+                big = ws.recv(timeout=10)
+                time.sleep(1.5)  # longer than the route's timeoutSeconds
+                ws.send("still here")
+                last = ws.recv(timeout=5)
+            return [first, big == BIG, last]
+
+        results = yield deferToThread(talk)
+        self.assertEqual(results, ["hello", True, "still here"])
+        self.assertTrue((yield deferToThread(self.echo.client_closed.wait, 5)))
+        headers = self.echo.request_headers
+        self.assertEqual(headers["Host"], f"t.example:{self.gateway.port}")
+        self.assertEqual(headers["X-Forwarded-For"], "127.0.0.1")
+        self.assertTrue(headers["X-Request-Id"])
+
+    @inlineCallbacks
+    def test_close_from_the_server_reaches_the_client(self) -> Any:
+        def talk() -> str:
+            with self.client() as ws:
+                ws.send("close-from-server")
+                try:
+                    ws.recv(timeout=5)
+                except ConnectionClosed:
+                    return "closed"
+                return "still open"
+
+        self.assertEqual((yield deferToThread(talk)), "closed")
+
+    @inlineCallbacks
+    def test_plain_requests_are_not_upgraded(self) -> Any:
+        from tests.dataplane_support import raw_exchange
+
+        # Upgrade without "Connection: upgrade" is an ordinary request.
+        request = (
+            b"GET /chat HTTP/1.1\r\nHost: t.example\r\nUpgrade: websocket\r\n"
+            b"Connection: close\r\n\r\n"
+        )
+        reply = yield raw_exchange(self.gateway.port, request)
+        self.assertFalse(reply.startswith(b"HTTP/1.1 101"), reply)
