@@ -135,6 +135,12 @@ class RecordingResource(Resource):
             return NOT_DONE_YET
         if request.path.startswith(b"/status/"):
             request.setResponseCode(int(request.path.split(b"/")[2]))
+        # ?cc=...&vary=...&cookie=1 shape the response, for cache tests.
+        for arg, header in ((b"cc", b"cache-control"), (b"vary", b"vary")):
+            if arg in request.args:
+                request.setHeader(header, request.args[arg][0])
+        if b"cookie" in request.args:
+            request.setHeader(b"set-cookie", b"session=1")
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"server", b"recording-upstream")
         request.setHeader(b"x-upstream", self.name.encode())
@@ -208,7 +214,7 @@ class GatewayUnderTest:
     @inlineCallbacks
     def stop(self) -> Any:
         yield self.listening.stopListening()
-        self.pool.stop()
+        self.gateway.stop()
 
 
 class _Collector(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +33,17 @@ class _UNIXEndpointFactory:
 
 
 class GatewayProcess:
-    def __init__(self, workdir: str, source_dir: str, extra: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: str,
+        source_dir: str,
+        extra: list[str] | None = None,
+        admin_port: int | None = None,
+    ) -> None:
+        """
+        With C{admin_port}, the admin endpoint listens on that loopback TCP
+        port instead of a UNIX socket, for clients (a browser) that need one.
+        """
         workdir = os.path.abspath(workdir)
         source_dir = os.path.abspath(source_dir)
         self.workdir = workdir
@@ -42,6 +53,12 @@ class GatewayProcess:
         self.admin_socket = os.path.join(self.socket_dir, "admin.sock")
         self.https_socket = os.path.join(self.socket_dir, "https.sock")
         self.log_path = os.path.join(workdir, "gateway.log")
+        self.admin_port = admin_port
+        admin = (
+            f"tcp:{admin_port}:interface=127.0.0.1"
+            if admin_port is not None
+            else f"unix:{self.admin_socket}"
+        )
         command = [
             sys.executable,
             "-c",
@@ -52,9 +69,10 @@ class GatewayProcess:
             "tenantgw",
             f"--source=dir:{source_dir}",
             f"--http=unix:{self.http_socket}",
-            f"--admin=unix:{self.admin_socket}",
+            f"--admin={admin}",
             f"--https=unix:{self.https_socket}",
             "--poll-interval=0.2",
+            f"--access-log={os.path.join(workdir, 'access.log')}",
             *(extra or []),
         ]
         self.process = subprocess.Popen(command, cwd=workdir)
@@ -79,7 +97,15 @@ class GatewayProcess:
             return ""
 
     def admin_agent(self) -> Agent:
+        if self.admin_port is not None:
+            return Agent(reactor)
         return Agent.usingEndpointFactory(reactor, _UNIXEndpointFactory(self.admin_socket))
+
+    def admin_url(self, path: str) -> bytes:
+        """The URL of an admin path for L{admin_agent}."""
+        if self.admin_port is not None:
+            return f"http://127.0.0.1:{self.admin_port}{path}".encode()
+        return f"http://admin{path}".encode()
 
     @inlineCallbacks
     def wait_ready(self, seconds: float = 30.0):  # type: ignore[no-untyped-def]
@@ -87,9 +113,9 @@ class GatewayProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"gateway exited early:\n{self.log()}")
-            if os.path.exists(self.admin_socket):
+            if self.admin_port is not None or os.path.exists(self.admin_socket):
                 try:
-                    response = yield self.admin_agent().request(b"GET", b"http://admin/readyz")
+                    response = yield self.admin_agent().request(b"GET", self.admin_url("/readyz"))
                     yield readBody(response)
                     if response.code == 200:
                         return
@@ -107,3 +133,11 @@ class GatewayProcess:
                 self.process.kill()
                 self.process.wait()
         shutil.rmtree(self.socket_dir, ignore_errors=True)
+
+
+def free_tcp_port() -> int:
+    """A loopback port free right now, for programs that cannot report the port they bound."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port

@@ -1,5 +1,5 @@
 """
-The admin endpoint: liveness, readiness, tenant status.
+The admin endpoint: liveness, readiness, tenant status, metrics, dashboard.
 
 It listens apart from the data plane (loopback by default) so that probes
 and operators are never subject to a tenant's traffic, and so that tenant
@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Protocol
 
 from attrs import define
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from tenantgw.admin.dashboard import DashboardResource
+from tenantgw.admin.metrics import Metrics, MetricsResource, certificate_expiry
 from tenantgw.compile.snapshot import Snapshot
+from tenantgw.config.model import Quota, RateLimit
 
 
 @define
@@ -48,18 +53,46 @@ class _Text(Resource):
 class _TenantsJSON(Resource):
     isLeaf = True
 
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot], live: LiveState | None = None) -> None:
         super().__init__()
         self.snapshot = snapshot
+        self.live = live
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        return json.dumps(tenants_document(self.snapshot()), indent=2).encode("utf-8") + b"\n"
+        document = tenants_document(self.snapshot(), self.live)
+        return json.dumps(document, indent=2).encode("utf-8") + b"\n"
 
 
-def tenants_document(snapshot: Snapshot) -> dict[str, list[dict[str, object]]]:
+class LiveState(Protocol):
+    """What the running data plane knows beyond the snapshot, for the status page."""
+
+    def in_flight(self, namespace: str) -> int: ...
+
+    def recent_errors(self, namespace: str) -> list[dict[str, object]]: ...
+
+
+def _quota_document(quota: Quota, in_flight: int | None) -> dict[str, object]:
+    def rate(limit: RateLimit | None) -> dict[str, object] | None:
+        if limit is None:
+            return None
+        return {"requestsPerSecond": limit.requests_per_second, "burst": limit.burst}
+
+    return {
+        "rate": rate(quota.rate),
+        "perClient": rate(quota.per_client),
+        "maxConcurrentRequests": quota.max_concurrent_requests,
+        "maxRequestBodyBytes": quota.max_request_body_bytes,
+        "inFlight": in_flight,
+    }
+
+
+def tenants_document(
+    snapshot: Snapshot, live: LiveState | None = None
+) -> dict[str, list[dict[str, object]]]:
     rows: list[dict[str, object]] = []
+    expiry = certificate_expiry(snapshot)
     for namespace in sorted(snapshot.statuses):
         status = snapshot.statuses[namespace]
         tenant = snapshot.tenants.get(namespace)
@@ -82,6 +115,7 @@ def tenants_document(snapshot: Snapshot) -> dict[str, list[dict[str, object]]]:
                         ],
                     }
                 )
+        expires = expiry.get(namespace)
         rows.append(
             {
                 "namespace": namespace,
@@ -92,13 +126,36 @@ def tenants_document(snapshot: Snapshot) -> dict[str, list[dict[str, object]]]:
                 "hosts": list(status.hosts),
                 "routes": routes,
                 "messages": list(status.messages),
+                "readyEndpoints": len(
+                    {
+                        (e.address, e.port)
+                        for r in (tenant.routes if tenant else ())
+                        for b in r.backends
+                        for e in b.endpoints
+                    }
+                ),
+                "quota": _quota_document(tenant.quota, live.in_flight(namespace) if live else None)
+                if tenant
+                else None,
+                "certificateExpires": (
+                    datetime.fromtimestamp(expires, timezone.utc).isoformat() if expires else None
+                ),
+                "recentErrors": live.recent_errors(namespace) if live else [],
             }
         )
     return {"tenants": rows}
 
 
-def admin_root(readiness: Readiness, snapshot: Callable[[], Snapshot]) -> Resource:
+def admin_root(
+    readiness: Readiness,
+    snapshot: Callable[[], Snapshot],
+    metrics: Metrics | None = None,
+    live: LiveState | None = None,
+) -> Resource:
     root = Resource()
+    root.putChild(b"", DashboardResource())
+    if metrics is not None:
+        root.putChild(b"metrics", MetricsResource(metrics))
     root.putChild(b"healthz", _Text(lambda: (200, b"ok\n")))
     root.putChild(
         b"readyz",
@@ -111,6 +168,6 @@ def admin_root(readiness: Readiness, snapshot: Callable[[], Snapshot]) -> Resour
         ),
     )
     api = Resource()
-    api.putChild(b"tenants", _TenantsJSON(snapshot))
+    api.putChild(b"tenants", _TenantsJSON(snapshot, live))
     root.putChild(b"api", api)
     return root

@@ -14,6 +14,7 @@ import os
 from twisted.internet.ssl import TLSVersion
 from twisted.python import usage
 
+from tenantgw.app.workers import parse_inherited
 from tenantgw.compile.selector import LabelSelector, SelectorError
 from tenantgw.config.model import IPNetwork
 from tenantgw.tls.certificates import CertificateProblem
@@ -26,13 +27,7 @@ TLS_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
 # Option name -> what it will do once built.  Checked against the values
 # given, so the warning names only options the operator actually set.
-NOT_YET_EFFECTIVE = {
-    "kubeconfig": "the Kubernetes source",
-    "context": "the Kubernetes source",
-    "redis": "shared quotas (quotas are in-process)",
-    "redis-failure": "shared quotas",
-    "workers": "multi-process workers (one process serves)",
-}
+NOT_YET_EFFECTIVE: dict[str, str] = {}
 
 
 def _positive_float(text: str) -> float:
@@ -49,6 +44,10 @@ class Options(usage.Options):
         "its Tenant ConfigMap declares hosts, routes, TLS, quotas and access policy."
     )
 
+    optFlags = [
+        ["proxy-protocol", None, "listeners expect a PROXY header from --trusted-proxies"],
+    ]
+
     optParameters = [
         ["source", None, None, "kubernetes | dir:PATH (default: kubernetes in a cluster)"],
         ["kubeconfig", None, None, "kubeconfig file for --source kubernetes"],
@@ -63,6 +62,7 @@ class Options(usage.Options):
         ["default-cert-secret", None, None, "NS/NAME of a TLS Secret for the default cert"],
         ["redis", None, None, "redis://host:port/db for quotas shared across replicas"],
         ["redis-failure", None, "open", "open | closed: what quotas do when Redis fails"],
+        ["replicas", None, "1", "gateway replicas sharing --redis; open failure: limits / N"],
         ["trusted-proxies", None, "", "CIDR[,CIDR] whose X-Forwarded-For is believed"],
         ["workers", None, "1", "processes sharing the listening sockets"],
         ["upstream-timeout", None, "60", "seconds a route waits for its upstream by default"],
@@ -71,6 +71,9 @@ class Options(usage.Options):
         ["https-redirect-port", None, "443", "HTTPS port clients are redirected to from HTTP"],
         ["tls-min-version", None, "1.2", "lowest TLS version accepted: 1.2 | 1.3"],
         ["upstream-ca", None, None, "CA bundle (PEM) trusted for TLS to upstreams"],
+        ["access-log", None, "stdout", "stdout | off | PATH: one JSON line per request"],
+        ["drain-timeout", None, "30", "seconds in-flight requests get to finish on SIGTERM"],
+        ["inherited-listeners", None, "", "internal: NAME=FD,... sockets a --workers parent bound"],
     ]
 
     def postOptions(self) -> None:
@@ -88,26 +91,44 @@ class Options(usage.Options):
                 raise usage.UsageError("--source dir:PATH needs a path")
             self["source_dir"] = os.path.abspath(path)
         elif source == "kubernetes":
-            raise usage.UsageError(
-                "--source kubernetes is not available in this build yet; use --source dir:PATH"
-            )
+            self["source_dir"] = None
         else:
             raise usage.UsageError(f"--source must be 'kubernetes' or 'dir:PATH', not {source!r}")
         self["source"] = source
         if self["redis-failure"] not in ("open", "closed"):
             raise usage.UsageError("--redis-failure must be 'open' or 'closed'")
+        if self["redis"] is not None:
+            from tenantgw.dataplane.quota_redis import parse_redis_url
+
+            try:
+                parse_redis_url(self["redis"])
+            except ValueError as e:
+                raise usage.UsageError(f"--redis: {e}") from None
+        try:
+            self["replicas"] = int(self["replicas"])
+            if self["replicas"] < 1:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError("--replicas must be a whole number >= 1") from None
         try:
             self["selector"] = LabelSelector.parse(self["namespace-selector"])
         except SelectorError as e:
             raise usage.UsageError(f"--namespace-selector: {e}") from None
         self["trusted"] = parse_cidrs(self["trusted-proxies"])
+        if self["proxy-protocol"] and not self["trusted"]:
+            raise usage.UsageError("--proxy-protocol needs --trusted-proxies")
         try:
             workers = int(self["workers"])
             if workers < 1:
                 raise ValueError
         except ValueError:
             raise usage.UsageError("--workers must be a whole number >= 1") from None
-        for name in ("upstream-timeout", "header-timeout", "poll-interval"):
+        self["workers"] = workers
+        try:
+            self["inherited"] = parse_inherited(self["inherited-listeners"])
+        except ValueError as e:
+            raise usage.UsageError(f"--inherited-listeners: {e}") from None
+        for name in ("upstream-timeout", "header-timeout", "poll-interval", "drain-timeout"):
             try:
                 self[name] = _positive_float(self[name])
             except ValueError:

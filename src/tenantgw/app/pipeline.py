@@ -8,7 +8,7 @@ line per poll.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.logger import Logger
@@ -27,6 +27,8 @@ class ConfigPipeline:
         self.options = options
         self.readiness = readiness
         self.rebuilds = 0
+        # Told of every applied snapshot (Kubernetes Events, for one).
+        self.listeners: list[Callable[[Snapshot], object]] = []
 
     def objects_changed(self, objects: list[Mapping[str, Any]]) -> None:
         previous = self.gateway.snapshot
@@ -35,6 +37,11 @@ class ConfigPipeline:
         self.rebuilds += 1
         self.readiness.synced = True
         self._log_changes(previous, snapshot)
+        for listener in self.listeners:
+            try:
+                listener(snapshot)
+            except Exception:
+                _log.failure("a snapshot listener failed")
 
     def _log_changes(self, previous: Snapshot, current: Snapshot) -> None:
         for namespace, status in sorted(current.statuses.items()):

@@ -7,6 +7,7 @@ the reactor) is imported until twistd actually starts tenantgw.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -16,13 +17,20 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.server import Site
 
+from tenantgw.admin.access_log import AccessLog, open_destination
+from tenantgw.admin.metrics import Metrics
 from tenantgw.admin.resource import Readiness, admin_root
+from tenantgw.app.drain import DrainService
 from tenantgw.app.options import TLS_VERSIONS, Options
 from tenantgw.app.pipeline import ConfigPipeline
+from tenantgw.app.workers import AdoptedListener, WorkerSupervisor, worker_arguments
 from tenantgw.compile.compiler import CompileOptions
-from tenantgw.dataplane.gateway import GatewaySite, MultiplexingGatewaySite, gateway_on
-from tenantgw.dataplane.upstream import UpstreamPool
+from tenantgw.dataplane.access import TrustedProxyProtocolFactory
+from tenantgw.dataplane.gateway import Gateway, GatewaySite, MultiplexingGatewaySite, gateway_on
+from tenantgw.dataplane.quota_redis import RedisQuota
 from tenantgw.sources.directory import DirectorySource
+from tenantgw.sources.kubernetes import KubernetesSource, api_client_from
+from tenantgw.status.events import StatusEvents, kubernetes_poster
 from tenantgw.tls.sni import SNIContexts
 
 __all__ = ["Options", "build", "makeService"]
@@ -31,16 +39,29 @@ _log = Logger()
 
 
 class _PoolService(Service):
-    def __init__(self, pool: UpstreamPool) -> None:
-        self.pool = pool
+    """Starts the upstream pool's sweeper; on stop, ends it and the health probes."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
 
     def startService(self) -> None:
         super().startService()
-        self.pool.start()
+        self.gateway.pool.start()
 
     def stopService(self) -> Any:
-        self.pool.stop()
+        self.gateway.stop()
         return super().stopService()
+
+
+class _SharedQuotaService(Service):
+    """Closes the Redis connections on shutdown, so none is left reconnecting."""
+
+    def __init__(self, quota: RedisQuota) -> None:
+        self.quota = quota
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return self.quota.stop()
 
 
 class _StartupWarnings(Service):
@@ -73,6 +94,9 @@ class GatewayServices(MultiService):
             trusted_proxies=options["trusted"],
             upstream_timeout=options["upstream-timeout"],
             upstream_trust=options["upstream_trust"],
+            redis_url=options["redis"],
+            redis_fail_open=options["redis-failure"] == "open",
+            replicas=options["replicas"],
         )
         self.pool = self.gateway.pool
         self.site = GatewaySite(self.gateway, reactor, header_deadline=options["header-timeout"])
@@ -88,39 +112,153 @@ class GatewayServices(MultiService):
             ),
             self.readiness,
         )
-        self.source = DirectorySource(
-            options["source_dir"],
-            reactor,
-            self.pipeline.objects_changed,
-            interval=options["poll-interval"],
-        )
+        self.source: DirectorySource | KubernetesSource
+        if options["source"] == "kubernetes":
+            try:
+                api_client = api_client_from(options["kubeconfig"], options["context"])
+            except Exception as e:  # ConfigException, OSError, YAML errors: all fatal
+                raise SystemExit(
+                    f"tenantgw: --source kubernetes: no usable cluster config: {e}"
+                ) from None
+            default_secret = options["default_certificate_secret"]
+            self.source = KubernetesSource(
+                api_client,
+                reactor,
+                self.pipeline.objects_changed,
+                namespace_selector=options["namespace-selector"],
+                extra_secrets=[default_secret] if default_secret else (),
+            )
+            self.events = StatusEvents(kubernetes_poster(api_client), reactor)
+            self.events.setServiceParent(self)
+            self.pipeline.listeners.append(self.events.snapshot_applied)
+        else:
+            self.source = DirectorySource(
+                options["source_dir"],
+                reactor,
+                self.pipeline.objects_changed,
+                interval=options["poll-interval"],
+            )
+        self.metrics = Metrics()
+        self.metrics.watch_snapshot(lambda: self.gateway.snapshot)
+        self.metrics.count_in_flight(lambda: self.gateway.requests_open)
+        self.gateway.metrics = self.metrics
+        self.metrics.tenant_in_flight = self.gateway.in_flight.current
+        self.pipeline.listeners.append(self.metrics.snapshot_applied)
+        _count_elsewhere(self.metrics, self.gateway, self.source)
+        # Factory a listening port was given -> the listener's name, for metrics.
+        self._listener_names: dict[int, str] = {}
+        self.metrics.count_connections(lambda: _open_connections(reactor, self._listener_names))
+        self.access_log: AccessLog | None = None
+        destination = open_destination(options["access-log"])
+        if destination is not None:
+            self.access_log = self.gateway.access_log = AccessLog(destination, reactor)
         self.admin_site = Site(
-            admin_root(self.readiness, lambda: self.gateway.snapshot), reactor=reactor
+            admin_root(self.readiness, lambda: self.gateway.snapshot, self.metrics, self.metrics),
+            reactor=reactor,
         )
         self.admin_site.log = lambda request: None  # type: ignore[method-assign]
+        self.drain = DrainService(
+            self.readiness,
+            lambda: self.gateway.requests_open,
+            reactor,
+            options["drain-timeout"],
+            drained=self._drained,
+        )
 
         _StartupWarnings(options).setServiceParent(self)
-        _PoolService(self.pool).setServiceParent(self)
+        _PoolService(self.gateway).setServiceParent(self)
+        if self.gateway.shared_quota is not None:
+            _SharedQuotaService(self.gateway.shared_quota).setServiceParent(self)
         self.source.setServiceParent(self)
-        _listener(reactor, options["admin"], self.admin_site).setServiceParent(self)
-        _listener(reactor, options["http"], self.site).setServiceParent(self)
+        self.drain.setServiceParent(self)
+        inherited = options["inherited"]
+        _listener(
+            reactor, options["admin"], self.admin_site, inherited.get("admin")
+        ).setServiceParent(self.drain)
+        http_factory = _proxied(options, self.site)
+        self._listener_names[id(http_factory)] = "http"
+        _listener(reactor, options["http"], http_factory, inherited.get("http")).setServiceParent(
+            self
+        )
         self.sni = SNIContexts(
             lambda: self.gateway.snapshot,
             options["default_certificate"],
             TLS_VERSIONS[options["tls-min-version"]],
+            self.metrics.tls_selected,
         )
         self.gateway.https_redirect_port = options["https-redirect-port"]
+        https_factory = _proxied(
+            options, TLSMemoryBIOFactory(self.sni.options, False, self.tls_site)
+        )
+        self._listener_names[id(https_factory)] = "https"
         _listener(
-            reactor, options["https"], TLSMemoryBIOFactory(self.sni.options, False, self.tls_site)
+            reactor, options["https"], https_factory, inherited.get("https")
         ).setServiceParent(self)
 
+    def startService(self) -> None:
+        super().startService()
+        if self.access_log is not None:
+            self.access_log.start()
 
-def _listener(reactor: Any, description: str, factory: Any) -> StreamServerEndpointService:
+    def _drained(self) -> None:
+        if self.access_log is not None:
+            self.access_log.stop()
+
+
+def _proxied(options: Options, factory: Any) -> Any:
+    """With --proxy-protocol, clients' addresses come from trusted proxies' PROXY headers."""
+    if not options["proxy-protocol"]:
+        return factory
+    return TrustedProxyProtocolFactory(factory, options["trusted"])
+
+
+def _count_elsewhere(metrics: Metrics, gateway: Gateway, source: Any) -> None:
+    """Counters that the Redis quota client and the Kubernetes watches keep themselves."""
+    metrics.count_from(
+        "tenantgw_quota_redis_fail_open",
+        "Requests admitted by the in-process fallback because Redis could not answer",
+        lambda: getattr(gateway.shared_quota, "fallback_admitted", 0),
+    )
+    metrics.count_from(
+        "tenantgw_quota_redis_failures",
+        "Quota decisions Redis could not make (errors, timeouts)",
+        lambda: getattr(gateway.shared_quota, "failures", 0),
+    )
+    watchers = getattr(source, "watchers", {})
+    metrics.count_from(
+        "tenantgw_source_watch_reconnects",
+        "Kubernetes watches re-opened after the first",
+        lambda: sum(max(0, getattr(w, "watches", 0) - 1) for w in watchers.values()),
+    )
+
+
+def _open_connections(reactor: Any, names: dict[int, str]) -> dict[str, int]:
+    """
+    Client connections per listener, found among the reactor's sockets at
+    scrape time: counting them as they open and close would cost every
+    connection something, for a figure read every few seconds.
+    """
+    counts = dict.fromkeys(names.values(), 0)
+    selectables = set(reactor.getReaders()) | set(reactor.getWriters())
+    for selectable in selectables:
+        port = getattr(selectable, "server", None)  # an accepted connection's port
+        name = names.get(id(getattr(port, "factory", None)))
+        if name is not None:
+            counts[name] += 1
+    return counts
+
+
+def _listener(
+    reactor: Any, description: str, factory: Any, inherited: int | None = None
+) -> Service:
     """
     A listener that makes twistd exit when it cannot bind, as C{twistd web}
     does: a gateway running without its port would pass a liveness probe
-    while serving nothing.
+    while serving nothing.  A --workers worker adopts the C{inherited}
+    socket its supervisor bound instead.
     """
+    if inherited is not None:
+        return AdoptedListener(reactor, inherited, factory)
     service = StreamServerEndpointService(serverFromString(reactor, description), factory)
     service._raiseSynchronously = True
     return service
@@ -130,7 +268,19 @@ def build(options: Options, reactor: Any) -> GatewayServices:
     return GatewayServices(options, reactor)
 
 
+def build_supervisor(options: Options, reactor: Any, argv: list[str]) -> WorkerSupervisor:
+    """The --workers N parent: binds the listeners, runs N gateways, serves nothing itself."""
+    return WorkerSupervisor(
+        reactor,
+        options["workers"],
+        {name: options[name] for name in ("http", "https", "admin")},
+        worker_arguments(argv),
+    )
+
+
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    if options["workers"] > 1 and not options["inherited"]:
+        return build_supervisor(options, reactor, sys.argv)
     return build(options, reactor)

@@ -16,11 +16,13 @@ import hashlib
 import ipaddress
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import bcrypt
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 from twisted.python.threadpool import ThreadPool
 
 from tenantgw.compile.snapshot import CompiledAccess, digest_api_key
@@ -155,3 +157,39 @@ def _checkpw(password: bytes, stored: bytes) -> bool:
         return bcrypt.checkpw(password, stored)
     except ValueError:
         return False
+
+
+class _TrustedPeerProxyProtocol(HAProxyProtocolWrapper):
+    """
+    Believes a PROXY header only from a trusted proxy: any other peer is
+    disconnected at once, before it can send a byte of a request.  (An
+    untrusted peer's header cannot be ignored instead: the listener expects
+    one first, so without it the bytes could not be told from a forgery.)
+    Twisted exports only C{proxyEndpoint}, which cannot check who sent the
+    header, so the wrapper it uses is subclassed here.
+    """
+
+    factory: TrustedProxyProtocolFactory
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        transport: Any = self.transport
+        peer = parse_address(getattr(transport.getPeer(), "host", ""))
+        if peer is None or not _in_any(peer, self.factory.trusted):
+            self.factory.refused += 1
+            transport.abortConnection()
+
+
+class TrustedProxyProtocolFactory(HAProxyWrappingFactory):
+    """
+    Twisted's PROXY protocol (v1 and v2) wrapper around a listener's factory,
+    accepting connections only from C{trusted} networks; the client address
+    the gateway then sees is the one in the PROXY header.
+    """
+
+    protocol = _TrustedPeerProxyProtocol  # type: ignore[assignment]
+
+    def __init__(self, wrapped: Any, trusted: tuple[IPNetwork, ...]) -> None:
+        super().__init__(wrapped)
+        self.trusted = trusted
+        self.refused = 0

@@ -15,7 +15,7 @@ import functools
 import math
 import random
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -28,10 +28,8 @@ from twisted.web.server import NOT_DONE_YET, Site
 from tenantgw.compile.snapshot import (
     EMPTY_SNAPSHOT,
     CompiledAccess,
-    CompiledBackend,
     CompiledRoute,
     CompiledTenant,
-    Endpoint,
     Snapshot,
 )
 from tenantgw.config.model import IPNetwork, RateLimit, Redirect
@@ -41,15 +39,37 @@ from tenantgw.dataplane.access import (
     client_address,
     parse_address,
 )
+from tenantgw.dataplane.balancing import (
+    AFFINITY_COOKIE,
+    BackendPicker,
+    EndpointKey,
+    EndpointLoad,
+    affinity_token,
+    cookie_value,
+    endpoint_key,
+)
+from tenantgw.dataplane.cache import (
+    CachedResponse,
+    CacheFill,
+    ResponseCache,
+    request_may_use_cache,
+)
 from tenantgw.dataplane.channel import GatewayChannel
 from tenantgw.dataplane.deadlines import Deadlines
+from tenantgw.dataplane.health import ActiveChecks, EndpointHealth, ProbeTarget
 from tenantgw.dataplane.limits import Bucket, Denial, InFlight, RateLimiter
 from tenantgw.dataplane.matching import Matcher, first_match, normalize_path
 from tenantgw.dataplane.proxy import Exchange
+from tenantgw.dataplane.quota_redis import Decision, RedisQuota
+from tenantgw.dataplane.quota_redis import connect as connect_redis
 from tenantgw.dataplane.request import GatewayRequest
 from tenantgw.dataplane.responses import respond
 from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
 from tenantgw.tls.upstream import UpstreamTrust
+
+if TYPE_CHECKING:
+    from tenantgw.admin.access_log import AccessLog
+    from tenantgw.admin.metrics import Metrics
 
 _log = Logger()
 _random_bits = random.Random().getrandbits
@@ -105,48 +125,6 @@ def new_request_id() -> bytes:
     return b"%032x" % _random_bits(128)
 
 
-class _SmoothWeightedChoice:
-    """
-    nginx's smooth weighted round robin: deterministic, spreads a 90/10 split
-    as 9,1 interleaved rather than 9 in a row, and needs no randomness.
-    """
-
-    def __init__(self, weights: list[int]) -> None:
-        self.weights = weights
-        self.current = [0] * len(weights)
-        self.total = sum(weights)
-
-    def pick(self) -> int:
-        best = -1
-        current = self.current
-        for i, weight in enumerate(self.weights):
-            current[i] += weight
-            if best < 0 or current[i] > current[best]:
-                best = i
-        current[best] -= self.total
-        return best
-
-
-class BackendPicker:
-    """Chooses a backend by weight, then one of its ready endpoints in turn."""
-
-    def __init__(self, backends: tuple[CompiledBackend, ...]) -> None:
-        usable = [b for b in backends if b.weight > 0 and b.endpoints]
-        self.backends = usable
-        self.choice = _SmoothWeightedChoice([b.weight for b in usable]) if len(usable) > 1 else None
-        self.cursors = [0] * len(usable)
-
-    def pick(self) -> tuple[CompiledBackend, Endpoint] | None:
-        if not self.backends:
-            return None
-        index = self.choice.pick() if self.choice is not None else 0
-        backend = self.backends[index]
-        endpoints = backend.endpoints
-        cursor = self.cursors[index]
-        self.cursors[index] = (cursor + 1) % len(endpoints)
-        return backend, endpoints[cursor % len(endpoints)]
-
-
 def _rate_policy_headers(denial: Denial) -> list[tuple[bytes, bytes]]:
     """Retry-After plus the IETF httpapi RateLimit-Policy / RateLimit fields."""
     limit = denial.limit
@@ -167,7 +145,15 @@ class RouteHandler:
         self.compiled = compiled
         self.name = route.name
         self.matcher = Matcher.for_route(route.match)
-        self.picker = BackendPicker(compiled.backends)
+        health = tenant.gateway.health
+        self.picker = BackendPicker(
+            compiled.backends,
+            route.load_balancer.policy,
+            tenant.gateway.endpoint_load,
+            available=health.available,
+            unavailable=health.unavailable,
+        )
+        self.retry_attempts = route.retries.attempts
         self.access: tuple[CompiledAccess, ...] = compiled.access
         self.checks_address = any(a.checks_address for a in compiled.access)
         self.checks_credentials = any(a.checks_credentials for a in compiled.access)
@@ -181,6 +167,7 @@ class RouteHandler:
         self.request_edits = route.request_headers if not route.request_headers.is_empty() else None
         response_edits = route.response_headers
         self.edit_response = None if response_edits.is_empty() else self._edit_response
+        self.cache = route.cache
         self.rate_bucket = (
             Bucket(("route", tenant.namespace, route.name), compiled.rate, "route")
             if compiled.rate
@@ -196,6 +183,10 @@ class RouteHandler:
         result.extend((n.encode("ascii"), v.encode("latin-1")) for n, v in edits.set)
         result.extend((n.encode("ascii"), v.encode("latin-1")) for n, v in edits.add)
         return result
+
+    def another_endpoint(self, tried: set[EndpointKey]) -> EndpointKey | None:
+        picked = self.picker.pick(exclude=tried)
+        return endpoint_key(*picked) if picked is not None else None
 
     def target_for(self, path: bytes, query: bytes) -> bytes:
         replace = self.replace_prefix
@@ -327,24 +318,104 @@ class TenantHandler:
         if route.rate_bucket is not None:
             buckets.append(route.rate_bucket)
         if buckets:
+            shared = gateway.shared_quota
+            if shared is not None:
+                request.setHeader(b"x-request-id", request.request_id)
+                decision = shared.decide(buckets)
+                decision.addCallback(self._after_quota, request, route, host, path, query, entered)
+                decision.addErrback(lambda f: gateway.internal_error(request, f))
+                return
             denial = gateway.limiter.try_acquire(buckets)
             if denial is not None:
                 if entered:
                     gateway.in_flight.leave(namespace)
                 respond(request, 429, _rate_policy_headers(denial))
                 return
+        self._forward(request, route, host, path, query, entered)
+
+    def _after_quota(
+        self,
+        decision: Decision,
+        request: GatewayRequest,
+        route: RouteHandler,
+        host: str,
+        path: bytes,
+        query: bytes,
+        entered: bool,
+    ) -> None:
+        if request.finished or request.channel is None:
+            # The client left while Redis decided.
+            if entered:
+                self.gateway.in_flight.leave(self.namespace)
+            return
+        if decision is not None:
+            if entered:
+                self.gateway.in_flight.leave(self.namespace)
+            if isinstance(decision, Denial):
+                respond(request, 429, _rate_policy_headers(decision))
+            else:
+                respond(request, 503, [(b"retry-after", b"1")])
+            return
+        self._forward(request, route, host, path, query, entered)
+
+    def _forward(
+        self,
+        request: GatewayRequest,
+        route: RouteHandler,
+        host: str,
+        path: bytes,
+        query: bytes,
+        entered: bool,
+    ) -> None:
+        gateway = self.gateway
         done = gateway.exchange_done_releasing if entered else gateway.exchange_done
         if route.redirect is not None:
             self._redirect(request, route.redirect, host, path, query)
             done(request, request.code)
             return
-        picked = route.picker.pick()
+        cache_fill = None
+        cache_header: ResponseHeaders = []
+        cache = route.cache
+        if cache is not None and request_may_use_cache(b"GET", request.requestHeaders):
+            # HEAD may be answered from what a GET stored; only a GET fills.
+            tenant_cache = gateway.cache.for_tenant(self.namespace)
+            base = (route.name, host.encode("ascii"), path + query)
+            hit = tenant_cache.get(base, request.requestHeaders, gateway.cache.clock.seconds())
+            if hit is not None:
+                self._serve_cached(request, hit)
+                done(request, hit.code)
+                return
+            cache_header = [(b"x-cache", b"MISS")]
+            if request.method == b"GET":
+                cache_fill = CacheFill(
+                    tenant_cache,
+                    base,
+                    request.requestHeaders.copy(),  # before the route edits them
+                    cache.max_body_bytes,
+                    cache.max_age_seconds,
+                    gateway.cache.clock,
+                )
+        picker = route.picker
+        affinity = (
+            cookie_value(request.requestHeaders.getRawHeaders(b"cookie"), AFFINITY_COOKIE)
+            if picker.sticky
+            else None
+        )
+        picked = picker.pick(affinity)
         if picked is None:
             respond(request, 503, [(b"retry-after", b"1")])
             done(request, 503)
             return
         backend, endpoint = picked
+        key = endpoint_key(backend, endpoint)
         request.upstream = f"{endpoint.address}:{endpoint.port}"
+        sticky_cookie = None
+        if picker.sticky:
+            token = affinity_token(key)
+            if token != affinity:
+                sticky_cookie = [
+                    (b"set-cookie", AFFINITY_COOKIE + b"=" + token + b"; Path=/; HttpOnly")
+                ]
         headers = request.requestHeaders
         if route.checks_credentials:
             headers.removeHeader(b"authorization")
@@ -373,7 +444,7 @@ class TenantHandler:
             request,
             gateway.pool,
             gateway.deadlines,
-            (endpoint.address, endpoint.port, backend.tls_name),
+            key,
             request.method,
             route.target_for(path, query),
             route.rewrite_host or original_host,
@@ -381,8 +452,26 @@ class TenantHandler:
             route.timeout,
             route.edit_response,
             done,
+            load=gateway.endpoint_load,
+            retry=route.another_endpoint if route.retry_attempts else None,
+            attempts=route.retry_attempts,
+            extra_response_headers=(sticky_cookie or []) + cache_header,
+            health=gateway.health,
+            cache_fill=cache_fill,
         )
         exchange.start()
+
+    def _serve_cached(self, request: GatewayRequest, hit: CachedResponse) -> None:
+        age = int(max(0.0, self.gateway.cache.clock.seconds() - hit.stored_at))
+        headers = [
+            *hit.headers,
+            (b"x-cache", b"HIT"),
+            (b"age", b"%d" % age),
+            (b"x-request-id", request.request_id),
+        ]
+        request.start_response(hit.code, hit.reason, headers)
+        request.write(hit.body)
+        request.finish()
 
     def _body_too_large(self, request: GatewayRequest) -> None:
         exchange = request.exchange
@@ -451,12 +540,28 @@ class Gateway:
         self.trusted_proxies = trusted_proxies
         self.upstream_timeout = upstream_timeout
         self.limiter = RateLimiter(clock)
+        # Set when --redis is given: rate limits are then decided by Redis,
+        # asynchronously, and C{limiter} is only its fallback.
+        self.shared_quota: RedisQuota | None = None
         self.deadlines = Deadlines(clock)
+        self.endpoint_load = EndpointLoad()
+        self.cache = ResponseCache(clock)
+        self.health = EndpointHealth(clock)
+        self.active_checks = ActiveChecks(self.health, pool, clock)
         self.in_flight = InFlight()
         self.table = HostTable(self, EMPTY_SNAPSHOT)
         self.applied = 0
+        # Requests routed and not yet logged: what a drain waits for.
+        self.requests_open = 0
+        self.metrics: Metrics | None = None
+        self.access_log: AccessLog | None = None
         # The port clients reach the HTTPS listener on, for HTTP -> HTTPS redirects.
         self.https_redirect_port = 443
+
+    def stop(self) -> None:
+        """Stops the timers that outlive requests: health probes and the pool's sweeper."""
+        self.active_checks.stop()
+        self.pool.stop()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -465,6 +570,7 @@ class Gateway:
     def apply(self, snapshot: Snapshot) -> None:
         table = HostTable(self, snapshot)
         self.table = table  # the one atomic swap
+        self.active_checks.configure(probe_targets(snapshot))
         self.applied += 1
 
     def handle(self, request: GatewayRequest) -> None:
@@ -556,19 +662,46 @@ class Gateway:
         respond(request, 500, close=True)
 
 
+def probe_targets(snapshot: Snapshot) -> set[ProbeTarget]:
+    targets = set()
+    for tenant in snapshot.tenants.values():
+        for route in tenant.routes:
+            check = route.route.health_check
+            if check is None:
+                continue
+            for backend in route.backends:
+                for endpoint in backend.endpoints:
+                    targets.add(
+                        ProbeTarget(
+                            key=endpoint_key(backend, endpoint),
+                            host=backend.tls_name or endpoint.address,
+                            path=check.path,
+                            interval=check.interval_seconds,
+                            unhealthy_threshold=check.unhealthy_threshold,
+                            healthy_threshold=check.healthy_threshold,
+                        )
+                    )
+    return targets
+
+
 def gateway_on(
     reactor: Any,
     threadpool: ThreadPool | None = None,
     trusted_proxies: tuple[IPNetwork, ...] = (),
     upstream_timeout: float = DEFAULT_UPSTREAM_TIMEOUT,
     upstream_trust: UpstreamTrust | None = None,
+    redis_url: str | None = None,
+    redis_fail_open: bool = True,
+    replicas: int = 1,
 ) -> Gateway:
     """
     A gateway with its own upstream pool and credential checker, on one
     reactor that is also its clock.  bcrypt checks run on C{threadpool}
-    (the reactor's own by default).
+    (the reactor's own by default).  With C{redis_url}, rate limits are
+    shared through Redis, and the in-process limiter becomes the fallback
+    for when Redis cannot answer (at 1/C{replicas} of each limit).
     """
-    return Gateway(
+    gateway = Gateway(
         reactor,
         reactor,
         UpstreamPool(reactor, reactor, trust=upstream_trust),
@@ -576,6 +709,11 @@ def gateway_on(
         trusted_proxies=trusted_proxies,
         upstream_timeout=upstream_timeout,
     )
+    if redis_url is not None:
+        gateway.shared_quota = connect_redis(
+            redis_url, reactor, gateway.limiter, replicas=replicas, fail_open=redis_fail_open
+        )
+    return gateway
 
 
 class GatewayResource(Resource):
@@ -625,8 +763,27 @@ class GatewaySite(Site):
         channel.header_deadline = self.header_deadline
         return channel
 
-    def log(self, request: object) -> None:
-        """Access logging is done by the gateway's own logger, not Site's."""
+    def log(self, request: GatewayRequest) -> None:  # type: ignore[override]
+        """
+        Called by twisted.web once per finished request, whoever answered it
+        (an upstream or the gateway itself), and by the request when its
+        client left first: the one place that sees every request end.
+        """
+        if request.logged or not request.dispatched:
+            return
+        request.logged = True
+        gateway = self.gateway
+        gateway.requests_open -= 1
+        metrics = gateway.metrics
+        access_log = gateway.access_log
+        if metrics is None and access_log is None:
+            return
+        now = gateway.clock.seconds()
+        duration = now - request.started
+        if metrics is not None:
+            metrics.request_finished(request, now, duration)
+        if access_log is not None:
+            access_log.request_finished(request, now, duration)
 
 
 class MultiplexingGatewaySite(GatewaySite):

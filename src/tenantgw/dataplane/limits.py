@@ -41,9 +41,13 @@ class Denial:
 
 @frozen
 class Bucket:
-    """One limit applied to one key; C{name} shows in the RateLimit headers."""
+    """
+    One limit applied to one key; C{name} shows in the RateLimit headers.
+    Keys are C{(kind, namespace, ...)}: the namespace second is what shared
+    quotas group a tenant's keys by.
+    """
 
-    key: Hashable
+    key: tuple[str, ...]
     limit: RateLimit
     name: str
 

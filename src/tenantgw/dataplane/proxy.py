@@ -17,7 +17,10 @@ from twisted.logger import Logger
 from twisted.web.http import RESPONSES
 from zope.interface import implementer
 
+from tenantgw.dataplane.balancing import EndpointLoad
+from tenantgw.dataplane.cache import CacheFill
 from tenantgw.dataplane.deadlines import Deadlines
+from tenantgw.dataplane.health import EndpointHealth
 from tenantgw.dataplane.request import GatewayRequest
 from tenantgw.dataplane.responses import respond
 from tenantgw.dataplane.upstream import (
@@ -53,6 +56,10 @@ _HOP_BY_HOP_REQUEST = frozenset(
 )
 
 _MAX_STALE_RETRIES = 2
+
+# RFC 9110 section 9.2.2: asking these twice means the same as asking once.
+_IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+_RETRIED_STATUSES = frozenset({502, 503})
 
 # Framing headers make no sense on a switched connection; Upgrade and
 # Connection are kept, since the client needs them to accept the switch.
@@ -173,6 +180,12 @@ class Exchange:
         timeout: float,
         edit_response: Callable[[ResponseHeaders], ResponseHeaders] | None,
         done: Callable[[GatewayRequest, int], None],
+        load: EndpointLoad | None = None,
+        retry: Callable[[set[EndpointKey]], EndpointKey | None] | None = None,
+        attempts: int = 0,
+        extra_response_headers: ResponseHeaders | None = None,
+        health: EndpointHealth | None = None,
+        cache_fill: CacheFill | None = None,
     ) -> None:
         self.request = request
         self.pool = pool
@@ -197,6 +210,15 @@ class Exchange:
         self.stale_retries = 0
         self.status = 0
         self.request_sent = not self.has_body
+        self.load = load
+        self.retry = retry
+        self.retries_left = attempts if method in _IDEMPOTENT else 0
+        self.tried = {key}
+        self.extra_response_headers = extra_response_headers or []
+        self.health = health
+        self.cache_fill = cache_fill
+        if load is not None:
+            load.enter(key)
         request.exchange = self
 
     def start(self) -> None:
@@ -241,7 +263,10 @@ class Exchange:
         if self.finished:
             return
         _log.info("upstream {key} connect failed: {reason}", key=self.key, reason=reason)
-        self._fail(502)
+        self.request.upstream_error = "connect"
+        self._endpoint_failed()
+        if not self._retry_elsewhere():
+            self._fail(502)
 
     # -- ExchangeHandler -----------------------------------------------------------
 
@@ -253,6 +278,17 @@ class Exchange:
         if code == 101 and self.upgrade is not None:
             self._start_tunnel(headers)
             return
+        if code >= 500:
+            self._endpoint_failed()
+        elif self.health is not None:
+            self.health.succeeded(self.key)
+        if code in _RETRIED_STATUSES and self.retries_left > 0 and not self.body_started:
+            connection, self.connection = self.connection, None
+            if self._retry_elsewhere():
+                if connection is not None:
+                    connection.abandon()  # its body is unread: never pooled
+                return
+            self.connection = connection
         if b"\r" in reason or b"\n" in reason or len(reason) > 128:
             reason = RESPONSES.get(code, b"")
         dropped = HOP_BY_HOP
@@ -261,8 +297,11 @@ class Exchange:
                 dropped = dropped | {t.strip().lower() for t in value.split(b",")}
         kept = [(name, value) for name, value in headers if name not in dropped]
         kept.append((b"x-request-id", request.request_id))
+        kept.extend(self.extra_response_headers)
         if self.edit_response is not None:
             kept = self.edit_response(kept)
+        if self.cache_fill is not None:
+            self.cache_fill.head(code, reason, kept)
         assert self.connection is not None
         self.throttle = _UpstreamThrottle(self.connection)
         request.registerProducer(self.throttle, True)
@@ -277,6 +316,8 @@ class Exchange:
                 request.gateway_channel.stream.write(data)
             else:
                 request.write(data)
+                if self.cache_fill is not None:
+                    self.cache_fill.data(data)
 
     def upstream_finished(self) -> None:
         if self.finished:
@@ -289,6 +330,8 @@ class Exchange:
                 self.request.gateway_channel.stream.loseConnection()
             return
         request = self.request
+        if self.cache_fill is not None:
+            self.cache_fill.finished()
         self._release_throttle()
         self._close(self.status or 502)
         if request.channel is not None and not request.finished:
@@ -311,10 +354,38 @@ class Exchange:
             self.pool.get(self.key, self._connected, self._connect_failed)
             return
         _log.info("upstream {key} failed: {reason}", key=self.key, reason=reason)
+        self._endpoint_failed()
+        self.request.upstream_error = "reset"
         if response_started:
             self._cut_short()
-        else:
+        elif not self._retry_elsewhere():
             self._fail(502)
+
+    def _endpoint_failed(self) -> None:
+        if self.health is not None:
+            self.health.failed(self.key)
+
+    def _retry_elsewhere(self) -> bool:
+        """
+        Asks another endpoint, when the route allows retries, the method is
+        idempotent and no byte of a request body has been sent: only then is
+        it certain that asking again changes nothing the first ask did.
+        """
+        if self.retries_left <= 0 or self.body_started or self.retry is None:
+            return False
+        key = self.retry(self.tried)
+        if key is None:
+            return False
+        self.retries_left -= 1
+        self.tried.add(key)
+        if self.load is not None:
+            self.load.leave(self.key)
+            self.load.enter(key)
+        self.key = key
+        self.stale_retries = 0
+        self.request.upstream = f"{key[0]}:{key[1]}"
+        self.pool.get(key, self._connected, self._connect_failed)
+        return True
 
     def _start_tunnel(self, headers: ResponseHeaders) -> None:
         """
@@ -352,6 +423,8 @@ class Exchange:
         self.deadline = None
         if self.finished:
             return
+        self._endpoint_failed()
+        self.request.upstream_error = "timeout"
         self._drop_connection()
         if self.request.startedWriting:
             self._cut_short()
@@ -396,6 +469,9 @@ class Exchange:
 
     def _close(self, status: int) -> None:
         self.finished = True
+        if self.load is not None:
+            self.load.leave(self.key)
+            self.load = None
         self.request.stop_body()
         if self.request._client_paused:
             self.request.resume_client()

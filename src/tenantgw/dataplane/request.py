@@ -43,6 +43,10 @@ class GatewayRequest(server.Request):
     tenant_namespace = ""
     route_name = ""
     upstream = ""
+    # "connect", "timeout" or "reset" when the upstream failed, for metrics.
+    upstream_error = ""
+    started = 0.0
+    logged = False
     exchange: Exchange | None = None
 
     @property
@@ -102,7 +106,10 @@ class GatewayRequest(server.Request):
         self.method = command
         self.uri = path
         self.clientproto = version
-        self.site = self.gateway_channel.site
+        self.site = site = self.gateway_channel.site
+        gateway = site.gateway
+        self.started = gateway.clock.seconds()
+        gateway.requests_open += 1
         self.args = {}
         query = path.find(b"?")
         self.path = path if query < 0 else path[:query]
@@ -261,6 +268,13 @@ class GatewayRequest(server.Request):
         super().finish()
 
     def connectionLost(self, reason: object) -> None:
+        if self.dispatched and not self.finished and not self.logged:
+            # Never answered in full: logged and counted once, as nginx's 499.
+            if not self.startedWriting:
+                self.code = 499
+            site = self.site
+            if site is not None:
+                site.log(self)
         super().connectionLost(reason)
         exchange = self.exchange
         if exchange is not None:

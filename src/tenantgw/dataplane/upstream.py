@@ -466,6 +466,15 @@ class UpstreamPool:
                 connection.reused = True
                 on_ready(connection)
                 return
+        self.connect_fresh(key, on_ready, on_fail)
+
+    def connect_fresh(
+        self,
+        key: EndpointKey,
+        on_ready: Callable[[UpstreamConnection], None],
+        on_fail: Callable[[str], None],
+    ) -> None:
+        """A new connection, never one from the idle list (health probes use this)."""
         self.connections_opened += 1
         connect = _Connect(self, key, on_ready, on_fail)
         address, port, tls_name = key

@@ -62,7 +62,10 @@ class SNIContexts:
         snapshot: Callable[[], Snapshot],
         default: ServingCertificate,
         minimum: TLSVersion = TLSVersion.TLSv1_2,
+        selected: Callable[[str], object] = lambda outcome: None,
     ) -> None:
+        # Told, per handshake, which certificate SNI chose (for metrics).
+        self._selected = selected
         self._snapshot = snapshot
         self._minimum = minimum
         self._contexts: dict[str, SSL.Context] = {}
@@ -82,10 +85,14 @@ class SNIContexts:
             except UnicodeDecodeError:
                 name = ""
             certificate = snapshot.certificate_for(name) if name else None
+        outcome = "tenant"
         if certificate is None:
             certificate = snapshot.default_certificate
+            outcome = "default_secret"
         if certificate is None:
+            self._selected("listener_default")
             return None
+        self._selected(outcome)
         context = self._contexts.get(certificate.fingerprint)
         if context is None:
             if len(self._contexts) >= 2 * max(16, len(snapshot.certificates)):

@@ -1,0 +1,293 @@
+"""
+Prometheus metrics for the gateway, served at C{/metrics} on the admin endpoint.
+
+Every label value comes from a bounded set: tenant and route names from the
+snapshot (what tenants declared, never what clients sent), the method folded
+into a fixed list, the status into its class.  A request for an unknown host
+is counted under C{tenant=""}, one series however many hosts are tried, so
+a scanner cannot grow the registry.
+
+The registry is the L{Metrics} object's own, injected where it is needed: two
+gateways in one test process never share counters.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from tenantgw.compile.snapshot import (
+    EMPTY_SNAPSHOT,
+    STATE_HOST_CONFLICT,
+    STATE_REJECTED,
+    Snapshot,
+)
+
+if TYPE_CHECKING:
+    from tenantgw.dataplane.request import GatewayRequest
+
+METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OPTIONS"})
+STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
+# Seconds: from a cached 304 to a long upstream call.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Statuses the gateway answers itself when a quota says no.
+QUOTA_REJECTIONS = {429: "rate", 413: "body_size"}
+REFUSED_STATES = (STATE_REJECTED, STATE_HOST_CONFLICT)
+# 5xx answers remembered per tenant for the dashboard's "last errors".
+RECENT_ERRORS = 10
+
+
+def status_class(code: int) -> str:
+    index = code // 100 - 1
+    return STATUS_CLASSES[index] if 0 <= index < 5 else "other"
+
+
+def method_label(method: bytes) -> str:
+    return method.decode("ascii") if method in METHODS else "other"
+
+
+class _SnapshotCollector(Collector):
+    """State read from the serving snapshot at scrape time, so it is never stale."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snapshot = self.snapshot()
+        states = GaugeMetricFamily(
+            "tenantgw_tenant_state",
+            "1 for the state each tenant's config is in (Accepted, Clamped, Rejected, ...)",
+            labels=["tenant", "state", "serving"],
+        )
+        endpoints = GaugeMetricFamily(
+            "tenantgw_route_endpoints_ready",
+            "Ready endpoints behind each route, over all its backends",
+            labels=["tenant", "route"],
+        )
+        expiry = GaugeMetricFamily(
+            "tenantgw_certificate_expiry_timestamp_seconds",
+            "Earliest notAfter among the certificates serving a tenant's hosts (Unix time)",
+            labels=["tenant"],
+        )
+        for namespace, status in sorted(snapshot.statuses.items()):
+            states.add_metric([namespace, status.state, "true" if status.serving else "false"], 1.0)
+        for namespace, tenant in sorted(snapshot.tenants.items()):
+            for route in tenant.routes:
+                ready = sum(len(b.endpoints) for b in route.backends)
+                endpoints.add_metric([namespace, route.name], float(ready))
+        for namespace, expires in sorted(certificate_expiry(snapshot).items()):
+            expiry.add_metric([namespace], expires)
+        yield states
+        yield endpoints
+        yield expiry
+
+
+class _ConnectionGauge(Collector):
+    def __init__(self, count: Callable[[], dict[str, int]]) -> None:
+        self.count = count
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "tenantgw_open_connections", "Open client connections", labels=["listener"]
+        )
+        for listener, count in sorted(self.count().items()):
+            family.add_metric([listener], float(count))
+        yield family
+
+
+class _CallbackCounter(Collector):
+    def __init__(self, name: str, documentation: str, count: Callable[[], float]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.count = count
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(self.name, self.documentation, value=float(self.count()))
+
+
+def certificate_expiry(snapshot: Snapshot) -> dict[str, float]:
+    """Per tenant, when the first of the certificates serving its hosts expires."""
+    result: dict[str, float] = {}
+    for namespace, tenant in snapshot.tenants.items():
+        for host in tenant.hosts:
+            certificate = snapshot.certificates.get(host)
+            if certificate is None:
+                continue
+            expires = certificate.not_after.timestamp()
+            if namespace not in result or expires < result[namespace]:
+                result[namespace] = expires
+    return result
+
+
+class Metrics:
+    """
+    The gateway's counters.  The data plane calls L{request_finished} once per
+    request; label children are cached per label tuple, since looking one up
+    through C{labels()} costs more than incrementing it.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.requests = Counter(
+            "tenantgw_requests",
+            "Requests answered, by tenant, route, method and status class",
+            ["tenant", "route", "method", "code"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "tenantgw_request_duration_seconds",
+            "Time from a request's headers to the end of its response",
+            ["tenant", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "tenantgw_upstream_errors",
+            "Upstream failures: connect (refused, unreachable), timeout, reset",
+            ["tenant", "route", "kind"],
+            registry=registry,
+        )
+        self.quota_rejections = Counter(
+            "tenantgw_quota_rejections",
+            "Requests refused by a tenant's quota",
+            ["tenant", "kind"],
+            registry=registry,
+        )
+        self.config_rebuilds = Counter(
+            "tenantgw_config_rebuilds",
+            "Snapshots compiled and applied",
+            registry=registry,
+        )
+        self.config_rejections = Counter(
+            "tenantgw_config_rejections",
+            "Tenant configs that became Rejected or HostConflict",
+            ["tenant", "reason"],
+            registry=registry,
+        )
+        self.tls_certificate_selections = Counter(
+            "tenantgw_tls_certificate_selections",
+            "TLS handshakes by the certificate SNI chose: tenant, default_secret, listener_default",
+            ["outcome"],
+            registry=registry,
+        )
+        self.requests_in_flight = Gauge(
+            "tenantgw_requests_in_flight",
+            "Requests started and not yet answered",
+            registry=registry,
+        )
+        self._children: dict[tuple[str, str, bytes, int], tuple[Any, Any]] = {}
+        self._upstream_children: dict[tuple[str, str, str], Any] = {}
+        self._previous = EMPTY_SNAPSHOT
+        self._errors: dict[str, deque[dict[str, object]]] = {}
+        # Set by whoever holds the quota state: requests in flight per tenant.
+        self.tenant_in_flight: Callable[[str], int] = lambda namespace: 0
+
+    def count_from(self, name: str, documentation: str, count: Callable[[], float]) -> None:
+        """
+        A counter kept by another part (the Redis quota client, the Kubernetes
+        watches), read at scrape time so those parts need not know of metrics.
+        """
+        self.registry.register(_CallbackCounter(name, documentation, count))
+
+    def count_connections(self, count: Callable[[], dict[str, int]]) -> None:
+        """Open client connections per listener, counted at scrape time."""
+        self.registry.register(_ConnectionGauge(count))
+
+    def watch_snapshot(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.registry.register(_SnapshotCollector(snapshot))
+
+    def count_in_flight(self, count: Callable[[], int]) -> None:
+        self.requests_in_flight.set_function(lambda: float(count()))
+
+    def request_finished(self, request: GatewayRequest, now: float, duration: float) -> None:
+        tenant = request.tenant_namespace
+        route = request.route_name
+        code = request.code
+        method = request.method
+        if method not in METHODS:
+            method = b"other"  # the cache key too must not grow with what clients send
+        key = (tenant, route, method, code // 100)
+        children = self._children.get(key)
+        if children is None:
+            children = (
+                self.requests.labels(tenant, route, method_label(method), status_class(code)),
+                self.duration.labels(tenant, route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(duration)
+        error = request.upstream_error
+        if error:
+            self.upstream_error(tenant, route, error)
+        if code >= 500 and tenant:
+            self._remember_error(request, now)
+        rejected = QUOTA_REJECTIONS.get(code)
+        if rejected is not None and tenant:
+            self.quota_rejections.labels(tenant, rejected).inc()
+
+    def _remember_error(self, request: GatewayRequest, now: float) -> None:
+        errors = self._errors.get(request.tenant_namespace)
+        if errors is None:
+            errors = self._errors[request.tenant_namespace] = deque(maxlen=RECENT_ERRORS)
+        errors.append(
+            {
+                "time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
+                "route": request.route_name,
+                "status": request.code,
+                "upstream": request.upstream,
+                "reason": request.upstream_error or None,
+                "requestId": request.request_id.decode("ascii", "replace"),
+            }
+        )
+
+    # -- LiveState, for /api/tenants and the dashboard ---------------------------
+
+    def in_flight(self, namespace: str) -> int:
+        return self.tenant_in_flight(namespace)
+
+    def recent_errors(self, namespace: str) -> list[dict[str, object]]:
+        return list(self._errors.get(namespace, ()))
+
+    def tls_selected(self, outcome: str) -> None:
+        self.tls_certificate_selections.labels(outcome).inc()
+
+    def upstream_error(self, tenant: str, route: str, kind: str) -> None:
+        key = (tenant, route, kind)
+        child = self._upstream_children.get(key)
+        if child is None:
+            child = self._upstream_children[key] = self.upstream_errors.labels(*key)
+        child.inc()
+
+    def snapshot_applied(self, current: Snapshot) -> None:
+        """A pipeline listener: counts rebuilds, and configs as they become refused."""
+        previous = self._previous
+        self._previous = current
+        self.config_rebuilds.inc()
+        for namespace, status in current.statuses.items():
+            if status.state in REFUSED_STATES and previous.statuses.get(namespace) != status:
+                self.config_rejections.labels(namespace, status.state).inc()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsResource(Resource):
+    isLeaf = True
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-store")
+        return self.metrics.exposition()

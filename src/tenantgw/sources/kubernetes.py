@@ -1,0 +1,503 @@
+"""
+``--source kubernetes``: the watched objects of a live cluster.
+
+One thread per kind lists, then watches from the list's resourceVersion
+(with bookmarks, so a quiet kind's resourceVersion stays fresh); every
+result is handed to the reactor with C{callFromThread}, and only the
+reactor thread touches the store.  A burst of events schedules one rebuild
+(L{KubernetesSource.coalesce_delay} after the first change), so a rollout
+touching a hundred EndpointSlices compiles once.
+
+On 410 Gone a kind is listed again and the list replaces what the store
+held for it, so objects deleted while the watch was away disappear.  Any
+other failure (API outage, dropped connection) backs off with jitter and
+re-lists; the last snapshot keeps serving meanwhile.  Watches carry a
+server-side timeout and a client read timeout, and C{stopService} closes
+open responses, so shutdown never waits on the network.
+
+Secrets: memory must not grow with the cluster's unrelated Secrets, so the
+Secret thread drops, before anything reaches the store, every Secret no
+tenant references (see L{referenced_secrets}).  When a tenant starts
+referencing a Secret the store has never kept, the Secret thread re-lists.
+A cluster-wide watch (and so a cluster-wide get/list/watch on Secrets in
+the ClusterRole) is what this needs: tenant namespaces come and go, and a
+per-namespace Role would need the gateway to create RoleBindings, a much
+larger privilege.  The list is paged (L{LIST_PAGE}) so the transient memory
+of a re-list is bounded too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from attrs import frozen
+from twisted.application.service import Service
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+
+from tenantgw.compile.compiler import TENANT_KEY, TENANT_LABEL
+from tenantgw.compile.compiler import _parse_cached as parse_cached
+from tenantgw.config.model import Access, TenantSpec
+from tenantgw.sources.directory import KubeObject, ObjectsCallback
+
+_log = Logger()
+
+LIST_PAGE = 500
+WATCH_TIMEOUT_SECONDS = 290  # server side: the API server ends the watch, we re-watch
+READ_TIMEOUT_SECONDS = 330  # client side: longer than the server's, and than its bookmarks
+CONNECT_TIMEOUT_SECONDS = 5
+
+Key = tuple[str, str]  # (namespace or "", name)
+
+
+@frozen
+class WatchedKind:
+    kind: str
+    api_version: str
+    path: str  # the cluster-wide collection
+    label_selector: str = ""
+
+
+def watched_kinds(namespace_selector: str = "") -> tuple[WatchedKind, ...]:
+    return (
+        WatchedKind("Namespace", "v1", "/api/v1/namespaces", namespace_selector),
+        WatchedKind("ConfigMap", "v1", "/api/v1/configmaps", f"{TENANT_LABEL}=true"),
+        WatchedKind("Secret", "v1", "/api/v1/secrets"),
+        WatchedKind("Service", "v1", "/api/v1/services"),
+        WatchedKind(
+            "EndpointSlice", "discovery.k8s.io/v1", "/apis/discovery.k8s.io/v1/endpointslices"
+        ),
+    )
+
+
+def _key(obj: KubeObject) -> Key:
+    meta = obj.get("metadata") or {}
+    return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+
+
+def _secret_names(text: str) -> frozenset[str] | None:
+    """
+    The Secrets one tenant.yaml names, or None when it does not parse.
+
+    Through the compile step's parse cache: a cold parse of a thousand
+    tenant files takes about half a second, and the compile that follows
+    would otherwise parse each of them a second time.
+    """
+    spec = parse_cached(text)
+    if not isinstance(spec, TenantSpec):
+        return None
+    return frozenset(_spec_secret_names(spec))
+
+
+def _spec_secret_names(spec: TenantSpec) -> Iterable[str]:
+    if spec.tls is not None:
+        yield spec.tls.secret_name
+    accesses: list[Access] = [spec.access]
+    accesses.extend(route.access for route in spec.routes if route.access is not None)
+    for access in accesses:
+        if access.basic_auth is not None:
+            yield access.basic_auth.secret_name
+        if access.api_keys is not None:
+            yield access.api_keys.secret_name
+
+
+def referenced_secrets(
+    config_maps: Iterable[KubeObject],
+    previous: Mapping[str, frozenset[str]],
+) -> dict[str, frozenset[str]]:
+    """
+    Secret names per namespace that the tenant ConfigMaps reference.
+
+    A namespace whose ConfigMap does not parse keeps its previous names: its
+    last good config still serves, and the compile step needs its Secrets.
+    """
+    names: dict[str, set[str]] = {}
+    broken: set[str] = set()
+    for config_map in config_maps:
+        namespace = _key(config_map)[0]
+        data = config_map.get("data") or {}
+        text = data.get(TENANT_KEY) if isinstance(data, Mapping) else None
+        found = _secret_names(text) if isinstance(text, str) else None
+        if found is None:
+            broken.add(namespace)
+        else:
+            names.setdefault(namespace, set()).update(found)
+    for namespace in broken:
+        names.setdefault(namespace, set()).update(previous.get(namespace, ()))
+    return {ns: frozenset(n) for ns, n in names.items() if n}
+
+
+class ObjectStore:
+    """
+    What the cluster holds, per kind, as the reactor has been told; pure, so
+    the diff and filtering rules are testable without threads or a network.
+    """
+
+    def __init__(self, kinds: Iterable[str], extra_secrets: Iterable[Key] = ()) -> None:
+        self.objects: dict[str, dict[Key, KubeObject]] = {kind: {} for kind in kinds}
+        self.synced: set[str] = set()
+        self.secret_names: dict[str, frozenset[str]] = {}
+        self.extra_secrets = frozenset(extra_secrets)
+
+    def wants_secret(self, key: Key) -> bool:
+        return key in self.extra_secrets or key[1] in self.secret_names.get(key[0], ())
+
+    def replace(self, kind: str, items: Iterable[KubeObject]) -> bool:
+        """A full list: whatever is not in it is gone.  True when anything changed."""
+        fresh = {_key(obj): obj for obj in items}
+        if kind == "Secret":
+            fresh = {k: o for k, o in fresh.items() if self.wants_secret(k)}
+        changed = fresh != self.objects[kind] or kind not in self.synced
+        self.objects[kind] = fresh
+        self.synced.add(kind)
+        return changed
+
+    def apply(self, kind: str, event_type: str, obj: KubeObject) -> bool:
+        key = _key(obj)
+        store = self.objects[kind]
+        if event_type == "DELETED" or (kind == "Secret" and not self.wants_secret(key)):
+            return store.pop(key, None) is not None
+        if store.get(key) == obj:
+            return False
+        store[key] = obj
+        return True
+
+    def update_references(self) -> bool:
+        """
+        Recomputes which Secrets are wanted from the ConfigMaps; drops the
+        ones no longer wanted.  True when a Secret is newly wanted, which
+        the store may never have kept: the caller must re-list Secrets.
+        """
+        before = self.secret_names
+        self.secret_names = referenced_secrets(self.objects["ConfigMap"].values(), before)
+        secrets = self.objects["Secret"]
+        for key in [k for k in secrets if not self.wants_secret(k)]:
+            del secrets[key]
+        return any(
+            not names <= before.get(namespace, frozenset())
+            for namespace, names in self.secret_names.items()
+        )
+
+    def all_objects(self) -> list[KubeObject]:
+        return [obj for kind in self.objects for _, obj in sorted(self.objects[kind].items())]
+
+
+class KindWatcher:
+    """
+    List+watch of one kind, on its own thread.  C{deliver(kind, items)} and
+    C{event(kind, type, obj)} are called on that thread and must only hand
+    over to the reactor; C{wants} filters Secrets before they are handed over.
+    """
+
+    def __init__(
+        self,
+        api_client: Any,
+        watched: WatchedKind,
+        deliver: Callable[[str, list[KubeObject]], None],
+        event: Callable[[str, str, KubeObject], None],
+        wants: Callable[[Key], bool] | None = None,
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self.api_client = api_client
+        self.watched = watched
+        self.deliver = deliver
+        self.event = event
+        self.wants = wants
+        self.backoff = backoff
+        self.stopping = threading.Event()
+        self.relist_requested = threading.Event()
+        self._response: Any = None
+        self._lock = threading.Lock()
+        self.thread = threading.Thread(
+            target=self.run, name=f"tenantgw-watch-{watched.kind}", daemon=True
+        )
+        self.lists = 0
+        self.watches = 0
+        self.page_size = LIST_PAGE
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._close_response()
+
+    def relist(self) -> None:
+        """Called from any thread: end the current watch and list again."""
+        self.relist_requested.set()
+        self._close_response()
+
+    def _close_response(self) -> None:
+        with self._lock:
+            response = self._response
+        if response is not None:
+            # shutdown() unblocks a read in progress on the watcher's thread;
+            # either may fail on a response that is already closing.
+            with contextlib.suppress(Exception):
+                response.shutdown()
+            with contextlib.suppress(Exception):
+                response.close()
+
+    def _request(self, **query: Any) -> Any:
+        """One call through the official client's typed API, as raw JSON."""
+        api_class, method = _list_methods()[self.watched.kind]
+        function = getattr(api_class(self.api_client), method)
+        return function(
+            **{k: v for k, v in query.items() if v not in (None, "")},
+            _preload_content=False,
+            _request_timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
+        )
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                version = self._list()
+                failures = 0
+                self._watch(version)
+            except Exception as e:
+                if self.stopping.is_set():
+                    return
+                if self.relist_requested.is_set() or getattr(e, "status", None) == 410:
+                    # We closed the watch ourselves to list again, or the API
+                    # answered 410 Gone as an HTTP status: no outage, no wait.
+                    continue
+                failures += 1
+                low, high = self.backoff
+                delay = min(high, low * 2 ** min(failures - 1, 16))
+                delay = delay / 2 + random.uniform(0, delay / 2)
+                _log.warn(
+                    "watching {kind} failed ({error}); retrying in {delay:.1f}s,"
+                    " the last snapshot keeps serving",
+                    kind=self.watched.kind,
+                    error=f"{type(e).__name__}: {e}",
+                    delay=delay,
+                )
+                self.stopping.wait(delay)
+
+    def _list(self) -> str:
+        self.relist_requested.clear()
+        items: list[KubeObject] = []
+        token = None
+        while True:
+            response = self._request(
+                label_selector=self.watched.label_selector,
+                limit=self.page_size,
+                _continue=token,
+            )
+            page = json.loads(response.data)
+            for item in page.get("items") or ():
+                # The API server leaves kind and apiVersion out of list items.
+                item["kind"] = self.watched.kind
+                item["apiVersion"] = self.watched.api_version
+                if self.wants is None or self.wants(_key(item)):
+                    items.append(item)
+            metadata = page.get("metadata") or {}
+            token = metadata.get("continue")
+            if not token:
+                break
+        self.lists += 1
+        self.deliver(self.watched.kind, items)
+        return str(metadata.get("resourceVersion") or "")
+
+    def _watch(self, version: str) -> None:
+        """Watches from C{version} until the stream ends; returns to re-list on 410."""
+        while not self.stopping.is_set() and not self.relist_requested.is_set():
+            response = self._request(
+                watch=True,
+                resource_version=version,
+                allow_watch_bookmarks=True,
+                label_selector=self.watched.label_selector,
+                timeout_seconds=WATCH_TIMEOUT_SECONDS,
+            )
+            self.watches += 1
+            with self._lock:
+                self._response = response
+            try:
+                for line in _lines(response):
+                    event = json.loads(line)
+                    event_type = event.get("type")
+                    obj = event.get("object") or {}
+                    if event_type == "ERROR":
+                        if obj.get("code") == 410:
+                            return  # expired: list again
+                        raise RuntimeError(f"watch error: {obj.get('message')}")
+                    new_version = (obj.get("metadata") or {}).get("resourceVersion")
+                    if new_version:
+                        version = str(new_version)
+                    if event_type == "BOOKMARK":
+                        continue
+                    if event_type not in ("ADDED", "MODIFIED", "DELETED"):
+                        continue
+                    if (
+                        self.wants is not None
+                        and event_type != "DELETED"
+                        and not self.wants(_key(obj))
+                    ):
+                        event_type = "DELETED"  # no longer wanted, or never was
+                    self.event(self.watched.kind, event_type, obj)
+            finally:
+                with self._lock:
+                    self._response = None
+                response.release_conn()
+            if self.stopping.is_set() or self.relist_requested.is_set():
+                return
+            # The server ended the watch (timeout): continue from where it was.
+
+
+def _list_methods() -> dict[str, tuple[Any, str]]:
+    from kubernetes import client
+
+    return {
+        "Namespace": (client.CoreV1Api, "list_namespace"),
+        "ConfigMap": (client.CoreV1Api, "list_config_map_for_all_namespaces"),
+        "Secret": (client.CoreV1Api, "list_secret_for_all_namespaces"),
+        "Service": (client.CoreV1Api, "list_service_for_all_namespaces"),
+        "EndpointSlice": (client.DiscoveryV1Api, "list_endpoint_slice_for_all_namespaces"),
+    }
+
+
+def _lines(response: Any) -> Iterable[bytes]:
+    """Newline-delimited JSON from a streaming response, however it is chunked."""
+    buffer = b""
+    for chunk in response.stream(amt=65536, decode_content=False):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield line
+    if buffer.strip():
+        yield buffer
+
+
+class KubernetesSource(Service):
+    """
+    Calls C{on_objects(all watched objects)} once every kind has been listed,
+    then after every coalesced burst of changes.  C{synced} says the first
+    call happened, which is what /readyz waits for.
+    """
+
+    coalesce_delay = 0.05
+
+    def __init__(
+        self,
+        api_client: Any,
+        reactor: Any,
+        on_objects: ObjectsCallback,
+        namespace_selector: str = "",
+        extra_secrets: Iterable[Key] = (),
+        backoff: tuple[float, float] = (0.5, 30.0),
+    ) -> None:
+        self.api_client = api_client
+        self.reactor = reactor
+        self.on_objects = on_objects
+        self.kinds = watched_kinds(namespace_selector)
+        self.store = ObjectStore([k.kind for k in self.kinds], extra_secrets)
+        self.synced = False
+        self.rebuilds = 0
+        self._pending: IDelayedCall | None = None
+        self._secret_names: frozenset[Key] = frozenset()
+        self.watchers = {
+            k.kind: KindWatcher(
+                api_client,
+                k,
+                self._deliver_from_thread,
+                self._event_from_thread,
+                wants=self._wants_secret if k.kind == "Secret" else None,
+                backoff=backoff,
+            )
+            for k in self.kinds
+        }
+
+    def _wants_secret(self, key: Key) -> bool:
+        # Called on the Secret thread: reads one reference the reactor
+        # replaces whole, never a structure the reactor mutates.
+        return key in self._secret_names
+
+    def startService(self) -> None:
+        super().startService()
+        self._publish_secret_filter()
+        for watcher in self.watchers.values():
+            watcher.start()
+
+    def stopService(self) -> Any:
+        for watcher in self.watchers.values():
+            watcher.stop()
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        self._pending = None
+        return super().stopService()
+
+    def _deliver_from_thread(self, kind: str, items: list[KubeObject]) -> None:
+        self.reactor.callFromThread(self.listed, kind, items)
+
+    def _event_from_thread(self, kind: str, event_type: str, obj: KubeObject) -> None:
+        self.reactor.callFromThread(self.changed, kind, event_type, obj)
+
+    # Reactor thread from here on.
+
+    def listed(self, kind: str, items: list[KubeObject]) -> None:
+        if self.store.replace(kind, items):
+            self._after_change(kind)
+
+    def changed(self, kind: str, event_type: str, obj: KubeObject) -> None:
+        if self.store.apply(kind, event_type, obj):
+            self._after_change(kind)
+
+    def _after_change(self, kind: str) -> None:
+        if kind == "ConfigMap":
+            needs_relist = self.store.update_references()
+            self._publish_secret_filter()
+            if needs_relist:
+                # Also before the first Secret list is in: that list may
+                # have been filtered with the old references.
+                self.watchers["Secret"].relist()
+        if len(self.store.synced) < len(self.kinds):
+            return
+        if self._pending is None:
+            self._pending = self.reactor.callLater(self.coalesce_delay, self._rebuild)
+
+    def _publish_secret_filter(self) -> None:
+        store = self.store
+        self._secret_names = (
+            frozenset(
+                (namespace, name)
+                for namespace, names in store.secret_names.items()
+                for name in names
+            )
+            | store.extra_secrets
+        )
+
+    def _rebuild(self) -> None:
+        self._pending = None
+        self.synced = True
+        self.rebuilds += 1
+        try:
+            self.on_objects(self.store.all_objects())
+        except Exception:
+            _log.failure("applying the cluster's objects failed")
+
+
+def api_client_from(kubeconfig: str | None, context: str | None) -> Any:
+    """
+    The official client's ApiClient: in-cluster config when running in a
+    pod and no kubeconfig is named, else the kubeconfig (and context).
+    """
+    from kubernetes import client, config
+
+    configuration = client.Configuration()
+    if kubeconfig is None and context is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+            return client.ApiClient(configuration)
+        except config.ConfigException:
+            pass
+    config.load_kube_config(
+        config_file=kubeconfig, context=context, client_configuration=configuration
+    )
+    return client.ApiClient(configuration)

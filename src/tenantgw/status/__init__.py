@@ -1,0 +1,1 @@
+"""Status reported back to tenants (contract section 9)."""

@@ -1,0 +1,1 @@
+"""Test doubles that ship with tenantgw (a fake Kubernetes API server)."""

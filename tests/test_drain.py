@@ -1,0 +1,143 @@
+"""
+SIGTERM drains: a real ``twistd tenantgw`` is stopped with requests in flight,
+and every one of them completes; meanwhile readiness says 503 and the data
+listener takes no new connection.  The drain's timer logic is tested apart
+with a clock.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import Agent, readBody
+
+from tenantgw.admin.resource import Readiness
+from tenantgw.app.drain import DrainService
+from tests.dataplane_support import Upstream, dump, tenant_objects
+from tests.process_support import GatewayProcess, _UNIXEndpointFactory
+
+IN_FLIGHT = 5
+
+
+class DrainOnSIGTERMTests(TestCase):
+    timeout = 60
+
+    @inlineCallbacks
+    def until(self, condition: Any, what: str, seconds: float = 15.0) -> Any:
+        deadline = time.monotonic() + seconds
+        while not condition():
+            if time.monotonic() > deadline:
+                self.fail(f"timed out waiting for {what}")
+            yield deferLater(reactor, 0.05, lambda: None)
+
+    @inlineCallbacks
+    def test_requests_in_flight_at_sigterm_all_complete(self) -> Any:
+        upstream = Upstream("slow")
+        self.addCleanup(upstream.stop)
+        source = os.path.abspath(self.mktemp())
+        os.makedirs(source)
+        tenant = {
+            "hosts": ["t.example"],
+            "routes": [{"name": "all", "backends": [{"service": "slow", "port": 80}]}],
+        }
+        with open(os.path.join(source, "team.yaml"), "w") as f:
+            f.write(
+                dump(
+                    {
+                        "kind": "List",
+                        "items": tenant_objects("team", dump(tenant), {"slow": [upstream.number]}),
+                    }
+                )
+            )
+        workdir = self.mktemp()
+        os.makedirs(workdir)
+        gateway = GatewayProcess(workdir, source, extra=["--drain-timeout=20"])
+        self.addCleanup(gateway.stop)
+        yield gateway.wait_ready()
+        agent = Agent.usingEndpointFactory(reactor, _UNIXEndpointFactory(gateway.http_socket))
+
+        def get() -> Any:
+            d = agent.request(b"GET", b"http://t.example/hang", _host_headers())
+            return d.addCallback(lambda r: readBody(r).addCallback(lambda body: (r.code, body)))
+
+        responses = gatherResults([get() for _ in range(IN_FLIGHT)])
+        yield self.until(lambda: len(upstream.resource.hanging) == IN_FLIGHT, "requests upstream")
+        response = yield gateway.admin_agent().request(b"GET", gateway.admin_url("/metrics"))
+        metrics = (yield readBody(response)).decode()
+        self.assertIn(f"tenantgw_requests_in_flight {IN_FLIGHT}.0", metrics)
+        self.assertIn(f'tenantgw_open_connections{{listener="http"}} {IN_FLIGHT}.0', metrics)
+        self.assertIn('tenantgw_open_connections{listener="https"} 0.0', metrics)
+
+        os.kill(gateway.pid, signal.SIGTERM)
+        response = None
+        for _ in range(100):
+            response = yield gateway.admin_agent().request(b"GET", gateway.admin_url("/readyz"))
+            yield readBody(response)
+            if response.code == 503:
+                break
+            yield deferLater(reactor, 0.05, lambda: None)
+        assert response is not None
+        self.assertEqual(response.code, 503)
+        # The listener is closed: a new client is refused, not queued.
+        yield self.until(lambda: not os.path.exists(gateway.http_socket), "listener closed")
+        # Real time is the point here: the process must outlive its requests.
+        yield deferLater(reactor, 1.0, lambda: None)
+        self.assertIsNone(gateway.process.poll(), "exited with requests in flight")
+
+        for request in upstream.resource.hanging:
+            request.write(b"finished late")
+            request.finish()
+        upstream.resource.hanging.clear()
+        results = yield responses
+        self.assertEqual(results, [(200, b"finished late")] * IN_FLIGHT)
+        yield self.until(lambda: gateway.process.poll() is not None, "the gateway to exit")
+        # twistd ends by re-raising the signal it stopped on, once the reactor stops.
+        self.assertEqual(gateway.process.returncode, -signal.SIGTERM, gateway.log())
+        log = gateway.log()
+        self.assertIn(f"draining: {IN_FLIGHT} requests in flight", log)
+        self.assertIn("drained: every request answered", log)
+
+
+def _host_headers() -> Any:
+    from twisted.web.http_headers import Headers
+
+    return Headers({b"host": [b"t.example"]})
+
+
+class DrainServiceTests(SynchronousTestCase):
+    def test_waits_for_open_requests_then_stops_its_children(self) -> None:
+        clock = Clock()
+        readiness = Readiness(synced=True)
+        open_requests = [2]
+        drained: list[bool] = []
+        drain = DrainService(
+            readiness, lambda: open_requests[0], clock, 10.0, lambda: drained.append(True)
+        )
+        drain.startService()
+        finished = drain.stopService()
+        self.assertFalse(readiness.ready)
+        self.assertNoResult(finished)
+        clock.advance(1.0)
+        self.assertNoResult(finished)
+        open_requests[0] = 0
+        clock.advance(0.05)
+        self.successResultOf(finished)
+        self.assertEqual(drained, [True])
+        self.assertFalse(drain.running)
+
+    def test_gives_up_after_the_grace_period(self) -> None:
+        clock = Clock()
+        drain = DrainService(Readiness(synced=True), lambda: 1, clock, 3.0)
+        drain.startService()
+        finished = drain.stopService()
+        clock.advance(2.9)
+        self.assertNoResult(finished)
+        clock.advance(0.2)
+        self.successResultOf(finished)

@@ -1,0 +1,149 @@
+"""
+Status Events: one per change of a tenant's status, none while it is
+unchanged; posted through the official client to the fake API server.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import gatherResults, inlineCallbacks
+from twisted.python.threadpool import ThreadPool
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tenantgw.compile.compiler import compile_snapshot
+from tenantgw.compile.snapshot import Snapshot
+from tenantgw.sources.kubernetes import api_client_from
+from tenantgw.status.events import StatusEvents, kubernetes_poster
+from tenantgw.testing.fake_apiserver import FakeAPIServer
+from tests.test_compile import simple_spec, tenant, web_backend
+
+NOW = datetime.datetime(2026, 11, 22, tzinfo=datetime.timezone.utc)
+
+
+def snapshot_of(*tenants: tuple[str, Any, dict[str, str] | None]) -> Snapshot:
+    objects: list[Any] = []
+    for ns, spec, namespace_annotations in tenants:
+        objects += [*tenant(ns, spec, annotations=namespace_annotations), *web_backend(ns)]
+    return compile_snapshot(objects)
+
+
+class _ImmediatePool:
+    """Runs the 'thread' work inline, so the Deferred logic runs without threads."""
+
+    def callInThreadWithCallback(self, on_result: Any, f: Any, *args: Any, **kw: Any) -> None:
+        try:
+            result = f(*args, **kw)
+        except Exception:
+            from twisted.python.failure import Failure
+
+            on_result(False, Failure())
+        else:
+            on_result(True, result)
+
+
+class _CallFromThread:
+    def callFromThread(self, f: Any, *args: Any, **kw: Any) -> None:
+        f(*args, **kw)
+
+
+class DeduplicationTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.posted: list[tuple[str, dict[str, Any]]] = []
+        self.events = StatusEvents(
+            lambda ns, event: self.posted.append((ns, event)),
+            _CallFromThread(),
+            threadpool=_ImmediatePool(),
+            now=lambda: NOW,
+        )
+
+    def reasons(self) -> list[tuple[str, str]]:
+        return [(ns, e["reason"]) for ns, e in self.posted]
+
+    def test_one_event_per_change_none_while_unchanged(self) -> None:
+        accepted = snapshot_of(("shop", simple_spec(), None))
+        self.events.snapshot_applied(accepted)
+        self.events.snapshot_applied(accepted)
+        self.events.snapshot_applied(
+            snapshot_of(("shop", simple_spec(), None), ("blog", simple_spec(), None))
+        )
+        self.assertEqual(self.reasons(), [("shop", "Accepted"), ("blog", "Accepted")])
+
+    def test_every_state_is_the_reason(self) -> None:
+        self.events.snapshot_applied(
+            snapshot_of(
+                (
+                    "clamped",
+                    {**simple_spec(), "quota": {"requestsPerSecond": 9}},
+                    {"tenantgw.io/max-requests-per-second": "1"},
+                ),
+                ("rejected", simple_spec("not-allowed.example"), None),
+            )
+        )
+        self.assertEqual(sorted(self.reasons()), [("clamped", "Clamped"), ("rejected", "Rejected")])
+        by_ns = dict(self.posted)
+        self.assertEqual(by_ns["rejected"]["type"], "Warning")
+        self.assertIn("hosts[0]", by_ns["rejected"]["message"])
+        self.assertEqual(
+            by_ns["clamped"]["involvedObject"],
+            {"apiVersion": "v1", "kind": "ConfigMap", "namespace": "clamped", "name": "tenant"},
+        )
+
+    def test_host_conflict(self) -> None:
+        allowed = {"tenantgw.io/allowed-hosts": "shared.example"}
+        objects: list[Any] = []
+        for ns, created in (("old", "2024-01-01T00:00:00Z"), ("young", "2024-02-01T00:00:00Z")):
+            objects += tenant(
+                ns, simple_spec("shared.example"), annotations=allowed, created=created
+            )
+            objects += web_backend(ns)
+        self.events.snapshot_applied(compile_snapshot(objects))
+        by_ns = dict(self.posted)
+        self.assertEqual(by_ns["young"]["reason"], "HostConflict")
+        self.assertIn("shared.example", by_ns["young"]["message"])
+        self.assertEqual(by_ns["old"]["reason"], "Accepted")
+
+    def test_a_tenant_that_comes_back_is_reported_again(self) -> None:
+        self.events.snapshot_applied(snapshot_of(("shop", simple_spec(), None)))
+        self.events.snapshot_applied(snapshot_of())
+        self.events.snapshot_applied(snapshot_of(("shop", simple_spec(), None)))
+        self.assertEqual(self.reasons(), [("shop", "Accepted"), ("shop", "Accepted")])
+
+    def test_a_failed_post_is_logged_not_raised(self) -> None:
+        def fail(ns: str, event: dict[str, Any]) -> None:
+            raise OSError("API down")
+
+        events = StatusEvents(fail, _CallFromThread(), threadpool=_ImmediatePool())
+        events.snapshot_applied(snapshot_of(("shop", simple_spec(), None)))
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+
+class PostingTests(TestCase):
+    timeout = 20
+
+    @inlineCallbacks
+    def test_events_reach_the_api_server(self) -> Any:
+        server = FakeAPIServer()
+        server.start()
+        self.addCleanup(server.stop)
+        directory = tempfile.mkdtemp()
+        path = server.write_kubeconfig(os.path.join(directory, "config"))
+        self.addCleanup(os.rmdir, directory)
+        self.addCleanup(os.remove, path)
+        pool = ThreadPool(1, 1)
+        pool.start()
+        self.addCleanup(pool.stop)
+        events = StatusEvents(kubernetes_poster(api_client_from(path, None)), reactor, pool)
+        yield gatherResults(
+            events.snapshot_applied(
+                snapshot_of(("shop", simple_spec(), None), ("bad", simple_spec("x.example"), None))
+            )
+        )
+        stored = {e["metadata"]["namespace"]: e for e in server.objects("Event")}
+        self.assertEqual(stored["shop"]["reason"], "Accepted")
+        self.assertEqual(stored["bad"]["reason"], "Rejected")
+        self.assertEqual(stored["bad"]["involvedObject"]["name"], "tenant")

@@ -1,0 +1,154 @@
+"""
+Endpoint health: passive ejection with exponential re-admission, active
+probes, and traffic routed around real backend processes that are killed
+and restarted under load.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import HTTPConnectionPool
+
+from tenantgw.dataplane.health import BASE_EJECTION, EndpointHealth
+from tests.dataplane_support import GatewayUnderTest, dump, snapshot_of, tenant_objects
+
+KEY = ("10.0.0.1", 80, None)
+
+BACKEND = """
+import sys
+from http.server import BaseHTTPRequestHandler, HTTPServer
+name, port = sys.argv[1], int(sys.argv[2])
+class Handler(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = name.encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+HTTPServer.allow_reuse_address = True
+HTTPServer(("127.0.0.1", port), Handler).serve_forever()
+"""
+
+
+class PassiveAndActiveTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.health = EndpointHealth(self.clock, passive_threshold=3)
+
+    def test_ejected_after_consecutive_failures_then_readmitted_on_probation(self) -> None:
+        for _ in range(2):
+            self.health.failed(KEY)
+        self.health.succeeded(KEY)  # a success breaks the run
+        for _ in range(2):
+            self.health.failed(KEY)
+        self.assertTrue(self.health.available(KEY))
+        self.health.failed(KEY)
+        self.assertFalse(self.health.available(KEY))
+        self.clock.advance(BASE_EJECTION)
+        self.assertTrue(self.health.available(KEY))
+        # On probation: one failure ejects again, for twice as long.
+        self.health.failed(KEY)
+        self.assertFalse(self.health.available(KEY))
+        self.clock.advance(BASE_EJECTION * 2 - 1)
+        self.assertFalse(self.health.available(KEY))
+        self.clock.advance(1)
+        self.assertTrue(self.health.available(KEY))
+        self.health.succeeded(KEY)
+        self.health.failed(KEY)
+        self.assertTrue(self.health.available(KEY), "a success clears the record")
+
+    def test_probe_thresholds(self) -> None:
+        self.health.probed(KEY, False, unhealthy=2, healthy=2)
+        self.assertTrue(self.health.available(KEY))
+        self.health.probed(KEY, False, unhealthy=2, healthy=2)
+        self.assertFalse(self.health.available(KEY))
+        self.health.probed(KEY, True, unhealthy=2, healthy=2)
+        self.assertFalse(self.health.available(KEY))
+        self.health.probed(KEY, True, unhealthy=2, healthy=2)
+        self.assertTrue(self.health.available(KEY))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class KilledBackendTests(TestCase):
+    timeout = 60
+
+    def start_backend(self, name: str, port: int) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen([sys.executable, "-c", BACKEND, name, str(port)])
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                return process
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"backend {name} did not start")
+
+    @inlineCallbacks
+    def test_traffic_routes_around_a_killed_backend_and_returns_after_restart(self) -> Any:
+        ports = {"a": _free_port(), "b": _free_port()}
+        backends = {name: self.start_backend(name, port) for name, port in ports.items()}
+        route = {
+            "name": "all",
+            "backends": [{"service": "web", "port": 80}],
+            "healthCheck": {
+                "path": "/",
+                "intervalSeconds": 1,
+                "unhealthyThreshold": 1,
+                "healthyThreshold": 1,
+            },
+        }
+        tenant = {"hosts": ["t.example"], "routes": [route]}
+        gateway = GatewayUnderTest(
+            snapshot_of(tenant_objects("team", dump(tenant), {"web": list(ports.values())}))
+        )
+        self.addCleanup(gateway.stop)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+
+        @inlineCallbacks
+        def load(seconds: float) -> Any:
+            served: list[Any] = []
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                response = yield treq.get(
+                    gateway.url("/"), headers={"Host": ["t.example"]}, pool=pool
+                )
+                body = yield response.content()
+                outcome = body.decode() if response.code == 200 else response.code
+                served.append((time.monotonic(), outcome))
+                yield deferLater(reactor, 0.02, lambda: None)
+            return served
+
+        before = yield load(0.5)
+        self.assertEqual({outcome for _, outcome in before}, {"a", "b"})
+        backends["a"].send_signal(signal.SIGKILL)
+        backends["a"].wait()
+        killed_at = time.monotonic()
+        during = yield load(3.0)
+        # Detection takes at most one probe interval (or five failed
+        # requests); after it the dead backend is never tried again.
+        settled = [outcome for at, outcome in during if at > killed_at + 1.5]
+        self.assertTrue(settled)
+        self.assertEqual(set(settled), {"b"}, during)
+        backends["a"] = self.start_backend("a", ports["a"])
+        after = yield load(2.5)
+        self.assertEqual({outcome for _, outcome in after[-20:]}, {"a", "b"})
+        self.assertNotIn(502, {outcome for _, outcome in after})

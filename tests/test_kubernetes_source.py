@@ -1,0 +1,564 @@
+"""
+The Kubernetes source: the store, diff, Secret filter and coalescing with a
+fake clock; then the threaded watcher end to end, through the official
+client over real HTTP, against L{tenantgw.testing.fake_apiserver}.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import Clock, deferLater
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.resource import getChildForRequest
+from twisted.web.test.requesthelper import DummyRequest
+
+from tenantgw.admin.resource import Readiness
+from tenantgw.app.pipeline import ConfigPipeline
+from tenantgw.app.service import Options, build
+from tenantgw.compile.compiler import CompileOptions
+from tenantgw.compile.snapshot import (
+    STATE_ACCEPTED,
+    STATE_CLAMPED,
+    STATE_HOST_CONFLICT,
+    STATE_REJECTED,
+    Snapshot,
+)
+from tenantgw.dataplane.gateway import GatewaySite, gateway_on
+from tenantgw.sources.kubernetes import (
+    KubernetesSource,
+    ObjectStore,
+    api_client_from,
+    referenced_secrets,
+)
+from tenantgw.testing.fake_apiserver import FakeAPIServer
+from tests.support import RecordingUpstream
+from tests.test_compile import (
+    endpoint_slice,
+    namespace,
+    ready,
+    secret,
+    service,
+    simple_spec,
+    tenant_cm,
+    web_backend,
+)
+
+Obj = dict[str, Any]
+KINDS = ("Namespace", "ConfigMap", "Secret", "Service", "EndpointSlice")
+
+
+def keys_spec(secret_name: str) -> Obj:
+    return {**simple_spec(), "access": {"apiKeys": {"secretName": secret_name}}}
+
+
+# --- without threads --------------------------------------------------------
+
+
+class ObjectStoreTests(SynchronousTestCase):
+    def test_relist_replaces_so_deleted_objects_disappear(self) -> None:
+        store = ObjectStore(KINDS)
+        self.assertTrue(store.replace("Namespace", [namespace("a"), namespace("b")]))
+        self.assertFalse(store.replace("Namespace", [namespace("a"), namespace("b")]))
+        self.assertTrue(store.replace("Namespace", [namespace("b")]))
+        self.assertEqual([o["metadata"]["name"] for o in store.all_objects()], ["b"])
+
+    def test_events_add_modify_delete(self) -> None:
+        store = ObjectStore(KINDS)
+        store.replace("Service", [])
+        self.assertTrue(store.apply("Service", "ADDED", web_backend("a")[0]))
+        self.assertFalse(store.apply("Service", "MODIFIED", web_backend("a")[0]))
+        self.assertTrue(store.apply("Service", "DELETED", web_backend("a")[0]))
+        self.assertEqual(store.all_objects(), [])
+
+    def test_only_referenced_secrets_are_kept(self) -> None:
+        store = ObjectStore(KINDS)
+        store.replace("ConfigMap", [tenant_cm("a", keys_spec("keys"))])
+        store.update_references()
+        store.replace(
+            "Secret",
+            [secret("a", "keys", {"k": b"1"}), secret("a", "other"), secret("b", "keys")],
+        )
+        kept = [(o["metadata"]["namespace"], o["metadata"]["name"]) for o in store.all_objects()]
+        self.assertIn(("a", "keys"), kept)
+        self.assertNotIn(("a", "other"), kept)
+        self.assertNotIn(("b", "keys"), kept)
+        self.assertFalse(store.apply("Secret", "ADDED", secret("c", "unrelated")))
+
+    def test_unreferenced_secret_is_dropped_and_new_reference_asks_for_relist(self) -> None:
+        store = ObjectStore(KINDS)
+        store.replace("ConfigMap", [tenant_cm("a", keys_spec("keys"))])
+        self.assertTrue(store.update_references())
+        store.replace("Secret", [secret("a", "keys")])
+        store.replace("ConfigMap", [tenant_cm("a", simple_spec())])
+        self.assertFalse(store.update_references())
+        self.assertEqual(store.objects["Secret"], {})
+        store.replace("ConfigMap", [tenant_cm("a", keys_spec("new"))])
+        self.assertTrue(store.update_references())
+
+    def test_broken_config_keeps_the_secrets_of_its_last_good_config(self) -> None:
+        good = referenced_secrets([tenant_cm("a", keys_spec("keys"))], {})
+        self.assertEqual(good, {"a": frozenset({"keys"})})
+        broken = referenced_secrets([tenant_cm("a", text="routes: {")], good)
+        self.assertEqual(broken, good)
+
+    def test_default_certificate_secret_is_kept_from_any_namespace(self) -> None:
+        store = ObjectStore(KINDS, extra_secrets=[("ops", "default-tls")])
+        store.replace("Secret", [secret("ops", "default-tls"), secret("ops", "other")])
+        self.assertEqual(list(store.objects["Secret"]), [("ops", "default-tls")])
+
+
+class CoalescingTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.calls: list[list[Any]] = []
+        self.source = KubernetesSource(None, self.clock, self.calls.append)
+
+    def list_all_but(self, missing: str) -> None:
+        for kind in KINDS:
+            if kind != missing:
+                self.source.listed(kind, [])
+
+    def test_nothing_is_delivered_until_every_kind_is_listed(self) -> None:
+        self.list_all_but("EndpointSlice")
+        self.clock.advance(10)
+        self.assertEqual(self.calls, [])
+        self.assertFalse(self.source.synced)
+        self.source.listed("EndpointSlice", [])
+        self.clock.advance(self.source.coalesce_delay)
+        self.assertEqual(len(self.calls), 1)
+        self.assertTrue(self.source.synced)
+
+    def test_a_burst_of_events_is_one_rebuild(self) -> None:
+        self.list_all_but("")
+        self.clock.advance(1)
+        for i in range(200):
+            self.source.changed("Namespace", "ADDED", namespace(f"n{i}"))
+        self.clock.advance(self.source.coalesce_delay)
+        self.assertEqual(len(self.calls), 2)
+        self.assertEqual(len(self.calls[-1]), 200)
+
+    def test_an_event_that_changes_nothing_rebuilds_nothing(self) -> None:
+        self.list_all_but("")
+        self.source.changed("Namespace", "ADDED", namespace("a"))
+        self.clock.advance(1)
+        self.source.changed("Namespace", "MODIFIED", namespace("a"))
+        self.source.changed("Service", "DELETED", web_backend("a")[0])
+        self.clock.advance(1)
+        self.assertEqual(len(self.calls), 1)
+
+    def test_a_new_secret_reference_asks_the_secret_watcher_to_relist(self) -> None:
+        self.list_all_but("")
+        watcher = self.source.watchers["Secret"]
+        self.assertFalse(watcher.relist_requested.is_set())
+        self.source.changed("ConfigMap", "ADDED", tenant_cm("a", keys_spec("keys")))
+        self.assertTrue(watcher.relist_requested.is_set())
+        self.assertTrue(self.source._wants_secret(("a", "keys")))
+        self.assertFalse(self.source._wants_secret(("a", "other")))
+
+
+# --- end to end: threads, real HTTP, the official client ---------------------
+
+
+def tenant_namespace(name: str, annotations: dict[str, str] | None = None) -> Obj:
+    return namespace(name, annotations=annotations)
+
+
+class Cluster:
+    """A fake API server, a KubernetesSource on the real reactor, a pipeline."""
+
+    def __init__(
+        self, test: TestCase, selector: str = "", server: FakeAPIServer | None = None
+    ) -> None:
+        """With C{server}: a second gateway (a restart) on the same cluster."""
+        if server is None:
+            server = FakeAPIServer(bookmark_interval=0.2)
+            server.start()
+            test.addCleanup(server.stop)
+        self.server = server
+        directory = tempfile.mkdtemp()
+        test.addCleanup(lambda: os.rmdir(directory))
+        kubeconfig = self.server.write_kubeconfig(os.path.join(directory, "config"))
+        test.addCleanup(os.remove, kubeconfig)
+        self.api_client = api_client_from(kubeconfig, "fake")
+        self.gateway = gateway_on(reactor)
+        self.readiness = Readiness()
+        self.pipeline = ConfigPipeline(self.gateway, CompileOptions(), self.readiness)
+        self.source = KubernetesSource(
+            self.api_client,
+            reactor,
+            self.pipeline.objects_changed,
+            namespace_selector=selector,
+            backoff=(0.05, 0.2),
+        )
+
+    def start(self, test: TestCase) -> None:
+        self.source.startService()
+        test.addCleanup(self.stop)
+
+    def stop(self) -> None:
+        if self.source.running:
+            self.source.stopService()
+        for watcher in self.source.watchers.values():
+            watcher.thread.join(5)
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self.gateway.snapshot
+
+    def add_tenant(
+        self,
+        ns: str,
+        spec: Obj,
+        created: str = "2024-01-01T00:00:00Z",
+        annotations: dict[str, str] | None = None,
+    ) -> None:
+        self.server.create(tenant_namespace(ns, annotations))
+        self.server.create(tenant_cm(ns, spec, created=created))
+        for obj in web_backend(ns):
+            self.server.create(obj)
+
+
+def eventually(check: Callable[[], bool], timeout: float = 5.0) -> Deferred[None]:
+    """Fires once C{check()} holds; fails after C{timeout} seconds."""
+
+    @inlineCallbacks
+    def poll() -> Any:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not true within {timeout}s: {check.__doc__ or check}")
+            yield deferLater(reactor, 0.02, lambda: None)
+
+    result: Deferred[None] = poll()
+    return result
+
+
+class WatcherEndToEndTests(TestCase):
+    timeout = 30
+
+    def state(self, cluster: Cluster, ns: str) -> str | None:
+        status = cluster.snapshot.statuses.get(ns)
+        return status.state if status is not None else None
+
+    @inlineCallbacks
+    def test_first_sync_then_follows_changes_within_a_second(self) -> Any:
+        cluster = Cluster(self)
+        cluster.add_tenant(
+            "shop",
+            simple_spec("shop.example"),
+            annotations={"tenantgw.io/allowed-hosts": "shop.example"},
+        )
+        self.assertFalse(cluster.readiness.ready)
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        self.assertEqual(self.state(cluster, "shop"), STATE_ACCEPTED)
+        self.assertEqual(cluster.snapshot.tenant_for_host("shop.example").namespace, "shop")
+
+        started = time.monotonic()
+        cluster.add_tenant("blog", simple_spec())
+        yield eventually(lambda: self.state(cluster, "blog") == STATE_ACCEPTED, 1.0)
+        cluster.server.delete("ConfigMap", "blog", "tenant")
+        yield eventually(lambda: "blog" not in cluster.snapshot.statuses, 1.0)
+        self.assertLess(time.monotonic() - started, 2.0)
+
+    @inlineCallbacks
+    def test_not_ready_while_a_kind_cannot_be_listed(self) -> Any:
+        cluster = Cluster(self)
+        cluster.server.fail_paths.add("/apis/discovery.k8s.io/")
+        cluster.start(self)
+        yield eventually(lambda: cluster.source.store.synced >= {"Namespace", "ConfigMap"})
+        yield deferLater(reactor, 0.3, lambda: None)
+        self.assertFalse(cluster.readiness.ready)
+        cluster.server.fail_paths.clear()
+        yield eventually(lambda: cluster.readiness.ready)
+
+    @inlineCallbacks
+    def test_dropped_connections_and_outages_recover(self) -> Any:
+        cluster = Cluster(self)
+        cluster.add_tenant("shop", simple_spec())
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        yield eventually(lambda: cluster.server.open_watches() == len(KINDS))
+        cluster.server.fail_paths.add("/api")
+        cluster.server.drop_watches()
+        yield deferLater(reactor, 0.3, lambda: None)
+        # The last snapshot keeps serving through the outage.
+        self.assertEqual(self.state(cluster, "shop"), STATE_ACCEPTED)
+        cluster.server.fail_paths.clear()
+        cluster.add_tenant("blog", simple_spec())
+        yield eventually(lambda: self.state(cluster, "blog") == STATE_ACCEPTED)
+
+    @inlineCallbacks
+    def test_gone_relists_and_deletions_missed_meanwhile_disappear(self) -> Any:
+        cluster = Cluster(self)
+        cluster.add_tenant("shop", simple_spec())
+        cluster.add_tenant("blog", simple_spec())
+        for watcher in cluster.source.watchers.values():
+            watcher.page_size = 1  # every list is paged with continue tokens
+        cluster.start(self)
+        yield eventually(lambda: self.state(cluster, "blog") == STATE_ACCEPTED)
+        lists_before = cluster.source.watchers["ConfigMap"].lists
+        with cluster.server.atomically():
+            cluster.server.delete("ConfigMap", "blog", "tenant")
+            cluster.server.compact()
+        yield eventually(lambda: "blog" not in cluster.snapshot.statuses)
+        self.assertGreater(cluster.source.watchers["ConfigMap"].lists, lists_before)
+        self.assertEqual(self.state(cluster, "shop"), STATE_ACCEPTED)
+
+    @inlineCallbacks
+    def test_bookmarks_keep_quiet_watches_current(self) -> Any:
+        cluster = Cluster(self)
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        for i in range(3):
+            cluster.server.create(namespace(f"unrelated-{i}"))
+        # EndpointSlices saw no change, yet their watch moved past them.
+        yield eventually(lambda: cluster.server.open_watches() == len(KINDS))
+        yield deferLater(reactor, 0.5, lambda: None)
+        watches = [
+            q for m, q in cluster.server.requests if "endpointslices" in q and "watch=true" in q
+        ]
+        self.assertTrue(all("allowWatchBookmarks=true" in q for q in watches))
+
+    @inlineCallbacks
+    def test_namespace_selector_is_sent_to_the_api(self) -> Any:
+        cluster = Cluster(self, selector="team=a")
+        cluster.server.create(namespace("in", labels={"team": "a"}))
+        cluster.server.create(namespace("out", labels={"team": "b"}))
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        names = {k[1] for k in cluster.source.store.objects["Namespace"]}
+        self.assertEqual(names, {"in"})
+
+    @inlineCallbacks
+    def test_stop_does_not_hang(self) -> Any:
+        cluster = Cluster(self)
+        cluster.start(self)
+        yield eventually(lambda: cluster.server.open_watches() == len(KINDS))
+        started = time.monotonic()
+        cluster.stop()
+        self.assertLess(time.monotonic() - started, 2.0)
+        self.assertFalse(any(w.thread.is_alive() for w in cluster.source.watchers.values()))
+
+
+class IsolationThroughTheClusterTests(TestCase):
+    """The isolation rules of the contract, driven through the watcher."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def started(self) -> Any:
+        cluster = Cluster(self)
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        return cluster
+
+    @inlineCallbacks
+    def test_secrets_resolve_only_in_the_tenants_namespace(self) -> Any:
+        cluster = yield self.started()
+        cluster.server.create(namespace("other"))
+        cluster.server.create(secret("other", "keys", {"k": b"stolen"}))
+        for i in range(20):
+            cluster.server.create(secret("other", f"unrelated-{i}", {"k": b"x"}))
+        cluster.add_tenant("shop", keys_spec("keys"))
+        yield eventually(lambda: "shop" in cluster.snapshot.statuses)
+        status = cluster.snapshot.statuses["shop"]
+        self.assertIn("apiKeys.secretName: Secret 'keys' not found", "\n".join(status.messages))
+        # Memory does not grow with Secrets nobody references.
+        self.assertEqual(cluster.source.store.objects["Secret"], {})
+        cluster.server.create(secret("shop", "keys", {"k": b"mine"}))
+        yield eventually(lambda: not cluster.snapshot.statuses["shop"].messages)
+        self.assertEqual(list(cluster.source.store.objects["Secret"]), [("shop", "keys")])
+
+    @inlineCallbacks
+    def test_backends_resolve_only_in_the_tenants_namespace(self) -> Any:
+        cluster = yield self.started()
+        cluster.server.create(namespace("shop"))
+        cluster.server.create(tenant_cm("shop", simple_spec(service="web")))
+        cluster.server.create(namespace("other"))
+        for obj in web_backend("other"):
+            cluster.server.create(obj)
+        yield eventually(lambda: "shop" in cluster.snapshot.statuses)
+        self.assertIn("not found", "\n".join(cluster.snapshot.statuses["shop"].messages))
+
+    @inlineCallbacks
+    def test_hosts_outside_the_allowance_are_refused(self) -> Any:
+        cluster = yield self.started()
+        cluster.add_tenant(
+            "shop",
+            simple_spec("shop.example", "bank.example"),
+            annotations={"tenantgw.io/allowed-hosts": "shop.example"},
+        )
+        yield eventually(lambda: "shop" in cluster.snapshot.statuses)
+        status = cluster.snapshot.statuses["shop"]
+        self.assertEqual((status.state, status.serving), (STATE_REJECTED, False))
+        self.assertIn("hosts[1]: 'bank.example'", "\n".join(status.messages))
+        self.assertIsNone(cluster.snapshot.tenant_for_host("bank.example"))
+
+    @inlineCallbacks
+    def test_oldest_wins_a_host_and_the_next_claimant_takes_over(self) -> Any:
+        cluster = yield self.started()
+        allowed = {"tenantgw.io/allowed-hosts": "shared.example"}
+        # The younger tenant is created first: event order must not matter.
+        cluster.add_tenant("young", simple_spec("shared.example"), "2024-02-01T00:00:00Z", allowed)
+        cluster.add_tenant("old", simple_spec("shared.example"), "2024-01-01T00:00:00Z", allowed)
+        yield eventually(lambda: len(cluster.snapshot.statuses) == 2)
+        self.assertEqual(cluster.snapshot.statuses["old"].hosts, ("shared.example",))
+        self.assertEqual(cluster.snapshot.statuses["young"].state, STATE_HOST_CONFLICT)
+        # A restart sees everything in one list, not as events: same winner.
+        restarted = Cluster(self, server=cluster.server)
+        restarted.start(self)
+        yield eventually(lambda: restarted.readiness.ready)
+        self.assertEqual(restarted.snapshot.statuses, cluster.snapshot.statuses)
+        cluster.server.delete("ConfigMap", "old", "tenant")
+        yield eventually(
+            lambda: cluster.snapshot.statuses["young"].hosts == ("shared.example",), 1.0
+        )
+        self.assertEqual(cluster.snapshot.tenant_for_host("shared.example").namespace, "young")
+
+    @inlineCallbacks
+    def test_quotas_above_the_ceilings_are_clamped(self) -> Any:
+        cluster = yield self.started()
+        spec = {**simple_spec(), "quota": {"requestsPerSecond": 100}}
+        cluster.add_tenant("shop", spec, annotations={"tenantgw.io/max-requests-per-second": "50"})
+        yield eventually(lambda: "shop" in cluster.snapshot.statuses)
+        self.assertEqual(cluster.snapshot.statuses["shop"].state, STATE_CLAMPED)
+        rate = cluster.snapshot.tenants["shop"].quota.rate
+        self.assertIsNotNone(rate)
+        assert rate is not None
+        self.assertEqual(rate.requests_per_second, 50.0)
+
+    @inlineCallbacks
+    def test_rejected_update_keeps_serving_the_last_good_config(self) -> Any:
+        cluster = yield self.started()
+        cluster.add_tenant("shop", simple_spec())
+        yield eventually(lambda: "shop" in cluster.snapshot.statuses)
+        broken = tenant_cm("shop", text="routes: {")
+        cluster.server.update(broken)
+        yield eventually(lambda: cluster.snapshot.statuses["shop"].state == STATE_REJECTED)
+        self.assertTrue(cluster.snapshot.statuses["shop"].serving)
+        self.assertIn("shop", cluster.snapshot.tenants)
+
+    @inlineCallbacks
+    def test_a_secret_dropped_as_unreferenced_is_fetched_once_referenced(self) -> Any:
+        cluster = yield self.started()
+        cluster.add_tenant("shop", simple_spec())
+        cluster.server.create(secret("shop", "keys", {"k": b"mine"}))
+        yield eventually(lambda: cluster.snapshot.statuses.get("shop") is not None)
+        self.assertEqual(cluster.source.store.objects["Secret"], {})
+        cluster.server.update(tenant_cm("shop", keys_spec("keys")))
+        yield eventually(lambda: ("shop", "keys") in cluster.source.store.objects["Secret"])
+        yield eventually(
+            lambda: cluster.snapshot.tenants["shop"].access.api_key_digests is not None
+        )
+
+
+def readyz(services: Any) -> int:
+    """The status code /readyz answers, through the admin site's own resource tree."""
+    request = DummyRequest([b"readyz"])
+    resource = getChildForRequest(services.admin_site.resource, request)
+    resource.render(request)
+    return request.responseCode or 200
+
+
+class TwistdWiringTests(TestCase):
+    """C{--source kubernetes --kubeconfig K --context C} builds and runs the whole gateway."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_gateway_follows_the_cluster_and_posts_events(self) -> Any:
+        server = FakeAPIServer(bookmark_interval=0.2)
+        server.start()
+        self.addCleanup(server.stop)
+        directory = tempfile.mkdtemp()
+        kubeconfig = server.write_kubeconfig(os.path.join(directory, "config"), "ctx")
+        self.addCleanup(os.rmdir, directory)
+        self.addCleanup(os.remove, kubeconfig)
+        server.create(namespace("shop"))
+        server.create(tenant_cm("shop", simple_spec()))
+        options = Options()
+        options.parseOptions(
+            [
+                "--source=kubernetes",
+                f"--kubeconfig={kubeconfig}",
+                "--context=ctx",
+                "--http=tcp:0:interface=127.0.0.1",
+                "--https=tcp:0:interface=127.0.0.1",
+                "--admin=tcp:0:interface=127.0.0.1",
+            ]
+        )
+        services = build(options, reactor)
+        self.assertIsInstance(services.source, KubernetesSource)
+        self.assertEqual(readyz(services), 503)
+        services.startService()
+        self.addCleanup(services.stopService)
+        yield eventually(lambda: readyz(services) == 200)
+        yield eventually(lambda: len(server.objects("Event")) == 1)
+        self.assertEqual(server.objects("Event")[0]["reason"], "Accepted")
+
+
+class TrafficThroughChangesTests(TestCase):
+    """Requests keep succeeding while the cluster changes under them."""
+
+    timeout = 30
+
+    def close_upstream_connections(self, upstream: RecordingUpstream) -> Deferred[None]:
+        for protocol in list(upstream.protocols):
+            assert protocol.transport is not None
+            protocol.transport.loseConnection()
+        return deferLater(reactor, 0.05, lambda: None)
+
+    @inlineCallbacks
+    def test_no_request_is_dropped_while_configs_change(self) -> Any:
+        upstream = RecordingUpstream()
+        upstream_port = reactor.listenTCP(0, upstream, interface="127.0.0.1")
+        self.addCleanup(upstream_port.stopListening)
+        self.addCleanup(self.close_upstream_connections, upstream)
+        cluster = Cluster(self)
+        site = GatewaySite(cluster.gateway, reactor)
+        listening = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        allowed = {"tenantgw.io/allowed-hosts": "shop.example"}
+        cluster.server.create(namespace("shop", annotations=allowed))
+        cluster.server.create(tenant_cm("shop", simple_spec("shop.example")))
+        cluster.server.create(service("shop", "web", [{"port": 80}]))
+        cluster.server.create(
+            endpoint_slice(
+                "shop",
+                "web-1",
+                "web",
+                [{"port": upstream_port.getHost().port}],
+                [ready("127.0.0.1")],
+            )
+        )
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        pool = HTTPConnectionPool(reactor)
+        self.addCleanup(pool.closeCachedConnections)
+        url = f"http://127.0.0.1:{listening.getHost().port}/"
+        codes = []
+        for i in range(20):
+            spec = simple_spec("shop.example")
+            spec["routes"][0]["requestHeaders"] = {"set": {"x-generation": str(i)}}
+            cluster.server.update(tenant_cm("shop", spec))
+            response = yield treq.get(url, headers={"Host": "shop.example"}, pool=pool)
+            yield response.content()
+            codes.append(response.code)
+        self.assertEqual(codes, [200] * 20)
+        # And the last change does serve, within a second.
+        deadline = time.monotonic() + 1.0
+        while b"x-generation: 19" not in upstream.received.lower():
+            self.assertLess(time.monotonic(), deadline)
+            response = yield treq.get(url, headers={"Host": "shop.example"}, pool=pool)
+            yield response.content()
+            self.assertEqual(response.code, 200)
