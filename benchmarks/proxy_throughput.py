@@ -53,7 +53,7 @@ STOP_TIMEOUT = 10.0
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
-TARGET_KEYS = ("direct", "tenantgw", "rpr", "bare", "nginx", "haproxy")
+TARGET_KEYS = ("direct", "tenantgw", "tenantgw_log", "rpr", "bare", "nginx", "haproxy")
 
 
 class StartError(Exception):
@@ -648,7 +648,7 @@ def tenant_manifests(backend_port: int) -> str:
     )
 
 
-def start_tenantgw(ctx: Context) -> Started:
+def start_tenantgw(ctx: Context, access_log: bool = False) -> Started:
     """tenantgw under twistd, configured from a manifest directory.
 
     Readiness is ``/readyz`` answering 200 on the admin endpoint.
@@ -657,7 +657,7 @@ def start_tenantgw(ctx: Context) -> Started:
     src/ go on PYTHONPATH so the plugin is found without installing the package.
     """
     source = ctx.tmp / "tenants"
-    source.mkdir()
+    source.mkdir(exist_ok=True)
     (source / "bench.yaml").write_text(tenant_manifests(ctx.backend_port))
     port, admin, https = free_port(), free_port(), free_port()
     argv = [
@@ -675,6 +675,8 @@ def start_tenantgw(ctx: Context) -> Started:
         f"tcp:{https}:interface={HOST}",
         "--admin",
         f"tcp:{admin}:interface={HOST}",
+        "--access-log",
+        str(ctx.tmp / "access.log") if access_log else "off",
         *ctx.tenantgw_args,
     ]
     env = dict(os.environ)
@@ -702,7 +704,14 @@ class Target:
 
 
 TARGETS = [
+    # Like every peer here, without an access log: the same work for all.
     Target("tenantgw", "tenantgw", start_tenantgw),
+    # tenantgw's default: one JSON access-log line per request.
+    Target(
+        "tenantgw_log",
+        "tenantgw, JSON access log on",
+        lambda ctx: start_tenantgw(ctx, access_log=True),
+    ),
     Target(
         "rpr",
         "twisted ReverseProxyResource",

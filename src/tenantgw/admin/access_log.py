@@ -133,29 +133,60 @@ def line_of(
     """
     The JSON line, formatted by hand: C{json.dumps} of a dict costs several
     times more, and this runs for every request.  Every string that can carry
-    client data goes through the JSON string encoder.
+    client data goes through the JSON string encoder; the fields that repeat
+    from request to request (tenant, host, route, method; upstream, client)
+    are encoded once and reused.
     """
     host = request.requestHeaders.getRawHeaders(b"host")
+    where = (
+        request.tenant_namespace,
+        host[0] if host else b"",
+        request.route_name,
+        request.method,
+    )
+    middle = _WHERE.get(where)
+    if middle is None:
+        middle = _remember(
+            _WHERE,
+            where,
+            f'"tenant":{_string(where[0])},"host":{_string(where[1].decode("latin-1"))},'
+            f'"route":{_string(where[2])},"method":{_string(where[3].decode("latin-1"))}',
+        )
+    peers = (request.upstream, request.client_address)
+    tail = _PEERS.get(peers)
+    if tail is None:
+        tail = _remember(
+            _PEERS, peers, f'"upstream":{_string(peers[0])},"client":{_string(peers[1])}'
+        )
     return _LINE % (
         second,
         millisecond,
         _string(request.request_id.decode("latin-1")),
-        _string(request.tenant_namespace),
-        _string(host[0].decode("latin-1") if host else ""),
-        _string(request.route_name),
-        _string(request.method.decode("latin-1")),
+        middle,
         _string(request.path.decode("latin-1")),
         request.code,
         request.sentLength,
         duration * 1000,
-        _string(request.upstream),
-        _string(request.client_address),
+        tail,
         pid,
     )
 
 
+_FRAGMENTS_MAX = 10_000
+_WHERE: dict[tuple[str, bytes, str, bytes], str] = {}
+_PEERS: dict[tuple[str, str], str] = {}
+
+
+def _remember(cache: dict[Any, str], key: Any, fragment: str) -> str:
+    """Bounded by clearing: a flood of distinct hosts or clients cannot grow it."""
+    if len(cache) >= _FRAGMENTS_MAX:
+        cache.clear()
+    cache[key] = fragment
+    return fragment
+
+
 _string = json.encoder.encode_basestring_ascii
 _LINE = (
-    '{"time":"%s.%03dZ","request_id":%s,"tenant":%s,"host":%s,"route":%s,"method":%s,'
-    '"path":%s,"status":%d,"bytes":%d,"duration_ms":%.3f,"upstream":%s,"client":%s,"pid":%d}\n'
+    '{"time":"%s.%03dZ","request_id":%s,%s,'
+    '"path":%s,"status":%d,"bytes":%d,"duration_ms":%.3f,%s,"pid":%d}\n'
 )

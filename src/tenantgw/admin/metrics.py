@@ -13,13 +13,14 @@ gateways in one test process never share counters.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -103,6 +104,64 @@ class _ConnectionGauge(Collector):
         yield family
 
 
+class _RequestStats(Collector):
+    """
+    Request counts and latency buckets kept in plain dicts and lists, handed
+    to prometheus_client only at scrape time.  Everything runs on the reactor
+    thread, so there is nothing to lock; prometheus_client's own metrics take
+    a lock per sample and scan histogram buckets in Python, which on this path
+    costs more than the rest of the bookkeeping together.
+    """
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts: dict[tuple[str, str, bytes, int], int] = {}
+        # (tenant, route) -> [count per bucket..., +Inf bucket, sum]
+        self.latency: dict[tuple[str, str], list[float]] = {}
+
+    def record(
+        self, tenant: str, route: str, method: bytes, code_class: int, seconds: float
+    ) -> None:
+        key = (tenant, route, method, code_class)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        series = self.latency.get((tenant, route))
+        if series is None:
+            series = self.latency[(tenant, route)] = [0.0] * (len(self.bounds) + 2)
+        series[bisect_left(self.bounds, seconds)] += 1
+        series[-1] += seconds
+
+    def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
+        requests = CounterMetricFamily(
+            "tenantgw_requests",
+            "Requests answered, by tenant, route, method and status class",
+            labels=["tenant", "route", "method", "code"],
+        )
+        for (tenant, route, method, code_class), count in sorted(self.counts.items()):
+            requests.add_metric(
+                [tenant, route, method_label(method), status_class(code_class * 100)],
+                float(count),
+            )
+        yield requests
+        duration = HistogramMetricFamily(
+            "tenantgw_request_duration_seconds",
+            "Time from a request's headers to the end of its response",
+            labels=["tenant", "route"],
+        )
+        for (tenant, route), series in sorted(self.latency.items()):
+            cumulative = 0.0
+            buckets: list[tuple[str, float]] = []
+            for bound, in_bucket in zip((*self.bounds, float("inf")), series[:-1]):
+                cumulative += in_bucket
+                buckets.append((_bound_text(bound), cumulative))
+            duration.add_metric([tenant, route], buckets, series[-1])
+        yield duration
+
+
+def _bound_text(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
 class _CallbackCounter(Collector):
     def __init__(self, name: str, documentation: str, count: Callable[[], float]) -> None:
         self.name = name
@@ -137,19 +196,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
-        self.requests = Counter(
-            "tenantgw_requests",
-            "Requests answered, by tenant, route, method and status class",
-            ["tenant", "route", "method", "code"],
-            registry=registry,
-        )
-        self.duration = Histogram(
-            "tenantgw_request_duration_seconds",
-            "Time from a request's headers to the end of its response",
-            ["tenant", "route"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
+        self.request_stats = _RequestStats(LATENCY_BUCKETS)
+        registry.register(self.request_stats)
         self.upstream_errors = Counter(
             "tenantgw_upstream_errors",
             "Upstream failures: connect (refused, unreachable), timeout, reset",
@@ -184,7 +232,6 @@ class Metrics:
             "Requests started and not yet answered",
             registry=registry,
         )
-        self._children: dict[tuple[str, str, bytes, int], tuple[Any, Any]] = {}
         self._upstream_children: dict[tuple[str, str, str], Any] = {}
         self._previous = EMPTY_SNAPSHOT
         self._errors: dict[str, deque[dict[str, object]]] = {}
@@ -215,16 +262,7 @@ class Metrics:
         method = request.method
         if method not in METHODS:
             method = b"other"  # the cache key too must not grow with what clients send
-        key = (tenant, route, method, code // 100)
-        children = self._children.get(key)
-        if children is None:
-            children = (
-                self.requests.labels(tenant, route, method_label(method), status_class(code)),
-                self.duration.labels(tenant, route),
-            )
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(duration)
+        self.request_stats.record(tenant, route, method, code // 100, duration)
         error = request.upstream_error
         if error:
             self.upstream_error(tenant, route, error)

@@ -61,6 +61,30 @@ def address_allowed(address: IPAddress | None, access: CompiledAccess) -> bool:
     )
 
 
+class AddressVerdicts:
+    """
+    Whether each client address passes a fixed set of access scopes,
+    remembered: the same clients come back, and the answer cannot change
+    until the scopes do (a new snapshot builds a new one of these).
+    """
+
+    LIMIT = 16384
+
+    def __init__(self, scopes: Sequence[CompiledAccess]) -> None:
+        self.scopes = tuple(scope for scope in scopes if scope.checks_address)
+        self.verdicts: dict[str, bool] = {}
+
+    def allowed(self, client: str) -> bool:
+        verdict = self.verdicts.get(client)
+        if verdict is None:
+            address = parse_address(client)
+            verdict = all(address_allowed(address, scope) for scope in self.scopes)
+            if len(self.verdicts) >= self.LIMIT:
+                self.verdicts.clear()
+            self.verdicts[client] = verdict
+        return verdict
+
+
 def client_address(
     peer: str, forwarded_for: Sequence[bytes] | None, trusted: tuple[IPNetwork, ...]
 ) -> str:

@@ -12,6 +12,7 @@ namespace, so a reload does not hand anyone a fresh budget.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import random
 import re
@@ -32,12 +33,11 @@ from tenantgw.compile.snapshot import (
     CompiledTenant,
     Snapshot,
 )
-from tenantgw.config.model import IPNetwork, RateLimit, Redirect
+from tenantgw.config.model import LB_LEAST_REQUEST, IPNetwork, RateLimit, Redirect
 from tenantgw.dataplane.access import (
+    AddressVerdicts,
     CredentialChecker,
-    address_allowed,
     client_address,
-    parse_address,
 )
 from tenantgw.dataplane.balancing import (
     AFFINITY_COOKIE,
@@ -72,7 +72,8 @@ if TYPE_CHECKING:
     from tenantgw.admin.metrics import Metrics
 
 _log = Logger()
-_random_bits = random.Random().getrandbits
+_REQUEST_ID_PREFIX = b"%016x" % random.SystemRandom().getrandbits(64)
+_request_counter = itertools.count(random.SystemRandom().getrandbits(32))
 
 _REQUEST_ID = re.compile(rb"\A[A-Za-z0-9._:+=/-]{8,128}\Z")
 _HOST = re.compile(rb"\A[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\Z")
@@ -119,10 +120,11 @@ def normalize_host(raw: bytes) -> str | None:
 
 def new_request_id() -> bytes:
     """
-    128 random bits as hex.  Request ids must be unique, not secret, so the
-    Mersenne Twister serves and no system call is spent per request.
+    32 hex digits: 64 random bits drawn once per process, then a counter.
+    Request ids must be unique, not secret; this is unique across processes
+    and restarts without drawing random numbers for every request.
     """
-    return b"%032x" % _random_bits(128)
+    return b"%s%016x" % (_REQUEST_ID_PREFIX, next(_request_counter))
 
 
 def _rate_policy_headers(denial: Denial) -> list[tuple[bytes, bytes]]:
@@ -156,6 +158,7 @@ class RouteHandler:
         self.retry_attempts = route.retries.attempts
         self.access: tuple[CompiledAccess, ...] = compiled.access
         self.checks_address = any(a.checks_address for a in compiled.access)
+        self.address_verdicts = AddressVerdicts(compiled.access)
         self.checks_credentials = any(a.checks_credentials for a in compiled.access)
         self.timeout = route.timeout_seconds or tenant.gateway.upstream_timeout
         self.redirect: Redirect | None = route.redirect
@@ -210,6 +213,7 @@ class TenantHandler:
         self.per_client: RateLimit | None = quota.per_client
         self.max_concurrent = quota.max_concurrent_requests
         self.max_body = quota.max_request_body_bytes
+        self.address_verdicts = AddressVerdicts((compiled.access,))
         self.routes = tuple(
             (handler.matcher, handler)
             for handler in (RouteHandler(self, route) for route in compiled.routes)
@@ -237,12 +241,9 @@ class TenantHandler:
             respond(request, 404)
             return
         request.route_name = route.name
-        if route.checks_address:
-            address = parse_address(request.client_address)
-            for access in route.access:
-                if not address_allowed(address, access):
-                    respond(request, 403)
-                    return
+        if route.checks_address and not route.address_verdicts.allowed(request.client_address):
+            respond(request, 403)
+            return
         if route.checks_credentials:
             verdict = gateway.check_credentials(request, route.access)
             if isinstance(verdict, Deferred):
@@ -452,7 +453,8 @@ class TenantHandler:
             route.timeout,
             route.edit_response,
             done,
-            load=gateway.endpoint_load,
+            # Only LeastRequest reads in-flight counts: others need not keep them.
+            load=gateway.endpoint_load if picker.policy == LB_LEAST_REQUEST else None,
             retry=route.another_endpoint if route.retry_attempts else None,
             attempts=route.retry_attempts,
             extra_response_headers=(sticky_cookie or []) + cache_header,
@@ -610,9 +612,8 @@ class Gateway:
         elif host in compiled.https_hosts and compiled.spec.tls and compiled.spec.tls.http_redirect:
             self._redirect_to_https(request, host)
             return
-        access = compiled.access
-        if access.checks_address and not address_allowed(
-            parse_address(request.client_address), access
+        if compiled.access.checks_address and not tenant.address_verdicts.allowed(
+            request.client_address
         ):
             request.tenant_namespace = tenant.namespace
             respond(request, 403)

@@ -72,12 +72,14 @@ def upgrade_requested(request: GatewayRequest) -> bytes | None:
     request can be tunnelled: an HTTP/1.1 GET on a connection of our own
     (HTTP/2 has no Upgrade) without a body.
     """
-    if request.method != b"GET" or request.clientproto != b"HTTP/1.1" or request.multiplexed:
-        return None
     headers = request.requestHeaders
     upgrade = headers.getRawHeaders(b"upgrade")
+    if not upgrade:
+        return None  # nearly every request: one lookup and out
+    if request.method != b"GET" or request.clientproto != b"HTTP/1.1" or request.multiplexed:
+        return None
     connection = headers.getRawHeaders(b"connection")
-    if not upgrade or not connection or request.declared_length != 0:
+    if not connection or request.declared_length != 0:
         return None
     tokens = {t.strip().lower() for value in connection for t in value.split(b",")}
     return upgrade[0] if b"upgrade" in tokens else None
