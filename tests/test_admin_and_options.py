@@ -75,7 +75,6 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options["admin"], "tcp:9090:interface=127.0.0.1")
         self.assertEqual(options["redis-failure"], "open")
         self.assertEqual(options["source_dir"], "/tmp/x")
-        self.assertEqual(options.not_yet_effective(), [])
 
     def certificate_files(self, names: tuple[str, ...] = ("gw.example",)) -> tuple[str, str]:
         directory = self.mktemp()
@@ -111,12 +110,10 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(len(options["trusted"]), 2)
         self.assertEqual(options["replicas"], 3)
         self.assertEqual(options["workers"], 2)
-        self.assertEqual(options.not_yet_effective(), [])
 
     def test_kubernetes_source_is_accepted(self) -> None:
         options = self.parse("--source=kubernetes", "--kubeconfig=/k", "--context=c")
         self.assertEqual(options["source"], "kubernetes")
-        self.assertEqual(options.not_yet_effective(), [])
 
     def test_bad_values_are_refused_with_the_option_named(self) -> None:
         for args, named in (
@@ -151,21 +148,22 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertIn("go together", str(error))
 
-    def test_unbuilt_options_are_warned_about_at_start(self) -> None:
-        events: list[dict[str, Any]] = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
-        options = self.parse(
-            "--source=dir:/nonexistent",
-            "--http=tcp:0",
-            "--admin=tcp:0",
-            "--workers=2",
-        )
-        services = build(options, _ReactorWithThreads())
-        services.startService()
-        self.addCleanup(services.stopService)
-        warned = {
-            e.get("name") for e in events if e.get("log_level") == LogLevel.warn and "name" in e
-        }
-        # Every contract option is built now: nothing to warn about.
-        self.assertEqual(warned, set())
+    def test_self_signed_default_certificate_is_warned_about_at_start(self) -> None:
+        cert, key = self.certificate_files()
+        for extra, expected in (((), 1), ((f"--default-cert={cert}", f"--default-key={key}"), 0)):
+            events: list[dict[str, Any]] = []
+            globalLogPublisher.addObserver(events.append)
+            self.addCleanup(globalLogPublisher.removeObserver, events.append)
+            options = self.parse(
+                "--source=dir:/nonexistent", "--http=tcp:0", "--admin=tcp:0", *extra
+            )
+            services = build(options, _ReactorWithThreads())
+            services.startService()
+            self.addCleanup(services.stopService)
+            warned = [
+                e
+                for e in events
+                if e.get("log_level") == LogLevel.warn
+                and "self-signed" in (e.get("log_format") or "")
+            ]
+            self.assertEqual(len(warned), expected, extra)

@@ -376,12 +376,15 @@ class RedisGatewayTests(TestCase):
         self.redis.start()
         yield until(lambda: shared.healthy and len(shared.factory.pool) == POOL_SIZE)
         answered_before = len(codes)
-        failures = shared.failures
-        yield until(lambda: len(codes) >= answered_before + 20)
+        fallback_before = shared.fallback_admitted
+        yield until(lambda: len(codes) >= answered_before + 40)
         running[0] = False
         yield gatherResults(clients)
         self.assertEqual(set(codes), {200})
-        self.assertLess(slowest[0], 0.5)
-        # Everything after the restart was decided by Redis again.  (The
-        # keys themselves expire within milliseconds at this rate.)
-        self.assertEqual(shared.failures, failures)
+        # Never stalled: Redis calls time out after 50 ms; a second allows for
+        # a loaded CI machine without hiding a stall on the network timeout.
+        self.assertLess(slowest[0], 1.0)
+        # Decisions went back to Redis on their own: of the 40 requests after
+        # the restart, at most a few fell back (one 50 ms timeout can trip
+        # when the machine is busy), not the steady stream of the outage.
+        self.assertLessEqual(shared.fallback_admitted - fallback_before, 4)

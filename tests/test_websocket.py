@@ -9,7 +9,9 @@ import socket
 import threading
 from typing import Any
 
+from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from websockets.exceptions import ConnectionClosed
@@ -116,3 +118,19 @@ class WebSocketTests(TestCase):
         )
         reply = yield raw_exchange(self.gateway.port, request)
         self.assertFalse(reply.startswith(b"HTTP/1.1 101"), reply)
+
+    @inlineCallbacks
+    def test_open_tunnel_is_in_flight_until_closed(self) -> Any:
+        """What a drain waits for (up to --drain-timeout): open tunnels count."""
+        gateway = self.gateway.gateway
+        ws = yield deferToThread(self.client)
+        self.assertEqual(
+            (yield deferToThread(lambda: (ws.send("hi"), ws.recv(timeout=5))[1])), "hi"
+        )
+        self.assertEqual(gateway.requests_open, 1)
+        yield deferToThread(ws.close)
+        for _ in range(100):
+            if gateway.requests_open == 0:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        self.assertEqual(gateway.requests_open, 0)

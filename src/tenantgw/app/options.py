@@ -25,10 +25,6 @@ IN_CLUSTER = "KUBERNETES_SERVICE_HOST" in os.environ
 
 TLS_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
-# Option name -> what it will do once built.  Checked against the values
-# given, so the warning names only options the operator actually set.
-NOT_YET_EFFECTIVE: dict[str, str] = {}
-
 
 def _positive_float(text: str) -> float:
     value = float(text)
@@ -167,15 +163,6 @@ class Options(usage.Options):
         base_domain = self["base-domain"]
         if base_domain is not None:
             self["base-domain"] = base_domain.strip(".").lower() or None
-
-    def not_yet_effective(self) -> list[tuple[str, str]]:
-        """Options set to something other than their default whose feature is not built."""
-        result = []
-        for name, feature in NOT_YET_EFFECTIVE.items():
-            default = next(p[2] for p in self.optParameters if p[0] == name)
-            if self[name] != default:
-                result.append((name, feature))
-        return result
 
 
 def parse_cidrs(text: str) -> tuple[IPNetwork, ...]:

@@ -70,12 +70,6 @@ class _StartupWarnings(Service):
 
     def startService(self) -> None:
         super().startService()
-        for name, feature in self.options.not_yet_effective():
-            _log.warn(
-                "--{name} is set but has no effect yet: {feature} is not built in this release",
-                name=name,
-                feature=feature,
-            )
         if self.options["default-cert"] is None:
             _log.warn(
                 "no --default-cert: HTTPS handshakes that name no tenant's host get a"

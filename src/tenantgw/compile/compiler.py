@@ -169,7 +169,7 @@ def _index(
 
 
 @functools.lru_cache(maxsize=8192)
-def _parse_cached(text: str) -> TenantSpec | tuple[FieldError, ...]:
+def parse_cached(text: str) -> TenantSpec | tuple[FieldError, ...]:
     """Parsing is pure, so an unchanged tenant.yaml is parsed once per process."""
     try:
         return parse_tenant_yaml(text)
@@ -454,7 +454,7 @@ def _candidate(
     if not isinstance(text, str):
         errors.append(f"data.{TENANT_KEY}: required key missing")
     else:
-        parsed = _parse_cached(text)
+        parsed = parse_cached(text)
         generation = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
         if isinstance(parsed, TenantSpec):
             spec = parsed

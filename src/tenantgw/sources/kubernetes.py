@@ -40,8 +40,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from tenantgw.compile.compiler import TENANT_KEY, TENANT_LABEL
-from tenantgw.compile.compiler import _parse_cached as parse_cached
+from tenantgw.compile.compiler import TENANT_KEY, TENANT_LABEL, parse_cached
 from tenantgw.config.model import Access, TenantSpec
 from tenantgw.sources.directory import KubeObject, ObjectsCallback
 
