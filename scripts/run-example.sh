@@ -122,7 +122,7 @@ resolve=(--resolve "shop.example.com:$HTTP_PORT:127.0.0.1" --resolve "blog.$BASE
 show curl -sS -i "${resolve[@]}" "http://shop.example.com:$HTTP_PORT/"
 show curl -sS -i "${resolve[@]}" "http://blog.$BASE_DOMAIN:$HTTP_PORT/"
 show curl -sS -i -H "Host: unknown.example.org" "http://127.0.0.1:$HTTP_PORT/"
-printf '\nAdmin: http://127.0.0.1:%s/api/tenants (tenant status), /readyz, /healthz\n' "$ADMIN_PORT"
+printf '\nAdmin: http://127.0.0.1:%s/ (dashboard), /api/tenants, /metrics, /readyz, /healthz\n' "$ADMIN_PORT"
 
 if $once; then
     exit 0
