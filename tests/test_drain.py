@@ -20,7 +20,14 @@ from twisted.web.client import Agent, readBody
 
 from tenantgw.admin.resource import Readiness
 from tenantgw.app.drain import DrainService
-from tests.dataplane_support import Upstream, dump, tenant_objects
+from tests.dataplane_support import (
+    GatewayUnderTest,
+    Upstream,
+    dump,
+    raw_exchange,
+    snapshot_of,
+    tenant_objects,
+)
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory
 
 IN_FLIGHT = 5
@@ -141,3 +148,30 @@ class DrainServiceTests(SynchronousTestCase):
         self.assertNoResult(finished)
         clock.advance(0.2)
         self.successResultOf(finished)
+
+
+class DrainingResponsesTests(TestCase):
+    """While draining, keep-alive clients are told to go (and are let go)."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_responses_close_their_connection_once_draining(self) -> Any:
+        upstream = Upstream("web")
+        self.addCleanup(upstream.stop)
+        tenant = {
+            "hosts": ["t.example"],
+            "routes": [{"name": "all", "backends": [{"service": "web", "port": 80}]}],
+        }
+        gateway = GatewayUnderTest(
+            snapshot_of(tenant_objects("team", dump(tenant), {"web": [upstream.number]}))
+        )
+        self.addCleanup(gateway.stop)
+        request = b"GET / HTTP/1.1\r\nHost: t.example\r\n\r\n"
+        kept = yield raw_exchange(gateway.port, request, close_after=True)
+        self.assertNotIn(b"connection: close", kept.lower())
+        gateway.gateway.start_draining()
+        # Without close_after: this only returns once the server closes.
+        closed = yield raw_exchange(gateway.port, request)
+        self.assertTrue(closed.startswith(b"HTTP/1.1 200 "), closed)
+        self.assertIn(b"connection: close", closed.lower())

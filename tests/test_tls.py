@@ -321,10 +321,21 @@ class HandshakeTests(TestCase):
         default = load_certificate(*self_signed(("default.invalid",)))
         from twisted.internet.ssl import TLSVersion
 
-        strict = SNIContexts(lambda: self.gateway.gateway.snapshot, default, TLSVersion.TLSv1_3)
+        outcomes: list[str] = []
+        strict = SNIContexts(
+            lambda: self.gateway.gateway.snapshot,
+            default,
+            TLSVersion.TLSv1_3,
+            handshake=outcomes.append,
+        )
         factory = TLSMemoryBIOFactory(strict.options, False, self.gateway.site)
         self.https = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(self.https.stopListening)
         yield self.assertFailure(self.connect("a.example", SSL.TLS1_2_VERSION), Exception)
-        _, names = yield self.connect("a.example")
+        client, names = yield self.connect("a.example")
         self.assertEqual(names, ["a.example"])
+        # A response means the server has finished its side of the handshake
+        # too (in TLS 1.3 the client finishes first).
+        yield client.request("a.example")
+        # Handshake outcomes, as /metrics counts them.
+        self.assertEqual(outcomes, ["failed", "ok"])

@@ -227,6 +227,12 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self.tls_handshakes = Counter(
+            "tenantgw_tls_handshakes",
+            "TLS handshakes on the HTTPS listener by outcome: ok, failed (a fatal TLS alert)",
+            ["outcome"],
+            registry=registry,
+        )
         self.requests_in_flight = Gauge(
             "tenantgw_requests_in_flight",
             "Requests started and not yet answered",
@@ -297,6 +303,9 @@ class Metrics:
 
     def tls_selected(self, outcome: str) -> None:
         self.tls_certificate_selections.labels(outcome).inc()
+
+    def tls_handshake(self, outcome: str) -> None:
+        self.tls_handshakes.labels(outcome).inc()
 
     def upstream_error(self, tenant: str, route: str, kind: str) -> None:
         key = (tenant, route, kind)

@@ -41,6 +41,7 @@ class DrainService(MultiService):
         clock: IReactorTime,
         timeout: float,
         drained: Callable[[], object] = lambda: None,
+        began: Callable[[], object] = lambda: None,
     ) -> None:
         super().__init__()
         self.readiness = readiness
@@ -48,9 +49,11 @@ class DrainService(MultiService):
         self.clock = clock
         self.timeout = timeout
         self.drained = drained
+        self.began = began
 
     def stopService(self) -> Deferred[None]:
         self.readiness.draining = True
+        self.began()
         deadline = self.clock.seconds() + self.timeout
         _log.info(
             "draining: {count} requests in flight, up to {timeout}s",

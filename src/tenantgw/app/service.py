@@ -157,6 +157,7 @@ class GatewayServices(MultiService):
             reactor,
             options["drain-timeout"],
             drained=self._drained,
+            began=self.gateway.start_draining,
         )
 
         _StartupWarnings(options).setServiceParent(self)
@@ -179,6 +180,7 @@ class GatewayServices(MultiService):
             options["default_certificate"],
             TLS_VERSIONS[options["tls-min-version"]],
             self.metrics.tls_selected,
+            self.metrics.tls_handshake,
         )
         self.gateway.https_redirect_port = options["https-redirect-port"]
         https_factory = _proxied(

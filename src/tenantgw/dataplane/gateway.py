@@ -555,10 +555,19 @@ class Gateway:
         self.applied = 0
         # Requests routed and not yet logged: what a drain waits for.
         self.requests_open = 0
+        self.draining = False
         self.metrics: Metrics | None = None
         self.access_log: AccessLog | None = None
         # The port clients reach the HTTPS listener on, for HTTP -> HTTPS redirects.
         self.https_redirect_port = 443
+
+    def start_draining(self) -> None:
+        """
+        From now on every HTTP/1.1 response carries Connection: close and
+        its connection ends after it, so keep-alive clients move to another
+        replica instead of being cut when this one exits.
+        """
+        self.draining = True
 
     def stop(self) -> None:
         """Stops the timers that outlive requests: health probes and the pool's sweeper."""
@@ -577,6 +586,9 @@ class Gateway:
 
     def handle(self, request: GatewayRequest) -> None:
         table = self.table
+        if self.draining and not request.multiplexed:  # HTTP/2 has no Connection header
+            request.gateway_channel.persistent = False
+            request.responseHeaders.setRawHeaders(b"connection", [b"close"])
         supplied = request.requestHeaders.getRawHeaders(b"x-request-id")
         request.request_id = (
             supplied[0] if supplied and _REQUEST_ID.match(supplied[0]) else new_request_id()

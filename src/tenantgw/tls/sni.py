@@ -63,13 +63,36 @@ class SNIContexts:
         default: ServingCertificate,
         minimum: TLSVersion = TLSVersion.TLSv1_2,
         selected: Callable[[str], object] = lambda outcome: None,
+        handshake: Callable[[str], object] | None = None,
     ) -> None:
         # Told, per handshake, which certificate SNI chose (for metrics).
         self._selected = selected
         self._snapshot = snapshot
         self._minimum = minimum
         self._contexts: dict[str, SSL.Context] = {}
+        self._info: Callable[[SSL.Connection, int, int], None] | None = None
         self.options = certificate_options(default, minimum, self.context_for)
+        if handshake is not None:
+            self._watch_handshakes(handshake)
+
+    def _watch_handshakes(self, report: Callable[[str], object]) -> None:
+        """
+        Reports each handshake's outcome: "ok" when it completes, "failed"
+        on a fatal alert, sent or received.  The callback is
+        OpenSSL's info callback, set on the listener's context and on every
+        tenant context: after SNI switches a connection to a tenant's
+        context, OpenSSL asks that context's callback.
+        """
+        fatal = 2  # the alert level, in the high byte of C{ret}
+
+        def info(connection: SSL.Connection, where: int, ret: int) -> None:
+            if where & SSL.SSL_CB_HANDSHAKE_DONE:
+                report("ok")
+            elif where & SSL.SSL_CB_ALERT and ret >> 8 == fatal:
+                report("failed")
+
+        self._info = info
+        self.options.getContext().set_info_callback(info)
 
     def context_for(self, server_name: bytes | None) -> SSL.Context | None:
         """
@@ -99,5 +122,7 @@ class SNIContexts:
                 live = {c.fingerprint for c in snapshot.certificates.values()}
                 self._contexts = {f: c for f, c in self._contexts.items() if f in live}
             context = certificate_options(certificate, self._minimum).getContext()
+            if self._info is not None:
+                context.set_info_callback(self._info)
             self._contexts[certificate.fingerprint] = context
         return context
