@@ -76,7 +76,8 @@ class DashboardInBrowserTests(TestCase):
         return out.decode("utf-8")
 
     @inlineCallbacks
-    def test_page_shows_tenants_and_follows_a_change(self) -> Any:
+    def example_gateway(self) -> Any:
+        """A real gateway on a copy of the example tenants, admin on TCP for the browser."""
         tenants = os.path.abspath(self.mktemp())
         shutil.copytree(os.path.join(EXAMPLES, "tenants"), tenants)
         workdir = self.mktemp()
@@ -84,6 +85,20 @@ class DashboardInBrowserTests(TestCase):
         gateway = GatewayProcess(workdir, tenants, admin_port=free_tcp_port())
         self.addCleanup(gateway.stop)
         yield gateway.wait_ready()
+        return tenants, gateway
+
+    def rename_site_route(self, tenants: str) -> None:
+        """The tenant's change the page must follow: route "site" becomes "storefront"."""
+        path = os.path.join(tenants, "shop.yaml")
+        with open(path) as f:
+            shop = f.read()
+        self.assertIn("- name: site\n", shop)
+        with open(path, "w") as f:
+            f.write(shop.replace("- name: site\n", "- name: storefront\n"))
+
+    @inlineCallbacks
+    def test_page_shows_tenants_and_follows_a_change(self) -> Any:
+        tenants, gateway = yield self.example_gateway()
         url = gateway.admin_url("/").decode()
 
         dom = yield self.dump_dom(url)
@@ -95,12 +110,7 @@ class DashboardInBrowserTests(TestCase):
         self.assertNotIn("storefront", dom)
 
         # The tenant renames a route; the page shows it once the gateway applies it.
-        path = os.path.join(tenants, "shop.yaml")
-        with open(path) as f:
-            text = f.read()
-        self.assertIn("- name: site\n", text)
-        with open(path, "w") as f:
-            f.write(text.replace("- name: site\n", "- name: storefront\n"))
+        self.rename_site_route(tenants)
         for _ in range(100):
             response = yield gateway.admin_agent().request(
                 b"GET", gateway.admin_url("/api/tenants")
@@ -122,24 +132,14 @@ class DashboardInBrowserTests(TestCase):
         One page stays open (driven over the Chrome DevTools Protocol) while a
         tenant changes: its own polling must bring the change in.
         """
-        tenants = os.path.abspath(self.mktemp())
-        shutil.copytree(os.path.join(EXAMPLES, "tenants"), tenants)
-        workdir = self.mktemp()
-        os.makedirs(workdir)
-        gateway = GatewayProcess(workdir, tenants, admin_port=free_tcp_port())
-        self.addCleanup(gateway.stop)
-        yield gateway.wait_ready()
+        tenants, gateway = yield self.example_gateway()
         browser = DevToolsBrowser(self.mktemp())
         self.addCleanup(browser.close)
         yield deferToThread(browser.open, gateway.admin_url("/").decode())
         text = yield deferToThread(browser.wait_for_text, "2 tenants, 2 serving", 20)
         self.assertIn("shop.example.com", text)
         self.assertNotIn("storefront", text)
-        path = os.path.join(tenants, "shop.yaml")
-        with open(path) as f:
-            shop = f.read()
-        with open(path, "w") as f:
-            f.write(shop.replace("- name: site\n", "- name: storefront\n"))
+        self.rename_site_route(tenants)
         text = yield deferToThread(browser.wait_for_text, "storefront", 20)
         self.assertIn("storefront", text)
         self.assertEqual(browser.navigations, 1, "the page was not reloaded")

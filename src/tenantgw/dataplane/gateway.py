@@ -328,8 +328,7 @@ class TenantHandler:
                 return
             denial = gateway.limiter.try_acquire(buckets)
             if denial is not None:
-                if entered:
-                    gateway.in_flight.leave(namespace)
+                self._release_slot(entered)
                 respond(request, 429, _rate_policy_headers(denial))
                 return
         self._forward(request, route, host, path, query, entered)
@@ -344,20 +343,23 @@ class TenantHandler:
         query: bytes,
         entered: bool,
     ) -> None:
+        if request.finished or request.channel is None or decision is not None:
+            # Refused, or the client left while Redis decided: no exchange
+            # will release the concurrency slot, so it is released here.
+            self._release_slot(entered)
         if request.finished or request.channel is None:
-            # The client left while Redis decided.
-            if entered:
-                self.gateway.in_flight.leave(self.namespace)
             return
         if decision is not None:
-            if entered:
-                self.gateway.in_flight.leave(self.namespace)
             if isinstance(decision, Denial):
                 respond(request, 429, _rate_policy_headers(decision))
             else:
                 respond(request, 503, [(b"retry-after", b"1")])
             return
         self._forward(request, route, host, path, query, entered)
+
+    def _release_slot(self, entered: bool) -> None:
+        if entered:
+            self.gateway.in_flight.leave(self.namespace)
 
     def _forward(
         self,
