@@ -22,7 +22,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
-from twisted.web.http import _GenericHTTPChannelProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
@@ -65,6 +64,7 @@ from tenantgw.dataplane.quota_redis import connect as connect_redis
 from tenantgw.dataplane.request import GatewayRequest
 from tenantgw.dataplane.responses import respond
 from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
+from tenantgw.http2.negotiate import NegotiatingProtocol
 from tenantgw.tls.upstream import UpstreamTrust
 
 if TYPE_CHECKING:
@@ -804,18 +804,13 @@ class GatewaySite(Site):
 class MultiplexingGatewaySite(GatewaySite):
     """
     The site behind the HTTPS listener: each connection speaks HTTP/2 or
-    HTTP/1.1 as ALPN decides (twisted.web's generic channel switches), and
-    HTTP/1.1 is the hardened L{GatewayChannel}.  The plain listener keeps the
-    channel unwrapped: without TLS there is no ALPN, and the wrapper would
-    only add a layer to every read.
+    HTTP/1.1 as ALPN decides (L{NegotiatingProtocol}): HTTP/2 is our own
+    L{tenantgw.http2.server.H2ServerConnection}, HTTP/1.1 the hardened
+    L{GatewayChannel}.  The plain listener keeps the channel unwrapped:
+    without TLS there is no ALPN, and the wrapper would only add a layer.
     """
 
-    def buildProtocol(self, addr: object) -> _GenericHTTPChannelProtocol:
-        wrapper = _GenericHTTPChannelProtocol(self._channel())
-        # What HTTPFactory and Site set on a channel, set through the wrapper.
-        wrapper.factory = self
-        wrapper.requestFactory = self.requestFactory
-        wrapper.site = self
-        wrapper.callLater = self.reactor.callLater
-        wrapper.timeOut = self.timeOut
-        return wrapper
+    def buildProtocol(self, addr: object) -> NegotiatingProtocol:  # type: ignore[override]
+        return NegotiatingProtocol(
+            self, self.reactor, lambda: GatewaySite.buildProtocol(self, addr)
+        )

@@ -62,8 +62,9 @@ class GatewayRequest(server.Request):
         self._early_body: list[bytes] = []
         self._early_bytes = 0
         self._client_paused = False
-        # An HTTP/2 stream (twisted.web's H2Stream) rather than a connection of
-        # our own: framing, flow control and aborts go through the stream.
+        # An HTTP/2 stream (tenantgw.http2.server.H2Stream) rather than a
+        # connection of our own: framing, flow control and aborts go through
+        # the stream, which dispatches like the HTTP/1.1 channel does.
         self.multiplexed = hasattr(channel, "streamID")
 
     # -- channel callbacks --------------------------------------------------------
@@ -71,18 +72,6 @@ class GatewayRequest(server.Request):
     def gotLength(self, length: int | None) -> None:
         self.declared_length = length
         self.content = None
-        if self.multiplexed and length != 0:
-            # An HTTP/2 stream calls requestReceived only at the end of the
-            # body; routing it now lets the body stream.  On the next turn,
-            # because the stream is still being constructed here.
-            clock = self.gateway_channel.site.gateway.clock
-            clock.callLater(0, self._dispatch_stream)
-
-    def _dispatch_stream(self) -> None:
-        if self.dispatched or self.finished or self.channel is None:
-            return
-        stream: Any = self.channel
-        self.headersReceived(stream.command, stream.path, b"HTTP/2")
 
     def headersReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         """The headers of a request with a body are in: route it now."""
@@ -211,12 +200,7 @@ class GatewayRequest(server.Request):
     @property
     def server_name(self) -> str | None:
         """The TLS SNI name of the connection this request came on, if any."""
-        if not self.multiplexed:
-            return self.gateway_channel.server_name
-        transport = getattr(cast(Any, self.channel)._conn, "transport", None)
-        get_handle = getattr(transport, "getHandle", None)
-        raw = get_handle().get_servername() if get_handle is not None else None
-        return raw.decode("ascii", "replace").lower().rstrip(".") if raw else None
+        return self.gateway_channel.server_name  # an HTTP/2 stream has one too
 
     def start_response(self, code: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         """
@@ -230,11 +214,14 @@ class GatewayRequest(server.Request):
         when the length is unknown, nothing for HEAD and bodiless statuses.
         """
         if self.multiplexed:
-            # HTTP/2 frames its own headers: hand them to twisted.web.
-            self.setResponseCode(code, reason)
-            for name, value in headers:
-                self.responseHeaders.addRawHeader(name, value)
-            self.write(b"")
+            # HTTP/2 frames its own headers: the stream sends them as they are.
+            self.code = code
+            self.code_message = reason
+            self.startedWriting = 1
+            extra = [(n, v) for n, vs in self.responseHeaders.getAllRawHeaders() for v in vs]
+            cast(Any, self.channel).write_head(code, headers + extra if extra else headers)
+            if self.method == b"HEAD" or code in NO_BODY_CODES:
+                self.write = _discard  # type: ignore[method-assign]
             return
         self.code = code
         self.code_message = reason
