@@ -2,6 +2,7 @@
 # Development install of tenantgw into a virtualenv (default: .venv).
 #
 #   bash scripts/dev-install.sh [VENV_DIR]
+#   bash scripts/dev-install.sh --check [VENV_DIR]   # only check that twistd lists tenantgw
 #
 # Idempotent: creates the venv if needed, (re)installs tenantgw in editable mode
 # with the test and dev extras, and makes the twistd dropin visible.
@@ -25,8 +26,40 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+check_only=false
+if [[ "${1:-}" == "--check" ]]; then
+    check_only=true
+    shift
+fi
 VENV="${1:-$ROOT/.venv}"
+[[ "$VENV" == /* ]] || VENV="$PWD/$VENV"
 EXTRAS="${EXTRAS-test,dev}"
+
+# Does `twistd --help` list tenantgw?  The output is captured whole first and
+# searched afterwards: piping twistd into `grep -q` under pipefail fails at
+# random, because grep exits at the first match and twistd's next write (with
+# PYTHONUNBUFFERED=1, print() writes the text and its newline separately)
+# gets EPIPE, so twistd exits 1 and pipefail reports the pipeline as failed.
+# Run from / so that a tenantgw/ or twisted/ in the current directory cannot
+# be what twistd finds.
+plugin_listed() {
+    local venv="$1" help_text
+    if ! help_text="$(cd / && "$venv/bin/twistd" --help 2>&1)"; then
+        printf 'dev-install: %s/bin/twistd --help failed:\n%s\n' "$venv" "$help_text" >&2
+        return 1
+    fi
+    # No -q: grep reads all of its input, and it comes from a variable.
+    grep -E '^\s+tenantgw\s' >/dev/null <<<"$help_text"
+}
+
+if $check_only; then
+    if ! plugin_listed "$VENV"; then
+        echo "dev-install: twistd --help does not list tenantgw" >&2
+        exit 1
+    fi
+    echo "dev-install: twistd in $VENV lists tenantgw"
+    exit 0
+fi
 
 is_ok_python() {
     "$1" -c 'import sys; sys.exit(sys.version_info < (3, 10))' >/dev/null 2>&1
@@ -68,7 +101,7 @@ echo "$DROPIN_DIR" > "$SITE/tenantgw-dropin.pth"
 
 # Refresh the dropin cache and check that twistd sees the plugin.
 "$PY" -c 'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
-if ! (cd / && "$VENV/bin/twistd" --help) | grep -qE '^\s+tenantgw\s'; then
+if ! plugin_listed "$VENV"; then
     echo "dev-install: twistd --help does not list tenantgw" >&2
     exit 1
 fi

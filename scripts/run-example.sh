@@ -42,11 +42,14 @@ EXTRAS="" bash "$ROOT/scripts/dev-install.sh" "$VENV"
 # --- stop a previous run ---------------------------------------------------
 mkdir -p "$RUN"
 stop_pidfile() {
-    local pidfile="$1" pid
+    local pidfile="$1" pid cmdline
     [[ -f "$pidfile" ]] || return 0
     pid="$(cat "$pidfile" 2>/dev/null || true)"
+    # The command line is read into a variable, then matched: `tr | grep -q`
+    # under pipefail fails whenever grep exits before tr's last write.
+    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
     if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
-        tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE 'twistd|http\.server'; then
+        [[ "$cmdline" =~ twistd|http\.server ]]; then
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do
             kill -0 "$pid" 2>/dev/null || break

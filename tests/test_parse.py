@@ -692,11 +692,47 @@ class BackendTests(ParseTestCase):
 
 
 class RouteNameTests(ParseTestCase):
-    def test_name_required(self) -> None:
+    def names(self, routes: list[dict[str, Any]]) -> list[str]:
+        return [route.name for route in parse_tenant_document({"routes": routes}).routes]
+
+    def test_name_is_optional_and_derived_from_the_position(self) -> None:
+        """Contract section 4: every field but backends (or redirect) is optional."""
+        backend = {"backends": [{"service": "a", "port": 1}]}
+        redirect = {"redirect": {"scheme": "https"}}
+        self.assertEqual(
+            self.names([backend, dict(backend, name="api"), redirect, backend]),
+            ["route-0", "api", "route-2", "route-3"],
+        )
+
+    def test_derived_names_are_stable_across_reloads(self) -> None:
+        text = "routes:\n- backends: [{service: a, port: 1}]\n- redirect: {scheme: https}\n"
+        first = parse_tenant_yaml(text)
+        again = [parse_tenant_yaml(text) for _ in range(3)]
+        self.assertEqual({spec.routes for spec in again}, {first.routes})
+        self.assertEqual([r.name for r in first.routes], ["route-0", "route-1"])
+
+    def test_derived_names_never_take_a_given_name(self) -> None:
+        backend = {"backends": [{"service": "a", "port": 1}]}
+        self.assertEqual(
+            self.names([backend, dict(backend, name="route-0"), dict(backend, name="route-0-2")]),
+            ["route-0-3", "route-0", "route-0-2"],
+        )
+        # Also when the given name comes later in the file than the route it would clash with.
+        self.assertEqual(
+            self.names([backend, backend, dict(backend, name="route-1")]),
+            ["route-0", "route-1-2", "route-1"],
+        )
+
+    def test_explicit_null_name_is_derived(self) -> None:
+        self.assertEqual(
+            self.names([{"name": None, "backends": [{"service": "a", "port": 1}]}]), ["route-0"]
+        )
+
+    def test_errors_of_unnamed_routes_still_name_the_field_path(self) -> None:
         self.assertRejected(
-            {"routes": [{"backends": [{"service": "a", "port": 1}]}]},
-            "routes[0].name",
-            "required field is missing",
+            {"routes": [{"backends": [{"service": "a", "port": "x y"}]}]},
+            "routes[0].backends[0].port",
+            "must be a port number or a port name",
         )
 
     def test_name_must_be_dns_label(self) -> None:

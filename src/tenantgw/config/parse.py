@@ -49,6 +49,10 @@ no C{//}, no encoded slash); a redirect must change something (else it
 loops) and excludes C{rewrite}; a header or query match may not name the
 same parameter twice (the route could never match); a value written where
 a string is expected must be a string (YAML reads C{yes} as true).
+
+A route without a C{name} is named C{route-<index>} after its position in
+C{routes} (see L{_default_route_name}); given names must be unique DNS-1123
+labels.
 """
 
 from __future__ import annotations
@@ -61,7 +65,7 @@ from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import yaml
-from attrs import define
+from attrs import define, evolve
 from yaml.nodes import MappingNode
 
 from tenantgw.config import names
@@ -692,27 +696,52 @@ def _parse_secret_ref(section: _Section) -> SecretRef:
 
 def _parse_routes(top: _Section) -> tuple[Route, ...]:
     c = top.checker
-    routes = []
+    routes: list[tuple[int, Route, bool]] = []  # (position, route, name given)
     first_seen: dict[str, str] = {}
-    for path, raw in top.items("routes", MAX_ROUTES):
+    for position, (path, raw) in enumerate(top.items("routes", MAX_ROUTES)):
         section = c.mapping(raw, path, ROUTE_FIELDS)
         if section is None:
             continue
         route = _parse_route(section)
-        if route.name in first_seen:
+        named = section.has("name")
+        if named and route.name in first_seen:
             c.fail(
                 section.at("name"),
                 f"duplicate route name {route.name!r} (first at {first_seen[route.name]})",
             )
-        elif route.name:
+        elif named and route.name:
             first_seen[route.name] = path
-        routes.append(route)
-    return tuple(routes)
+        routes.append((position, route, named))
+    return tuple(
+        route if named else evolve(route, name=_default_route_name(position, first_seen))
+        for position, route, named in routes
+    )
+
+
+def _default_route_name(position: int, taken: Mapping[str, str]) -> str:
+    """
+    The name of a route that declares none: C{route-<position>}, its index in
+    C{routes} (C{routes[2]} is C{route-2}), so status messages, metrics labels
+    and Redis keys name it the same way on every reload of the same file.
+    Should the tenant have given that very name to another route, C{-2},
+    C{-3}, ... is appended until the name is free: names stay unique within
+    the tenant, and depend on the file alone.  Inserting a route renames the
+    unnamed ones after it; routes whose metrics or quota matter should be
+    named.
+    """
+    name = f"route-{position}"
+    suffix = 2
+    candidate = name
+    while candidate in taken:
+        candidate = f"{name}-{suffix}"
+        suffix += 1
+    return candidate
 
 
 def _parse_route(route: _Section) -> Route:
     c = route.checker
-    name = route.string("name", names.validate_dns1123_label, required=True)
+    # Optional (contract section 4); _parse_routes names the unnamed.
+    name = route.string("name", names.validate_dns1123_label)
     match_section = route.section("match", MATCH_FIELDS)
     match = _parse_match(match_section) if match_section is not None else RouteMatch()
 
