@@ -12,7 +12,7 @@ from typing import Any
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import Clock, deferLater
@@ -22,7 +22,9 @@ from twisted.web.client import HTTPConnectionPool
 from tenantgw.config.model import RateLimit
 from tenantgw.dataplane.limits import Bucket, Denial, RateLimiter
 from tenantgw.dataplane.quota_redis import (
+    HEARTBEAT_SHA,
     POOL_SIZE,
+    REPLICAS_KEY,
     UNAVAILABLE,
     RedisQuota,
     connect,
@@ -82,11 +84,106 @@ class _Connection:
 
     def __init__(self) -> None:
         self.calls: list[tuple[list[str], list[str], Deferred[Any]]] = []
+        self.heartbeats: list[tuple[list[str], list[str], Deferred[Any]]] = []
 
     def evalsha(self, sha: str, keys: list[str], args: list[str]) -> Deferred[Any]:
         d: Deferred[Any] = Deferred()
-        self.calls.append((keys, args, d))
+        (self.heartbeats if sha == HEARTBEAT_SHA else self.calls).append((keys, args, d))
         return d
+
+
+class HeartbeatTests(SynchronousTestCase):
+    """The replica count, with a clock driving time and the test answering for Redis."""
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.connection = _Connection()
+        self.factory = SimpleNamespace(pool=[self.connection], disconnect=lambda: None)
+        self.quota = RedisQuota(
+            self.factory, self.clock, RateLimiter(self.clock), replicas=1, member="pod-a:1:x"
+        )
+
+    def answer(self, count: int) -> None:
+        self.connection.heartbeats[-1][2].callback(count)
+
+    def fallback_burst(self, burst: int = 12) -> int:
+        """How many of a fresh tenant's burst the open fallback admits here."""
+        bucket = Bucket(("tenant", f"t{self.clock.seconds()}"), RateLimit(0.001, burst), "tenant")
+        return sum(self.quota._without_redis([bucket], "test") is None for _ in range(burst))
+
+    def test_beats_every_five_seconds_and_counts(self) -> None:
+        self.quota.start_heartbeat()
+        self.clock.advance(0)
+        [(keys, args, _)] = self.connection.heartbeats
+        self.assertEqual((keys, args), ([REPLICAS_KEY], ["pod-a:1:x", "15.0", "1"]))
+        self.assertEqual(self.quota.replicas, 1)
+        self.answer(3)
+        self.assertEqual((self.quota.counted_replicas, self.quota.replicas), (3, 3))
+        self.assertEqual(self.fallback_burst(12), 4)
+        self.clock.advance(4.9)
+        self.assertEqual(len(self.connection.heartbeats), 1)
+        self.clock.advance(0.1)
+        self.assertEqual(len(self.connection.heartbeats), 2)
+        self.answer(2)
+        self.assertEqual(self.quota.replicas, 2)
+        self.assertEqual(self.fallback_burst(12), 6)
+
+    def test_waits_for_a_connection_then_beats(self) -> None:
+        self.factory.pool = []
+        self.quota.start_heartbeat()
+        self.clock.advance(0)
+        self.clock.advance(0.5)
+        self.assertEqual(self.connection.heartbeats, [])
+        self.factory.pool = [self.connection]
+        self.clock.advance(0.5)  # retried every 0.5 s until the pool has a connection
+        self.assertEqual(len(self.connection.heartbeats), 1)
+
+    def test_last_count_kept_while_redis_cannot_answer(self) -> None:
+        self.quota.start_heartbeat()
+        self.clock.advance(0)
+        self.answer(4)
+        self.clock.advance(5)
+        self.connection.heartbeats[-1][2].errback(ConnectionError("lost"))
+        self.assertEqual(self.quota.replicas, 4)
+        self.factory.pool = []  # Redis gone
+        self.clock.advance(5)
+        self.clock.advance(5)
+        self.assertEqual(self.quota.replicas, 4)
+        self.assertEqual(self.fallback_burst(12), 3)
+        # A hung Redis: the heartbeat gives up after a second, the count stays.
+        self.factory.pool = [self.connection]
+        self.clock.advance(5)
+        self.clock.advance(1)
+        self.assertEqual(self.quota.replicas, 4)
+        self.clock.advance(5)
+        self.answer(1)
+        self.assertEqual(self.quota.replicas, 1)
+
+    def test_replicas_option_is_a_floor(self) -> None:
+        self.quota.replica_floor = 3
+        self.quota.start_heartbeat()
+        self.clock.advance(0)
+        self.answer(2)
+        self.assertEqual(self.quota.replicas, 3)
+        self.clock.advance(5)
+        self.answer(5)
+        self.assertEqual(self.quota.replicas, 5)
+
+    def test_stop_leaves_the_count_and_stops_beating(self) -> None:
+        disconnected = []
+        self.factory.disconnect = lambda: disconnected.append(True) or succeed(None)
+        self.quota.start_heartbeat()
+        self.clock.advance(0)
+        self.answer(2)
+        stopped = self.quota.stop()
+        [_, (_, args, d)] = self.connection.heartbeats
+        self.assertEqual(args, ["pod-a:1:x", "15.0", "0"])
+        self.assertEqual(disconnected, [])
+        d.callback(1)
+        self.successResultOf(stopped)
+        self.assertEqual(disconnected, [True])
+        self.clock.advance(60)
+        self.assertEqual(len(self.connection.heartbeats), 2)
 
 
 class BatchingTests(SynchronousTestCase):

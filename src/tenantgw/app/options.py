@@ -58,7 +58,7 @@ class Options(usage.Options):
         ["default-cert-secret", None, None, "NS/NAME of a TLS Secret for the default cert"],
         ["redis", None, None, "redis://host:port/db for quotas shared across replicas"],
         ["redis-failure", None, "open", "open | closed: what quotas do when Redis fails"],
-        ["replicas", None, "1", "gateway replicas sharing --redis; open failure: limits / N"],
+        ["replicas", None, "1", "floor of the gateway count kept in --redis by heartbeats"],
         ["trusted-proxies", None, "", "CIDR[,CIDR] whose X-Forwarded-For is believed"],
         ["workers", None, "1", "processes sharing the listening sockets"],
         ["upstream-timeout", None, "60", "seconds a route waits for its upstream by default"],

@@ -17,20 +17,35 @@ whose limits are divided by the number of replicas (so together the
 replicas stay near the budget), counting what it lets through; "closed"
 answers 503.  Connections are re-established by txredisapi's reconnecting
 pool in the background.
+
+The number of replicas is counted, not configured: every gateway process
+sends a heartbeat to the same Redis every 5 s (L{HEARTBEAT_SCRIPT}: one
+sorted set, C{tenantgw:replicas}, each process a member scored with the
+moment it expires, 15 s ahead on Redis's clock; expired members are dropped
+and the rest counted in the same script run).  The last count is kept, so
+while Redis is down the fallback divides by the number of replicas there
+were when it was last reachable; C{--replicas} is a floor, used before any
+count (and whenever the count is lower).  A process that stops cleanly
+leaves the set at once; one that dies is dropped once its 15 s are up.  The
+count is of processes, so C{--workers} are counted too: each worker is a
+gateway with its own fallback limiter.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import os
+import secrets
+import socket
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from attrs import frozen
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.endpoints import HostnameEndpoint, UNIXClientEndpoint
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -110,6 +125,38 @@ return table.concat(result, ' ')
 """
 GCRA_SHA = hashlib.sha1(GCRA_SCRIPT).hexdigest()
 
+# Replica heartbeats.  KEYS[1]: the sorted set of live gateway processes.
+# ARGV: this process's member name, the TTL in seconds, "1" to stay in the
+# set or "0" to leave it.  Scores are expiry times on Redis's clock (TIME),
+# so the replicas' own clocks never matter.  The key itself expires with the
+# last member, so nothing is left behind when every gateway is gone.
+# Returns the number of live members.
+REPLICAS_KEY = "tenantgw:replicas"
+HEARTBEAT_INTERVAL = 5.0
+HEARTBEAT_TTL = 15.0
+# Until the first heartbeat succeeds (the pool still connecting), retry soon.
+HEARTBEAT_RETRY = 0.5
+HEARTBEAT_TIMEOUT = 1.0
+HEARTBEAT_SCRIPT = b"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f', now))
+if ARGV[3] == '1' then
+  redis.call('ZADD', KEYS[1], string.format('%.6f', now + ttl), ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+redis.call('PEXPIRE', KEYS[1], math.ceil(ttl * 1000))
+return redis.call('ZCARD', KEYS[1])
+"""
+HEARTBEAT_SHA = hashlib.sha1(HEARTBEAT_SCRIPT).hexdigest()
+
+
+def instance_id() -> str:
+    """This process among the replicas: pod (host) name, pid, and a random part for restarts."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
 
 @frozen
 class QuotaUnavailable:
@@ -171,11 +218,23 @@ class RedisQuota:
         replicas: int = 1,
         fail_open: bool = True,
         timeout: float = DEFAULT_TIMEOUT,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
+        heartbeat_ttl: float = HEARTBEAT_TTL,
+        member: str | None = None,
     ) -> None:
         self.factory = factory
         self.clock = clock
         self.fallback = fallback
-        self.replicas = replicas
+        # --replicas: the floor of the count, and the count until Redis gives one.
+        self.replica_floor = replicas
+        # The live gateway processes Redis last counted (None: never counted).
+        self.counted_replicas: int | None = None
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_ttl = heartbeat_ttl
+        self.member = member or instance_id()
+        self._beat_call: IDelayedCall | None = None
+        self._beating = False
+        self._heartbeat_failing = False
         self.fail_open = fail_open
         self.timeout = timeout
         self._scaled: dict[RateLimit, RateLimit] = {}
@@ -186,6 +245,82 @@ class RedisQuota:
         # open failure mode admitted without it.
         self.failures = 0
         self.fallback_admitted = 0
+
+    @property
+    def replicas(self) -> int:
+        """What the open failure mode divides every limit by."""
+        return max(self.replica_floor, self.counted_replicas or 0)
+
+    # --- replica heartbeats ---------------------------------------------------
+
+    def start_heartbeat(self) -> None:
+        """Beat now (or as soon as a connection is up), then every interval."""
+        self._beating = True
+        self._schedule(0)
+
+    def _schedule(self, delay: float) -> None:
+        if self._beating:
+            self._beat_call = self.clock.callLater(delay, self._beat)
+
+    def _beat(self) -> None:
+        self._beat_call = None
+        if not self.factory.pool:
+            # Not connected (yet, or any more): keep the last count.
+            retry = self.heartbeat_interval if self.counted_replicas else HEARTBEAT_RETRY
+            self._schedule(min(retry, self.heartbeat_interval))
+            return
+        d = self._heartbeat_call(stay=True)
+        d.addCallbacks(self._counted, self._beat_failed)
+        d.addBoth(lambda _: self._schedule(self.heartbeat_interval))
+
+    def _heartbeat_call(self, *, stay: bool) -> Deferred[Any]:
+        connection = self.factory.pool[self._next % len(self.factory.pool)]
+        self._next += 1
+        keys = [REPLICAS_KEY]
+        args = [self.member, repr(float(self.heartbeat_ttl)), "1" if stay else "0"]
+        try:
+            d: Deferred[Any] = connection.evalsha(HEARTBEAT_SHA, keys, args)
+        except Exception as e:  # the connection died in this very turn
+            return fail(e)
+        d.addErrback(self._send_whole, connection, HEARTBEAT_SCRIPT, keys, args)
+        d.addTimeout(HEARTBEAT_TIMEOUT, self.clock)
+        return d
+
+    def _counted(self, reply: Any) -> None:
+        try:
+            count = int(reply)
+        except (TypeError, ValueError):
+            self._beat_failed(Failure(ValueError(f"unexpected reply {reply!r:.100}")))
+            return
+        if self._heartbeat_failing:
+            self._heartbeat_failing = False
+            _log.info("Redis counts replicas again")
+        if count != self.counted_replicas:
+            _log.info(
+                "{count} gateway process(es) share Redis: with Redis down, each admits"
+                " 1/{replicas} of every limit",
+                count=count,
+                replicas=max(self.replica_floor, count),
+            )
+            self.counted_replicas = count
+            self._scaled.clear()
+
+    def _beat_failed(self, failure: Failure) -> None:
+        if not self._heartbeat_failing:
+            self._heartbeat_failing = True
+            _log.warn(
+                "replica heartbeat failed ({why}); keeping the last count ({count})",
+                why=failure.getErrorMessage() or repr(failure.value),
+                count=self.counted_replicas,
+            )
+
+    def _stop_heartbeat(self) -> None:
+        self._beating = False
+        if self._beat_call is not None and self._beat_call.active():
+            self._beat_call.cancel()
+        self._beat_call = None
+
+    # --- decisions ------------------------------------------------------------
 
     def decide(self, buckets: Sequence[Bucket]) -> Deferred[Decision]:
         """
@@ -236,18 +371,19 @@ class RedisQuota:
         except Exception:  # the connection died in this very turn
             self._fail_batch(batch, "connection lost")
             return
-        d.addErrback(self._load_script, connection, keys, args)
+        d.addErrback(self._send_whole, connection, GCRA_SCRIPT, keys, args)
         d.addTimeout(self.timeout, self.clock)
         d.addCallbacks(self._answered, self._failed, callbackArgs=(batch,), errbackArgs=(batch,))
 
-    def _load_script(
-        self, failure: Failure, connection: Any, keys: list[str], args: list[str]
+    @staticmethod
+    def _send_whole(
+        failure: Failure, connection: Any, script: bytes, keys: list[str], args: list[str]
     ) -> Any:
         """NOSCRIPT (a restarted or flushed Redis): the script did not run, so send it whole."""
         from txredisapi import ScriptDoesNotExist
 
         failure.trap(ScriptDoesNotExist)
-        return connection.eval(GCRA_SCRIPT, keys, args)
+        return connection.eval(script, keys, args)
 
     def _answered(self, reply: Any, batch: Batch) -> None:
         try:
@@ -316,6 +452,21 @@ class RedisQuota:
         return scaled
 
     def stop(self) -> Deferred[Any]:
+        """
+        Leave the replica count (so the others' share grows now rather than
+        in 15 s), then close the connections.  Leaving is best effort: a
+        Redis that cannot be reached is not waited for beyond one timeout.
+        """
+        was_beating = self._beating
+        self._stop_heartbeat()
+        if not (was_beating and self.factory.pool):
+            return self._disconnect()
+        d = self._heartbeat_call(stay=False)
+        d.addErrback(lambda _: None)
+        d.addCallback(lambda _: self._disconnect())
+        return d
+
+    def _disconnect(self) -> Deferred[Any]:
         result: Deferred[Any] = self.factory.disconnect()
         return result
 
@@ -327,8 +478,14 @@ def connect(
     replicas: int = 1,
     fail_open: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
+    heartbeat_interval: float = HEARTBEAT_INTERVAL,
+    heartbeat_ttl: float = HEARTBEAT_TTL,
 ) -> RedisQuota:
-    """A L{RedisQuota} whose pool starts connecting now and reconnects forever."""
+    """
+    A L{RedisQuota} whose pool starts connecting now and reconnects forever,
+    and whose replica heartbeat starts with it.  C{replicas} is the floor of
+    the replica count.
+    """
     # txredisapi imports the global reactor: imported only once Redis is used,
     # so that parsing options (which checks the URL) installs no reactor.
     import txredisapi
@@ -351,4 +508,15 @@ def connect(
     else:
         endpoint = HostnameEndpoint(reactor, where[1], where[2], timeout=1)
     factory.startConnecting(endpoint)
-    return RedisQuota(factory, reactor, fallback, replicas, fail_open, timeout)
+    quota = RedisQuota(
+        factory,
+        reactor,
+        fallback,
+        replicas,
+        fail_open,
+        timeout,
+        heartbeat_interval=heartbeat_interval,
+        heartbeat_ttl=heartbeat_ttl,
+    )
+    quota.start_heartbeat()
+    return quota
