@@ -47,9 +47,11 @@ stop_pidfile() {
     pid="$(cat "$pidfile" 2>/dev/null || true)"
     # The command line is read into a variable, then matched: `tr | grep -q`
     # under pipefail fails whenever grep exits before tr's last write.
-    cmdline="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null || true)"
-    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null &&
-        [[ "$cmdline" =~ twistd|http\.server ]]; then
+    cmdline=""
+    if [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null; then
+        cmdline="$( (tr '\0' ' ' <"/proc/$pid/cmdline") 2>/dev/null || true)"
+    fi
+    if [[ "$cmdline" =~ twistd|http\.server ]]; then
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do
             kill -0 "$pid" 2>/dev/null || break
