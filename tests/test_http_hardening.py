@@ -591,6 +591,8 @@ class HeaderDeadlineTests(_MemoryHarness, SynchronousTestCase):
         self.assertFalse(self.transport.disconnecting)
 
     def test_slow_body_is_not_a_header_timeout(self) -> None:
+        """The body has its own idle timeout (--body-timeout), longer here."""
+        self.gateway.body_timeout = DEADLINE * 3
         self.send(CHUNKED + b"1\r\na\r\n")
         self.reactor.advance(DEADLINE * 2)
         self.assertEqual(self.transport.value(), b"")

@@ -174,7 +174,12 @@ class ForwardingTests(ProxyTestCase):
         _, seen = yield self.get_json(gateway, "/public/../admin/x")
         self.assertEqual(seen["upstream"], "admin")
         self.assertEqual(seen["uri"], "/admin/x")
-        response = yield self.request(gateway, "/public/%2e%2e/admin")
+        # An encoded dot is an unreserved character: decoded, then resolved
+        # like the plain form (tenantgw.wire.paths), as Envoy's normalize_path.
+        _, seen = yield self.get_json(gateway, "/public/%2e%2e/admin/x")
+        self.assertEqual(seen["upstream"], "admin")
+        self.assertEqual(seen["uri"], "/admin/x")
+        response = yield self.request(gateway, "/public/..%2fadmin")
         self.assertEqual(response.code, 400)
         yield response.content()
 

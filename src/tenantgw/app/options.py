@@ -20,6 +20,8 @@ from tenantgw.config.model import IPNetwork
 from tenantgw.tls.certificates import CertificateProblem
 from tenantgw.tls.default import default_certificate
 from tenantgw.tls.upstream import UpstreamTrust
+from tenantgw.wire.fields import UNDERSCORE_ACTIONS
+from tenantgw.wire.paths import ESCAPED_SLASH_ACTIONS, PathPolicy
 
 IN_CLUSTER = "KUBERNETES_SERVICE_HOST" in os.environ
 
@@ -42,6 +44,7 @@ class Options(usage.Options):
 
     optFlags = [
         ["proxy-protocol", None, "listeners expect a PROXY header from --trusted-proxies"],
+        ["keep-slashes", None, "do not merge runs of slashes in request paths (//a -> /a)"],
     ]
 
     optParameters = [
@@ -69,6 +72,25 @@ class Options(usage.Options):
         ["upstream-ca", None, None, "CA bundle (PEM) trusted for TLS to upstreams"],
         ["access-log", None, "stdout", "stdout | off | PATH: one JSON line per request"],
         ["drain-timeout", None, "30", "seconds in-flight requests get to finish on SIGTERM"],
+        ["body-timeout", None, "15", "seconds a request body may stall before a 408 (0: never)"],
+        [
+            "escaped-slashes",
+            None,
+            "reject",
+            "reject | keep | unescape: what %2F and %5C in a request path get",
+        ],
+        [
+            "headers-with-underscores",
+            None,
+            "drop",
+            "drop | reject | allow: request fields whose name contains _",
+        ],
+        [
+            "max-pending-connects",
+            None,
+            "64",
+            "upstream connections one tenant may be dialling at once; others wait",
+        ],
         ["inherited-listeners", None, "", "internal: NAME=FD,... sockets a --workers parent bound"],
     ]
 
@@ -129,6 +151,29 @@ class Options(usage.Options):
                 self[name] = _positive_float(self[name])
             except ValueError:
                 raise usage.UsageError(f"--{name} must be a number > 0") from None
+        try:
+            self["body-timeout"] = float(self["body-timeout"])
+            if not self["body-timeout"] >= 0:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError("--body-timeout must be a number >= 0") from None
+        if self["escaped-slashes"] not in ESCAPED_SLASH_ACTIONS:
+            raise usage.UsageError(
+                "--escaped-slashes must be one of " + ", ".join(ESCAPED_SLASH_ACTIONS)
+            )
+        if self["headers-with-underscores"] not in UNDERSCORE_ACTIONS:
+            raise usage.UsageError(
+                "--headers-with-underscores must be one of " + ", ".join(UNDERSCORE_ACTIONS)
+            )
+        self["path_policy"] = PathPolicy(
+            merge_slashes=not self["keep-slashes"], escaped_slashes=self["escaped-slashes"]
+        )
+        try:
+            self["max-pending-connects"] = int(self["max-pending-connects"])
+            if self["max-pending-connects"] < 1:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError("--max-pending-connects must be a whole number >= 1") from None
         try:
             port = int(self["https-redirect-port"])
             if not 0 < port < 65536:

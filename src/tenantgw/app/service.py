@@ -93,9 +93,16 @@ class GatewayServices(MultiService):
             replicas=options["replicas"],
         )
         self.pool = self.gateway.pool
-        self.site = GatewaySite(self.gateway, reactor, header_deadline=options["header-timeout"])
+        self.pool.max_pending_connects = options["max-pending-connects"]
+        self.gateway.path_policy = options["path_policy"]
+        self.gateway.body_timeout = options["body-timeout"]
+        header_deadline = options["header-timeout"]
+        underscores = options["headers-with-underscores"]
+        self.site = GatewaySite(
+            self.gateway, reactor, header_deadline=header_deadline, underscores=underscores
+        )
         self.tls_site = MultiplexingGatewaySite(
-            self.gateway, reactor, header_deadline=options["header-timeout"]
+            self.gateway, reactor, header_deadline=header_deadline, underscores=underscores
         )
         self.pipeline = ConfigPipeline(
             self.gateway,

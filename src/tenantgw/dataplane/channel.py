@@ -42,6 +42,7 @@ from twisted.web import http
 from twisted.web._abnf import _istoken
 
 from tenantgw.dataplane.transport import StreamTransport, stream_of
+from tenantgw.wire.fields import UNDERSCORES_DROP, UNDERSCORES_REJECT, valid_field_value
 
 if TYPE_CHECKING:
     from tenantgw.dataplane.gateway import GatewaySite
@@ -258,7 +259,7 @@ class GatewayChannel(http.HTTPChannel):
             if field is None:
                 return False
             name = field.group(1)
-            if name.lower() in _FRAMING_FIELDS:
+            if name.lower() in _FRAMING_FIELDS or b"_" in name:
                 return False
             fields.append((name, field.group(2).strip(b" \t")))
         self.resetTimeout()
@@ -342,6 +343,17 @@ class GatewayChannel(http.HTTPChannel):
             if self._header_lines > MAX_HEADER_COUNT or self._header_bytes > MAX_HEADER_BYTES:
                 self.refuse(431)
                 return
+            name, _, value = line.partition(b":")
+            if not valid_field_value(value):
+                self.refuse(400)
+                return
+            if b"_" in name:
+                action = self.site.underscores
+                if action == UNDERSCORES_REJECT:
+                    self.refuse(400)
+                    return
+                if action == UNDERSCORES_DROP:
+                    return
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:

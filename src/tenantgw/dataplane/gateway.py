@@ -16,6 +16,7 @@ import itertools
 import math
 import random
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -57,8 +58,8 @@ from tenantgw.dataplane.channel import GatewayChannel
 from tenantgw.dataplane.deadlines import Deadlines
 from tenantgw.dataplane.health import ActiveChecks, EndpointHealth, ProbeTarget
 from tenantgw.dataplane.limits import Bucket, Denial, InFlight, RateLimiter
-from tenantgw.dataplane.matching import Matcher, first_match, normalize_path
-from tenantgw.dataplane.proxy import Exchange
+from tenantgw.dataplane.matching import Matcher, first_match
+from tenantgw.dataplane.proxy import Exchange, upgrade_requested
 from tenantgw.dataplane.quota_redis import Decision, RedisQuota
 from tenantgw.dataplane.quota_redis import connect as connect_redis
 from tenantgw.dataplane.request import GatewayRequest
@@ -66,6 +67,8 @@ from tenantgw.dataplane.responses import respond
 from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
 from tenantgw.http2.negotiate import NegotiatingProtocol
 from tenantgw.tls.upstream import UpstreamTrust
+from tenantgw.wire.fields import HOP_BY_HOP, UNDERSCORES_DROP, connection_options
+from tenantgw.wire.paths import DEFAULT_POLICY, PathPolicy, normalize_path, valid_query
 
 if TYPE_CHECKING:
     from tenantgw.admin.access_log import AccessLog
@@ -78,6 +81,7 @@ _request_counter = itertools.count(random.SystemRandom().getrandbits(32))
 _REQUEST_ID = re.compile(rb"\A[A-Za-z0-9._:+=/-]{8,128}\Z")
 _HOST = re.compile(rb"\A[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\Z")
 DEFAULT_UPSTREAM_TIMEOUT = 60.0
+DEFAULT_BODY_TIMEOUT = 15.0
 
 
 def host_of(request: GatewayRequest) -> str | None:
@@ -85,20 +89,28 @@ def host_of(request: GatewayRequest) -> str | None:
     The lower-cased host name the request is for, without port or trailing
     dot; L{None} when it is not a well-formed name (which is a 400: no
     tenant's rules should be consulted for a Host we cannot parse).
+
+    An absolute-form target (RFC 9112 section 3.2.2) names the authority
+    itself.  A Host field that names another host is refused rather than
+    overridden: routing by one name and forwarding the other is how a
+    request chosen by one tenant's rules reaches another tenant's backend.
+    The target's authority becomes the one Host that is forwarded.
     """
     target = request.path
+    hosts = request.requestHeaders.getRawHeaders(b"host")
     if target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
-        # Absolute form: the target's authority overrides Host (RFC 9112 3.2.2).
         rest = target.split(b"://", 1)[1]
         slash = rest.find(b"/")
         raw = rest if slash < 0 else rest[:slash]
         request.path = b"/" if slash < 0 else rest[slash:]
-    else:
-        values = request.requestHeaders.getRawHeaders(b"host")
-        if not values:
+        host = normalize_host(raw)
+        if host is None or (hosts and normalize_host(hosts[0]) != host):
             return None
-        raw = values[0]
-    return normalize_host(raw)
+        request.requestHeaders.setRawHeaders(b"host", [raw])
+        return host
+    if not hosts:
+        return None
+    return normalize_host(hosts[0])
 
 
 @functools.lru_cache(maxsize=4096)
@@ -116,6 +128,33 @@ def normalize_host(raw: bytes) -> str | None:
     if not raw or len(raw) > 253 or _HOST.match(raw) is None:
         return None
     return raw.decode("ascii")
+
+
+# A tunnel to wherever the client names (CONNECT) is not a reverse proxy's
+# job, and TRACE makes a backend echo the request, credentials included.
+_REFUSED_METHODS = {b"CONNECT": 501, b"TRACE": 405}
+_ALLOWED = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+_REFUSED_METHOD_HEADERS: dict[int, list[tuple[bytes, bytes]]] = {
+    501: [],
+    405: [(b"allow", _ALLOWED)],
+}
+# Connection may nominate any field as hop-by-hop, but Host is what the
+# gateway routed by and forwards: it is never the client's to remove.
+_NEVER_NOMINATED = frozenset({b"host"})
+
+
+def strip_hop_by_hop(request: GatewayRequest, connection: Sequence[bytes]) -> None:
+    """
+    Removes the hop-by-hop fields and every field the client's Connection
+    nominates, once, before any rule reads the headers or any route edit
+    writes them: otherwise C{Connection: X-Routed} would strip the header a
+    route sets, after it was set.  Whether the client asks for a protocol
+    switch is decided first, since it reads Upgrade and Connection.
+    """
+    request.upgrade = upgrade_requested(request)
+    headers = request.requestHeaders
+    for name in (connection_options(connection) | HOP_BY_HOP) - _NEVER_NOMINATED:
+        headers.removeHeader(name)
 
 
 def new_request_id() -> bytes:
@@ -222,18 +261,20 @@ class TenantHandler:
     def handle(self, request: GatewayRequest, host: str) -> None:
         gateway = self.gateway
         request.tenant_namespace = self.namespace
-        raw_path = request.path
-        path = normalize_path(raw_path)
-        if path is None:
-            respond(request, 400, close=True)
-            return
         uri = request.uri
         query_at = uri.find(b"?")
         query = uri[query_at:] if query_at >= 0 else b""
+        normalized = normalize_path(request.path, gateway.path_policy)
+        if normalized is None or (query and not valid_query(query[1:])):
+            respond(request, 400, close=True)
+            return
+        # The normalized path is the one forwarded; routes are compared with
+        # it less its path parameters (see tenantgw.wire.paths).
+        path = normalized.forward
         route: RouteHandler | None = first_match(
             self.routes,
             request.method,
-            path,
+            normalized.match,
             request.requestHeaders.getRawHeaders,
             query[1:] if query else None,
         )
@@ -562,6 +603,10 @@ class Gateway:
         self.access_log: AccessLog | None = None
         # The port clients reach the HTTPS listener on, for HTTP -> HTTPS redirects.
         self.https_redirect_port = 443
+        # How request paths are normalized (--keep-slashes, --escaped-slashes).
+        self.path_policy: PathPolicy = DEFAULT_POLICY
+        # Seconds a request body may stall before a 408 (--body-timeout; 0: never).
+        self.body_timeout = DEFAULT_BODY_TIMEOUT
 
     def start_draining(self) -> None:
         """
@@ -604,10 +649,18 @@ class Gateway:
             if trusted
             else peer_host
         )
+        refused_method = _REFUSED_METHODS.get(request.method)
+        if refused_method is not None:
+            respond(request, refused_method, _REFUSED_METHOD_HEADERS[refused_method], close=True)
+            return
         host = host_of(request)
         if host is None:
             respond(request, 400, close=True)
             return
+        headers = request.requestHeaders
+        connection = headers.getRawHeaders(b"connection")
+        if connection is not None:
+            strip_hop_by_hop(request, connection)
         tenant = table.lookup(host)
         if tenant is None:
             respond(request, 404)
@@ -761,10 +814,13 @@ class GatewaySite(Site):
         reactor: object,
         timeout: float = 60.0,
         header_deadline: float = GatewayChannel.header_deadline,
+        underscores: str = UNDERSCORES_DROP,
     ) -> None:
         super().__init__(GatewayResource(gateway), reactor=reactor, timeout=timeout)
         self.gateway = gateway
         self.header_deadline = header_deadline
+        # What a request field named with "_" gets (--headers-with-underscores).
+        self.underscores = underscores
 
     # twisted.web types a Site's channels as its HTTP/2-capable wrapper; this
     # site's protocol is the HTTP/1.1 channel itself.

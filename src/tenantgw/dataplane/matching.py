@@ -102,31 +102,3 @@ def first_match(
         if matcher.matches(method, path, header_lookup, query):
             return item
     return None
-
-
-def normalize_path(raw: bytes) -> bytes | None:
-    """
-    Remove dot segments (RFC 3986 section 5.2.4) so that ``/public/../admin``
-    is matched, and forwarded, as ``/admin``: routing and the backend must
-    agree on which path was asked for.  Percent-encoded dots and slashes are
-    refused rather than guessed at.  L{None} means the path is unacceptable.
-    """
-    if not raw.startswith(b"/"):
-        return None
-    lowered = raw.lower()
-    if b"%2e" in lowered or b"%2f" in lowered or b"%5c" in lowered or b"\\" in raw:
-        return None
-    if b"/." not in raw:
-        return raw
-    output: list[bytes] = []
-    segments = raw.split(b"/")[1:]
-    for segment in segments:
-        if segment == b"..":
-            if output:
-                output.pop()
-        elif segment != b".":
-            output.append(segment)
-    normalized = b"/" + b"/".join(output)
-    if segments and segments[-1] in (b".", b"..") and normalized != b"/":
-        normalized += b"/"
-    return normalized

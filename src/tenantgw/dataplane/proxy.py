@@ -24,27 +24,21 @@ from tenantgw.dataplane.health import EndpointHealth
 from tenantgw.dataplane.request import GatewayRequest
 from tenantgw.dataplane.responses import respond
 from tenantgw.dataplane.upstream import (
-    HOP_BY_HOP,
     EndpointKey,
     ResponseHeaders,
     UpstreamConnection,
     UpstreamPool,
 )
+from tenantgw.wire.fields import HOP_BY_HOP, connection_options
 
 _log = Logger()
 
-# twisted.web stores request header names in Header-Case.
-_HOP_BY_HOP_REQUEST = frozenset(
-    {
-        b"Connection",
-        b"Keep-Alive",
-        b"Proxy-Connection",
-        b"Proxy-Authenticate",
-        b"Proxy-Authorization",
-        b"TE",
-        b"Trailer",
-        b"Transfer-Encoding",
-        b"Upgrade",
+# Never copied from the client's request: the hop-by-hop table (in the
+# Header-Case twisted.web stores names in), framing, which the gateway
+# writes itself, and the fields the gateway sets.
+_NOT_COPIED = frozenset(
+    {b"TE" if name == b"te" else name.title() for name in HOP_BY_HOP}
+    | {
         b"Expect",
         b"Content-Length",
         b"Host",
@@ -70,7 +64,10 @@ def upgrade_requested(request: GatewayRequest) -> bytes | None:
     """
     The protocol a client asks to switch to (RFC 9110 section 7.8), when the
     request can be tunnelled: an HTTP/1.1 GET on a connection of our own
-    (HTTP/2 has no Upgrade) without a body.
+    (HTTP/2 has no Upgrade) without a body.  Never h2c: after a 101 the
+    bytes that follow reach the backend without any route, access or quota
+    check, so an h2c upgrade is served as the plain HTTP/1.1 request it also
+    is, and its Upgrade and HTTP2-Settings fields are dropped.
     """
     headers = request.requestHeaders
     upgrade = headers.getRawHeaders(b"upgrade")
@@ -81,8 +78,12 @@ def upgrade_requested(request: GatewayRequest) -> bytes | None:
     connection = headers.getRawHeaders(b"connection")
     if not connection or request.declared_length != 0:
         return None
-    tokens = {t.strip().lower() for value in connection for t in value.split(b",")}
-    return upgrade[0] if b"upgrade" in tokens else None
+    if b"upgrade" not in connection_options(connection):
+        return None
+    offered = [token.split(b"/")[0].strip().lower() for token in upgrade[0].split(b",")]
+    if b"h2c" in offered or len(upgrade) > 1:
+        return None
+    return upgrade[0]
 
 
 @implementer(IPushProducer)
@@ -138,20 +139,12 @@ def _format_head(
     upgrade: bytes | None = None,
 ) -> bytes:
     parts: list[bytes] = [method, b" ", target, b" HTTP/1.1\r\nHost: ", host, b"\r\n"]
-    headers = request.requestHeaders
-    connection_named = headers.getRawHeaders(b"connection")
-    dropped = _HOP_BY_HOP_REQUEST
     if upgrade is not None:
         parts += (b"Upgrade: ", upgrade, b"\r\nConnection: upgrade\r\n")
-    if connection_named:
-        extra = {
-            token.strip().title().encode("latin-1")
-            for value in connection_named
-            for token in value.decode("latin-1").split(",")
-        }
-        dropped = dropped | extra
-    for name, values in headers.getAllRawHeaders():
-        if name in dropped:
+    # Fields the client's Connection nominated were removed on arrival
+    # (tenantgw.dataplane.gateway.strip_hop_by_hop), before any route edit.
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        if name in _NOT_COPIED:
             continue
         for value in values:
             parts += (name, b": ", value, b"\r\n")
@@ -200,7 +193,7 @@ class Exchange:
         self.throttle: _UpstreamThrottle | None = None
         self.body_length = request.declared_length
         self.has_body = self.body_length != 0
-        self.upgrade = upgrade_requested(request)
+        self.upgrade = request.upgrade
         self.tunnel = False
         self.head = _format_head(
             method, target, host, request, forwarded, self.body_length, self.upgrade
@@ -224,7 +217,36 @@ class Exchange:
         request.exchange = self
 
     def start(self) -> None:
-        self.pool.get(self.key, self._connected, self._connect_failed)
+        """
+        Dials now for a request without a body, or one whose client waits
+        for 100 Continue; otherwise once the first byte of the body is in,
+        so that a client that declares a body and sends none never holds an
+        upstream connection.
+        """
+        request = self.request
+        if self.has_body and not request.body_received and not request.body_complete:
+            expect = request.requestHeaders.getRawHeaders(b"expect")
+            if not (expect and expect[0].lower() == b"100-continue"):
+                request.when_body_starts(self._dial)
+                return
+        self._dial()
+
+    def _dial(self) -> None:
+        if not self.finished:
+            self._get(self.key)
+
+    def _get(self, key: EndpointKey) -> None:
+        self.pool.get(
+            key,
+            self._connected,
+            self._connect_failed,
+            tenant=self.request.tenant_namespace,
+            wanted=self.wanted,
+        )
+
+    def wanted(self) -> bool:
+        """Whether a connection is still of use to this exchange (queued dials ask)."""
+        return not self.finished
 
     # -- connection ------------------------------------------------------------
 
@@ -353,7 +375,7 @@ class Exchange:
             # A pooled connection the upstream had already closed: nothing
             # reached the application, so asking again is safe.
             self.stale_retries += 1
-            self.pool.get(self.key, self._connected, self._connect_failed)
+            self._get(self.key)
             return
         _log.info("upstream {key} failed: {reason}", key=self.key, reason=reason)
         self._endpoint_failed()
@@ -386,7 +408,7 @@ class Exchange:
         self.key = key
         self.stale_retries = 0
         self.request.upstream = f"{key[0]}:{key[1]}"
-        self.pool.get(key, self._connected, self._connect_failed)
+        self._get(key)
         return True
 
     def _start_tunnel(self, headers: ResponseHeaders) -> None:

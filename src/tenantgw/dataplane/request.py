@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.web import server
 from twisted.web.http import NO_BODY_CODES
 
@@ -48,6 +49,12 @@ class GatewayRequest(server.Request):
     started = 0.0
     logged = False
     exchange: Exchange | None = None
+    # The protocol an HTTP/1.1 client asked to switch to, when the request
+    # may be tunnelled (decided on arrival, before hop-by-hop fields go).
+    upgrade: bytes | None = None
+    _body_idle: IDelayedCall | None = None
+    _last_body_at = 0.0
+    _body_starts: Callable[[], None] | None = None
 
     @property
     def gateway_channel(self) -> GatewayChannel:
@@ -78,11 +85,68 @@ class GatewayRequest(server.Request):
         self._set_request_line(command, path, version)
         self.body_complete = False
         self.dispatched = True
-        self.gateway_channel.site.gateway.handle(self)
+        gateway = self.gateway_channel.site.gateway
+        if gateway.body_timeout:
+            self._last_body_at = self.started
+            self._body_idle = gateway.clock.callLater(gateway.body_timeout, self._check_body_idle)
+        gateway.handle(self)
+
+    def _check_body_idle(self) -> None:
+        """
+        A client that declares a body and then stops sending it holds a
+        connection (and, once dialled, an upstream one) for nothing: after
+        C{--body-timeout} seconds without a byte of body it gets a 408, or
+        its connection is cut if the answer has already started.  The timer
+        is re-armed for the time left rather than reset on every chunk.
+        """
+        self._body_idle = None
+        if self.body_complete or self.finished or self.channel is None:
+            return
+        gateway = self.gateway_channel.site.gateway
+        clock = gateway.clock
+        left = self._last_body_at + gateway.body_timeout - clock.seconds()
+        if left > 0:
+            self._body_idle = clock.callLater(left, self._check_body_idle)
+            return
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.client_gone()
+        if self.startedWriting:
+            self.abort()
+            return
+        from tenantgw.dataplane.responses import respond
+
+        respond(self, 408, close=True)
+
+    def _stop_body_idle(self) -> None:
+        timer = self._body_idle
+        if timer is not None:
+            self._body_idle = None
+            if timer.active():
+                timer.cancel()
+
+    def when_body_starts(self, callback: Callable[[], None]) -> None:
+        """
+        Calls C{callback} once the first byte of the body is in, or the body
+        is known to be empty: an upstream connection is not dialled for a
+        client that may never send its body.
+        """
+        if self.body_received or self.body_complete:
+            callback()
+        else:
+            self._body_starts = callback
+
+    def _body_started(self) -> None:
+        starts = self._body_starts
+        if starts is not None:
+            self._body_starts = None
+            starts()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self.dispatched:
             self.body_complete = True
+            self._stop_body_idle()
+            self._body_started()
             end = self._body_end
             if end is not None and not self.finished:
                 end()
@@ -107,6 +171,8 @@ class GatewayRequest(server.Request):
         if self.finished or self.refused:
             return
         self.body_received += len(data)
+        if self._body_idle is not None:
+            self._last_body_at = self.gateway_channel.site.gateway.clock.seconds()
         limit = self.body_limit
         if limit is not None and self.body_received > limit:
             over = self._body_over_limit
@@ -123,6 +189,8 @@ class GatewayRequest(server.Request):
         self._early_bytes += len(data)
         if self._early_bytes > EARLY_BODY_BUFFER:
             self.pause_client()
+        if data:
+            self._body_started()
 
     def channel_refused(self) -> None:
         """
@@ -133,6 +201,8 @@ class GatewayRequest(server.Request):
         self.refused = True
         self._body_end = None
         self._body_sink = None
+        self._body_starts = None
+        self._stop_body_idle()
         exchange = self.exchange
         if exchange is not None:
             exchange.client_gone()
@@ -246,6 +316,13 @@ class GatewayRequest(server.Request):
             self.write = _discard  # type: ignore[method-assign]
 
     def finish(self) -> None:
+        if self.channel is None or self.finished:
+            # The client left first (or an answer raced another): nothing
+            # is left to finish, and twisted.web would log a traceback-like
+            # error for what is ordinary client behaviour.
+            return
+        self._stop_body_idle()
+        self._body_starts = None
         if not self.body_complete and self.channel is not None:
             # The answer went out before the body finished arriving: the
             # rest of the body cannot be told from a next request, so this
@@ -255,6 +332,8 @@ class GatewayRequest(server.Request):
         super().finish()
 
     def connectionLost(self, reason: object) -> None:
+        self._stop_body_idle()
+        self._body_starts = None
         if self.dispatched and not self.finished and not self.logged:
             # Never answered in full: logged and counted once, as nginx's 499.
             if not self.startedWriting:

@@ -17,6 +17,7 @@ pauses reading from the upstream socket.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
@@ -37,24 +38,18 @@ MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+\Z")
 MAX_RESPONSE_HEADERS = 200
 
-# Header names whose meaning ends at the next hop (RFC 9110 section 7.6.1).
-HOP_BY_HOP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    }
-)
-
 # (address, port, TLS name or None): TLS and plain connections never share a pool.
 EndpointKey = tuple[str, int, "str | None"]
 ResponseHeaders = list[tuple[bytes, bytes]]
+# A request for a connection waiting for a dial slot: key, on_ready, on_fail, wanted.
+_Waiting = tuple[
+    EndpointKey,
+    Callable[["UpstreamConnection"], None],
+    Callable[[str], None],
+    "Callable[[], bool] | None",
+]
+# Dials in progress per tenant before further ones wait in line.
+DEFAULT_MAX_PENDING_CONNECTS = 64
 
 _log = Logger()
 
@@ -398,18 +393,25 @@ class _Connect(ClientFactory):
         key: EndpointKey,
         on_ready: Callable[[UpstreamConnection], None],
         on_fail: Callable[[str], None],
+        tenant: str = "",
     ) -> None:
         self.pool = pool
         self.key = key
         self.on_ready = on_ready
         self.on_fail = on_fail
+        self.tenant = tenant
 
     def buildProtocol(self, addr: object) -> UpstreamConnection:
         connection = UpstreamConnection(self.pool, self.key)
-        connection.announce = self.on_ready
+        connection.announce = self._ready
         return connection
 
+    def _ready(self, connection: UpstreamConnection) -> None:
+        self.pool.dial_settled(self.tenant)
+        self.on_ready(connection)
+
     def clientConnectionFailed(self, connector: object, reason: Failure) -> None:
+        self.pool.dial_settled(self.tenant)
         self.on_fail(reason.getErrorMessage())
 
 
@@ -428,6 +430,7 @@ class UpstreamPool:
         idle_timeout: float = 50.0,
         connect_timeout: float = 5.0,
         trust: UpstreamTrust | None = None,
+        max_pending_connects: int = DEFAULT_MAX_PENDING_CONNECTS,
     ) -> None:
         self._reactor = reactor
         self._trust = trust or UpstreamTrust()
@@ -435,6 +438,9 @@ class UpstreamPool:
         self.max_idle_per_endpoint = max_idle_per_endpoint
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
+        self.max_pending_connects = max_pending_connects
+        self._pending: dict[str, int] = {}
+        self._waiting: dict[str, deque[_Waiting]] = {}
         self._idle: dict[EndpointKey, list[UpstreamConnection]] = {}
         self._sweeper = LoopingCall(self.close_expired)
         self._sweeper.clock = clock
@@ -457,26 +463,74 @@ class UpstreamPool:
         key: EndpointKey,
         on_ready: Callable[[UpstreamConnection], None],
         on_fail: Callable[[str], None],
+        tenant: str = "",
+        wanted: Callable[[], bool] | None = None,
     ) -> None:
-        """Calls C{on_ready} with a connection, synchronously when one is idle."""
+        """
+        Calls C{on_ready} with a connection, synchronously when one is idle.
+
+        At most C{max_pending_connects} connections are being dialled for one
+        C{tenant} at a time; further requests wait in line for one of those
+        dials to end and are dropped from the line once C{wanted} says they
+        are no longer of use.  Without the bound, a client that opens and
+        abandons requests faster than connections complete (HTTP/2 rapid
+        reset) turns each request into a TCP connect to the tenant's pods.
+        """
+        if self._take_idle(key, on_ready):
+            return
+        if tenant:
+            pending = self._pending.get(tenant, 0)
+            if pending >= self.max_pending_connects:
+                self._waiting.setdefault(tenant, deque()).append((key, on_ready, on_fail, wanted))
+                return
+            self._pending[tenant] = pending + 1
+        self.connect_fresh(key, on_ready, on_fail, tenant)
+
+    def _take_idle(self, key: EndpointKey, on_ready: Callable[[UpstreamConnection], None]) -> bool:
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
             if connection._state == _IDLE:
                 connection.reused = True
                 on_ready(connection)
-                return
-        self.connect_fresh(key, on_ready, on_fail)
+                return True
+        return False
+
+    def dial_settled(self, tenant: str) -> None:
+        """One of C{tenant}'s dials ended: its slot goes to the next request in line."""
+        if not tenant:
+            return
+        waiting = self._waiting.get(tenant)
+        while waiting:
+            key, on_ready, on_fail, wanted = waiting.popleft()
+            if wanted is not None and not wanted():
+                continue
+            if not waiting:
+                del self._waiting[tenant]
+            if self._take_idle(key, on_ready):
+                continue  # served without a dial: the slot is still free
+            self.connect_fresh(key, on_ready, on_fail, tenant)
+            return
+        self._waiting.pop(tenant, None)
+        left = self._pending.get(tenant, 1) - 1
+        if left > 0:
+            self._pending[tenant] = left
+        else:
+            self._pending.pop(tenant, None)
+
+    def pending_connects(self, tenant: str) -> int:
+        return self._pending.get(tenant, 0)
 
     def connect_fresh(
         self,
         key: EndpointKey,
         on_ready: Callable[[UpstreamConnection], None],
         on_fail: Callable[[str], None],
+        tenant: str = "",
     ) -> None:
         """A new connection, never one from the idle list (health probes use this)."""
         self.connections_opened += 1
-        connect = _Connect(self, key, on_ready, on_fail)
+        connect = _Connect(self, key, on_ready, on_fail, tenant)
         address, port, tls_name = key
         if tls_name is None:
             self._reactor.connectTCP(address, port, connect, timeout=self.connect_timeout)
