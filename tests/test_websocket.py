@@ -134,3 +134,61 @@ class WebSocketTests(TestCase):
                 break
             yield deferLater(reactor, 0.02, lambda: None)
         self.assertEqual(gateway.requests_open, 0)
+
+
+class WebSocketSlotTests(TestCase):
+    """A closed tunnel gives its tenant's concurrency slot back, whoever closes it."""
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        self.echo = EchoServer()
+        self.addCleanup(self.echo.stop)
+        tenant = {
+            "hosts": ["t.example"],
+            "quota": {"maxConcurrentRequests": 1},
+            "routes": [{"name": "ws", "backends": [{"service": "ws", "port": 80}]}],
+        }
+        snapshot = snapshot_of(tenant_objects("team", dump(tenant), {"ws": [self.echo.port]}))
+        self.gateway = GatewayUnderTest(snapshot)
+        self.addCleanup(self.gateway.stop)
+
+    def talk_and_close(self) -> str:
+        raw = socket.create_connection(("127.0.0.1", self.gateway.port))
+        ws = connect(f"ws://t.example:{self.gateway.port}/chat", sock=raw, open_timeout=5)
+        ws.send("hi")
+        answer = ws.recv(timeout=5)
+        ws.close()
+        return str(answer)
+
+    @inlineCallbacks
+    def test_client_close_releases_the_slot(self) -> Any:
+        in_flight = self.gateway.gateway.in_flight
+        for _ in range(4):
+            self.assertEqual((yield deferToThread(self.talk_and_close)), "hi")
+            for _ in range(100):
+                if in_flight.current("team") == 0:
+                    break
+                yield deferLater(reactor, 0.02, lambda: None)
+            self.assertEqual(in_flight.current("team"), 0)
+
+    @inlineCallbacks
+    def test_client_abort_releases_the_slot(self) -> Any:
+        in_flight = self.gateway.gateway.in_flight
+
+        def abort() -> None:
+            raw = socket.create_connection(("127.0.0.1", self.gateway.port))
+            ws = connect(f"ws://t.example:{self.gateway.port}/chat", sock=raw, open_timeout=5)
+            ws.send("hi")
+            ws.recv(timeout=5)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            raw.close()  # RST, no close frame
+
+        for _ in range(3):
+            yield deferToThread(abort)
+            for _ in range(100):
+                if in_flight.current("team") == 0:
+                    break
+                yield deferLater(reactor, 0.02, lambda: None)
+            self.assertEqual(in_flight.current("team"), 0)
+        self.assertEqual((yield deferToThread(self.talk_and_close)), "hi")

@@ -488,8 +488,13 @@ class Exchange:
         if throttle is not None:
             throttle.connection = None
             self.throttle = None
-            if self.request.producer is throttle:
-                self.request.unregisterProducer()
+            request = self.request
+            # After the client's connection is gone there is no channel to
+            # unregister from; raising here would skip the release of the
+            # tenant's concurrency slot (a WebSocket closed by its client
+            # leaked it for good).
+            if request.producer is throttle and request.channel is not None:
+                request.unregisterProducer()
 
     def _close(self, status: int) -> None:
         self.finished = True
