@@ -217,7 +217,9 @@ class EdgeTests(TestCase):
     @inlineCallbacks
     def test_path_forms_never_pass_the_admin_route_over_http1(self) -> Any:
         for path, status in PATH_BYPASSES:
-            reply = yield self.send(b"GET %s HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n" % path)
+            reply = yield self.send(
+                b"GET %s HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n" % path
+            )
             self.assertEqual(_status(reply), status, path)
             if status == 400:
                 self.assertIn(b"connection: close", reply.lower(), path)
@@ -289,9 +291,7 @@ class EdgeTests(TestCase):
         )
         self.assertEqual(_status(reply), 200)
         self.assertTrue(self.other.heads[-1].startswith(b"GET /x HTTP/1.1\r\nHost: b.example\r\n"))
-        reply = yield self.send(
-            b"GET http://b.example:8080/y HTTP/1.1\r\nHost: b.example\r\n\r\n"
-        )
+        reply = yield self.send(b"GET http://b.example:8080/y HTTP/1.1\r\nHost: b.example\r\n\r\n")
         self.assertEqual(_status(reply), 200)
         self.assertIn(b"\r\nHost: b.example:8080\r\n", self.other.heads[-1])
         self.assertEqual(self.admin.received + self.public.received, b"")
