@@ -186,6 +186,16 @@ class ConsoleScriptTests(SynchronousTestCase):
         self.assertEqual(status, 0)
         self.assertEqual(out.strip(), f"tenantgw {importlib.metadata.version('tenantgw')}")
 
+    def test_twistd_plugin_version(self) -> None:
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        result = subprocess.run(
+            [twistd, "tenantgw", "--version"], capture_output=True, text=True, check=False, cwd="/"
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(
+            result.stdout.strip(), f"tenantgw {importlib.metadata.version('tenantgw')}"
+        )
+
     def test_usage_error_exits_2(self) -> None:
         status, _, err = self.tenantgw("check", "--output", "xml", "x.yaml")
         self.assertEqual(status, 2)

@@ -13,6 +13,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
@@ -43,7 +44,8 @@ class HTTP2Tests(TestCase):
         self.addCleanup(self.gateway.stop)
         gateway = self.gateway.gateway
         default = load_certificate(*self_signed(("default.invalid",)))
-        sni = SNIContexts(lambda: gateway.snapshot, default)
+        self.handshakes: list[str] = []
+        sni = SNIContexts(lambda: gateway.snapshot, default, handshake=self.handshakes.append)
         site = MultiplexingGatewaySite(gateway, reactor)
         self.https = reactor.listenTCP(
             0, TLSMemoryBIOFactory(sni.options, False, site), interface="127.0.0.1"
@@ -79,6 +81,22 @@ class HTTP2Tests(TestCase):
         self.assertEqual(record["headers"]["x-forwarded-proto"], ["https"])
         port = self.https.getHost().port
         self.assertEqual(record["headers"]["host"], [f"a.example:{port}"])
+
+    @inlineCallbacks
+    def test_an_h2_connection_is_one_ok_handshake(self) -> Any:
+        """
+        curl ends an HTTP/2 connection without close_notify, and OpenSSL
+        answers with a fatal alert: that alert is not a failed handshake.
+        """
+        for _ in range(2):
+            _out, err, code = yield self.curl("--http2")
+            self.assertEqual(code, 0, err)
+        for _ in range(50):
+            if len(self.handshakes) >= 2 and not self.gateway.gateway.requests_open:
+                break
+            yield deferLater(reactor, 0.02, lambda: None)
+        yield deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(self.handshakes, ["ok", "ok"])
 
     @inlineCallbacks
     def test_h2_request_body_streams_to_upstream(self) -> Any:

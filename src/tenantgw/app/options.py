@@ -94,6 +94,13 @@ class Options(usage.Options):
         ["inherited-listeners", None, "", "internal: NAME=FD,... sockets a --workers parent bound"],
     ]
 
+    def opt_version(self) -> None:
+        """Print tenantgw's version and exit (twistd's own --version names Twisted's)."""
+        from tenantgw.app.cli import version
+
+        print(f"tenantgw {version()}")
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         source = self["source"]
         if source is None:

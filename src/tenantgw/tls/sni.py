@@ -78,7 +78,7 @@ class SNIContexts:
     def _watch_handshakes(self, report: Callable[[str], object]) -> None:
         """
         Reports each handshake's outcome: "ok" when it completes, "failed"
-        on a fatal alert, sent or received.  The callback is
+        on a fatal alert, sent or received, before it completes.  The callback is
         OpenSSL's info callback, set on the listener's context and on every
         tenant context: after SNI switches a connection to a tenant's
         context, OpenSSL asks that context's callback.
@@ -88,7 +88,15 @@ class SNIContexts:
         def info(connection: SSL.Connection, where: int, ret: int) -> None:
             if where & SSL.SSL_CB_HANDSHAKE_DONE:
                 report("ok")
-            elif where & SSL.SSL_CB_ALERT and ret >> 8 == fatal:
+            elif (
+                where & SSL.SSL_CB_ALERT
+                and ret >> 8 == fatal
+                and connection.get_peer_finished() is None
+            ):
+                # Only before the client's Finished: a fatal alert on an
+                # established connection (curl closing an HTTP/2 connection
+                # without close_notify makes OpenSSL send one) ends a
+                # connection whose handshake succeeded and was counted.
                 report("failed")
 
         self._info = info
