@@ -365,6 +365,21 @@ class EdgeTests(TestCase):
         self.assertEqual((self.public.received, self.public.connections), (b"", 0))
 
     @inlineCallbacks
+    def test_an_http2_body_that_never_starts_gets_408_and_no_upstream_dial(self) -> Any:
+        self.gateway.gateway.body_timeout = 0.3
+        client = yield self.h2()
+        post = request_headers(
+            path=b"/public", method=b"POST", extra=[(b"content-length", b"1000")]
+        )
+        client.send_headers(1, post, end_stream=False)
+        yield client.answered(1)
+        self.assertEqual(client.responses[1].status, 408)
+        self.assertEqual((self.public.received, self.public.connections), (b"", 0))
+        client.send_headers(3, request_headers(path=b"/public"))
+        yield client.answered(3)
+        self.assertEqual(client.responses[3].status, 200, "the connection is kept")
+
+    @inlineCallbacks
     def test_a_body_that_stalls_gets_408(self) -> Any:
         silent = ByteRecorder(reply=b"")  # reads, never answers
         self.addCleanup(silent.stop)
