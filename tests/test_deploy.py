@@ -8,6 +8,7 @@ from __future__ import annotations
 import configparser
 import importlib.util
 import os
+import sys
 import re
 import shutil
 import stat
@@ -402,7 +403,16 @@ class ImageTests(SynchronousTestCase):
             name, _, version = line.partition("==")
             self.assertTrue(version, f"not an exact pin: {line}")
             pins[canonicalize_name(name)] = version
-        self.assertEqual(set(pins), set(script.runtime_closure(python)))
+        closure = set(script.runtime_closure(python))
+        if f"{sys.version_info[0]}.{sys.version_info[1]}" == python:
+            # The image's Python (tox's env of that version): the installed
+            # closure is exactly what the image installs.
+            self.assertEqual(set(pins), closure)
+        else:
+            # Another Python resolves some packages to other versions with
+            # other requirements (six on 3.10): no pin may be stray, but the
+            # closure may hold more.
+            self.assertLessEqual(set(pins), closure)
         # Each pin satisfies setup.cfg's own requirement on it.
         for text in setup_cfg()["options"]["install_requires"].strip().splitlines():
             requirement = Requirement(text)

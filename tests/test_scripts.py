@@ -104,7 +104,11 @@ class NoEarlyExitingReaderTests(SynchronousTestCase):
         pattern = re.compile(r"\|\s*grep\s+(-[A-Za-z]*q|--quiet|--silent)")
         paths = [os.path.join(ROOT, "Dockerfile"), os.path.join(ROOT, ".ci", "run")]
         scripts = os.path.join(ROOT, "scripts")
-        paths += [os.path.join(scripts, name) for name in sorted(os.listdir(scripts))]
+        paths += [
+            path
+            for path in (os.path.join(scripts, name) for name in sorted(os.listdir(scripts)))
+            if os.path.isfile(path)  # not __pycache__, left by tests that load a script
+        ]
         for path in paths:
             with open(path) as f:
                 for number, line in enumerate(f, 1):

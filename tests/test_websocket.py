@@ -6,6 +6,7 @@ WebSocket server and client (the ``websockets`` package) on both sides.
 from __future__ import annotations
 
 import socket
+import struct
 import threading
 from typing import Any
 
@@ -177,12 +178,27 @@ class WebSocketSlotTests(TestCase):
         in_flight = self.gateway.gateway.in_flight
 
         def abort() -> None:
-            raw = socket.create_connection(("127.0.0.1", self.gateway.port))
-            ws = connect(f"ws://t.example:{self.gateway.port}/chat", sock=raw, open_timeout=5)
-            ws.send("hi")
-            ws.recv(timeout=5)
-            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-            raw.close()  # RST, no close frame
+            # By hand on a raw socket, so that no library thread still holds
+            # it: the close below is a real RST, with no close frame first.
+            raw = socket.create_connection(("127.0.0.1", self.gateway.port), timeout=5)
+            raw.sendall(
+                b"GET /chat HTTP/1.1\r\nHost: t.example\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+            )
+            reply = b""
+            while b"\r\n\r\n" not in reply:
+                reply += raw.recv(4096)
+            assert reply.startswith(b"HTTP/1.1 101"), reply
+            mask = b"\x01\x02\x03\x04"
+            payload = bytes(b ^ mask[i % 4] for i, b in enumerate(b"hi"))
+            raw.sendall(b"\x81\x82" + mask + payload)  # a masked text frame "hi"
+            echoed = reply.partition(b"\r\n\r\n")[2]
+            while len(echoed) < 4:
+                echoed += raw.recv(4096)
+            assert echoed[:4] == b"\x81\x02hi", echoed
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.close()
 
         for _ in range(3):
             yield deferToThread(abort)
