@@ -8,11 +8,11 @@ from __future__ import annotations
 import configparser
 import importlib.util
 import os
-import sys
 import re
 import shutil
 import stat
 import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Any
 
