@@ -41,7 +41,7 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web._abnf import _istoken
 
-from tenantgw.dataplane.transport import StreamTransport, stream_of
+from tenantgw.dataplane.transport import StreamTransport, sni_name, stream_of
 from tenantgw.wire.fields import UNDERSCORES_DROP, UNDERSCORES_REJECT, valid_field_value
 
 if TYPE_CHECKING:
@@ -523,13 +523,7 @@ class GatewayChannel(http.HTTPChannel):
         """The TLS SNI name this connection was opened for (lower case), if any."""
         name = self._server_name
         if name is False:
-            name = None
-            get_handle = getattr(self.transport, "getHandle", None)
-            if get_handle is not None:
-                raw = getattr(get_handle(), "get_servername", lambda: None)()
-                if raw:
-                    name = raw.decode("ascii", "replace").lower().rstrip(".")
-            self._server_name = name
+            name = self._server_name = sni_name(self.transport)
         return name  # type: ignore[return-value]
 
     def getHost(self) -> IAddress:

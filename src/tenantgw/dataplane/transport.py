@@ -39,3 +39,15 @@ class StreamTransport(Protocol):
 
 def stream_of(transport: object) -> StreamTransport:
     return cast(StreamTransport, transport)
+
+
+def sni_name(transport: object) -> str | None:
+    """
+    The TLS SNI name a connection was opened for (lower case, no trailing
+    dot), or L{None} on a plain connection or one that named no server.
+    """
+    get_handle = getattr(transport, "getHandle", None)
+    if get_handle is None:
+        return None
+    raw = getattr(get_handle(), "get_servername", lambda: None)()
+    return raw.decode("ascii", "replace").lower().rstrip(".") if raw else None

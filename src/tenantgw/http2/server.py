@@ -53,6 +53,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tenantgw.dataplane.transport import sni_name
 from tenantgw.http2.frames import MAX_HEADER_BLOCK_BYTES, FrameScanner
 from tenantgw.http2.request_head import (
     CONNECTION_SPECIFIC,
@@ -572,13 +573,7 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         """The TLS SNI name (lower case, no trailing dot), looked up once."""
         name = self._server_name
         if name is False:
-            name = None
-            get_handle = getattr(self.transport, "getHandle", None)
-            if get_handle is not None:
-                raw = getattr(get_handle(), "get_servername", lambda: None)()
-                if raw:
-                    name = raw.decode("ascii", "replace").lower().rstrip(".")
-            self._server_name = name
+            name = self._server_name = sni_name(self.transport)
         return name  # type: ignore[return-value]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
