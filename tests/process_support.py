@@ -22,6 +22,8 @@ from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
+from tests.dataplane_support import dump, tenant_objects
+
 
 @implementer(IAgentEndpointFactory)
 class _UNIXEndpointFactory:
@@ -141,3 +143,17 @@ def free_tcp_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
+
+
+def tenant_source(directory: str, tenant: dict[str, object], services: dict[str, list[int]]) -> str:
+    """
+    Creates C{directory} as a C{dir:} source holding one tenant, namespace
+    C{team} (allowed to claim t.example), whose Services map to local ports;
+    returns its absolute path.
+    """
+    directory = os.path.abspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    objects = tenant_objects("team", dump(tenant), services)
+    with open(os.path.join(directory, "team.yaml"), "w") as f:
+        f.write(dump({"kind": "List", "items": objects}))
+    return directory

@@ -17,8 +17,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.dataplane_support import Upstream, dump, tenant_objects
-from tests.process_support import GatewayProcess
+from tests.dataplane_support import Upstream
+from tests.process_support import GatewayProcess, tenant_source
 
 HOST = b"Host: t.example\r\n"
 
@@ -80,15 +80,11 @@ class NoTracebacksFromClientsTests(TestCase):
     def test_bad_clients_leave_no_traceback_in_the_log(self) -> Any:
         upstream = Upstream("web")
         self.addCleanup(upstream.stop)
-        source = os.path.abspath(self.mktemp())
-        os.makedirs(source)
         tenant = {
             "hosts": ["t.example"],
             "routes": [{"backends": [{"service": "web", "port": 80}]}],
         }
-        objects = tenant_objects("team", dump(tenant), {"web": [upstream.number]})
-        with open(os.path.join(source, "team.yaml"), "w") as f:
-            f.write(dump({"kind": "List", "items": objects}))
+        source = tenant_source(self.mktemp(), tenant, {"web": [upstream.number]})
         workdir = self.mktemp()
         os.makedirs(workdir)
         gateway = GatewayProcess(workdir, source)

@@ -28,7 +28,7 @@ from tests.dataplane_support import (
     snapshot_of,
     tenant_objects,
 )
-from tests.process_support import GatewayProcess, _UNIXEndpointFactory
+from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
 
 IN_FLIGHT = 5
 
@@ -48,21 +48,11 @@ class DrainOnSIGTERMTests(TestCase):
     def test_requests_in_flight_at_sigterm_all_complete(self) -> Any:
         upstream = Upstream("slow")
         self.addCleanup(upstream.stop)
-        source = os.path.abspath(self.mktemp())
-        os.makedirs(source)
         tenant = {
             "hosts": ["t.example"],
             "routes": [{"name": "all", "backends": [{"service": "slow", "port": 80}]}],
         }
-        with open(os.path.join(source, "team.yaml"), "w") as f:
-            f.write(
-                dump(
-                    {
-                        "kind": "List",
-                        "items": tenant_objects("team", dump(tenant), {"slow": [upstream.number]}),
-                    }
-                )
-            )
+        source = tenant_source(self.mktemp(), tenant, {"slow": [upstream.number]})
         workdir = self.mktemp()
         os.makedirs(workdir)
         gateway = GatewayProcess(workdir, source, extra=["--drain-timeout=20"])

@@ -17,8 +17,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
-from tests.dataplane_support import Upstream, dump, tenant_objects
-from tests.process_support import GatewayProcess, _UNIXEndpointFactory
+from tests.dataplane_support import Upstream
+from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
 from tests.redis_support import RedisServer
 
 RATE = 4.0
@@ -45,15 +45,12 @@ class TwoProcessesShareOneBudget(TestCase):
         self.addCleanup(self.upstream.stop)
         workdir = os.path.abspath(self.mktemp())
         source = os.path.join(workdir, "tenants")
-        os.makedirs(source)
         tenant = {
             "hosts": ["t.example"],
             "quota": {"requestsPerSecond": RATE, "burst": BURST},
             "routes": [{"name": "all", "backends": [{"service": "web", "port": 80}]}],
         }
-        objects = tenant_objects("team", dump(tenant), {"web": [self.upstream.number]})
-        with open(os.path.join(source, "team.yaml"), "w") as f:
-            f.write(dump({"kind": "List", "items": objects}))
+        tenant_source(source, tenant, {"web": [self.upstream.number]})
         self.processes = []
         for name in ("a", "b"):
             directory = os.path.join(workdir, name)

@@ -52,21 +52,29 @@ class EchoServer:
         self.thread.join(5)
 
 
+def echo_gateway(test: Any, tenant: dict[str, Any]) -> GatewayUnderTest:
+    """A gateway serving C{tenant}, whose Service C{ws} is C{test.echo}."""
+    snapshot = snapshot_of(tenant_objects("team", dump(tenant), {"ws": [test.echo.port]}))
+    gateway = GatewayUnderTest(snapshot)
+    test.addCleanup(gateway.stop)
+    return gateway
+
+
 class WebSocketTests(TestCase):
     timeout = 30
 
     def setUp(self) -> None:
         self.echo = EchoServer()
         self.addCleanup(self.echo.stop)
-        tenant = {
-            "hosts": ["t.example"],
-            "routes": [
-                {"name": "ws", "backends": [{"service": "ws", "port": 80}], "timeoutSeconds": 1}
-            ],
-        }
-        snapshot = snapshot_of(tenant_objects("team", dump(tenant), {"ws": [self.echo.port]}))
-        self.gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(self.gateway.stop)
+        self.gateway = echo_gateway(
+            self,
+            {
+                "hosts": ["t.example"],
+                "routes": [
+                    {"name": "ws", "backends": [{"service": "ws", "port": 80}], "timeoutSeconds": 1}
+                ],
+            },
+        )
 
     def client(self) -> Any:
         raw = socket.create_connection(("127.0.0.1", self.gateway.port))
@@ -145,14 +153,14 @@ class WebSocketSlotTests(TestCase):
     def setUp(self) -> None:
         self.echo = EchoServer()
         self.addCleanup(self.echo.stop)
-        tenant = {
-            "hosts": ["t.example"],
-            "quota": {"maxConcurrentRequests": 1},
-            "routes": [{"name": "ws", "backends": [{"service": "ws", "port": 80}]}],
-        }
-        snapshot = snapshot_of(tenant_objects("team", dump(tenant), {"ws": [self.echo.port]}))
-        self.gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(self.gateway.stop)
+        self.gateway = echo_gateway(
+            self,
+            {
+                "hosts": ["t.example"],
+                "quota": {"maxConcurrentRequests": 1},
+                "routes": [{"name": "ws", "backends": [{"service": "ws", "port": 80}]}],
+            },
+        )
 
     def talk_and_close(self) -> str:
         raw = socket.create_connection(("127.0.0.1", self.gateway.port))

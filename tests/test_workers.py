@@ -20,8 +20,8 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
 from tenantgw.app.workers import worker_arguments
-from tests.dataplane_support import Upstream, dump, tenant_objects
-from tests.process_support import GatewayProcess, _UNIXEndpointFactory
+from tests.dataplane_support import Upstream
+from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
 
 REQUESTS = 20
 
@@ -41,15 +41,11 @@ class WorkersTests(TestCase):
     def test_two_workers_share_the_listener_and_stop_together(self) -> Any:
         upstream = Upstream("web")
         self.addCleanup(upstream.stop)
-        source = os.path.abspath(self.mktemp())
-        os.makedirs(source)
         tenant = {
             "hosts": ["t.example"],
             "routes": [{"name": "all", "backends": [{"service": "web", "port": 80}]}],
         }
-        objects = tenant_objects("team", dump(tenant), {"web": [upstream.number]})
-        with open(os.path.join(source, "team.yaml"), "w") as f:
-            f.write(dump({"kind": "List", "items": objects}))
+        source = tenant_source(self.mktemp(), tenant, {"web": [upstream.number]})
         workdir = os.path.abspath(self.mktemp())
         os.makedirs(workdir)
         gateway = GatewayProcess(workdir, source, extra=["--workers=2"])
