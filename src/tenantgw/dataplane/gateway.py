@@ -132,11 +132,9 @@ def normalize_host(raw: bytes) -> str | None:
 
 # A tunnel to wherever the client names (CONNECT) is not a reverse proxy's
 # job, and TRACE makes a backend echo the request, credentials included.
-_REFUSED_METHODS = {b"CONNECT": 501, b"TRACE": 405}
-_ALLOWED = b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-_REFUSED_METHOD_HEADERS: dict[int, list[tuple[bytes, bytes]]] = {
-    501: [],
-    405: [(b"allow", _ALLOWED)],
+_REFUSED_METHODS: dict[bytes, tuple[int, list[tuple[bytes, bytes]]]] = {
+    b"CONNECT": (501, []),
+    b"TRACE": (405, [(b"allow", b"GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")]),
 }
 # Connection may nominate any field as hop-by-hop, but Host is what the
 # gateway routed by and forwards: it is never the client's to remove.
@@ -651,14 +649,14 @@ class Gateway:
         )
         refused_method = _REFUSED_METHODS.get(request.method)
         if refused_method is not None:
-            respond(request, refused_method, _REFUSED_METHOD_HEADERS[refused_method], close=True)
+            status, extra_headers = refused_method
+            respond(request, status, extra_headers, close=True)
             return
         host = host_of(request)
         if host is None:
             respond(request, 400, close=True)
             return
-        headers = request.requestHeaders
-        connection = headers.getRawHeaders(b"connection")
+        connection = request.requestHeaders.getRawHeaders(b"connection")
         if connection is not None:
             strip_hop_by_hop(request, connection)
         tenant = table.lookup(host)

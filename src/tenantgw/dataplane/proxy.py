@@ -86,6 +86,12 @@ def upgrade_requested(request: GatewayRequest) -> bytes | None:
     return upgrade[0]
 
 
+def _expects_continue(request: GatewayRequest) -> bool:
+    """The client waits for 100 Continue before it sends its body."""
+    expect = request.requestHeaders.getRawHeaders(b"expect")
+    return expect is not None and expect[0].lower() == b"100-continue"
+
+
 @implementer(IPushProducer)
 class _ClientBodyThrottle:
     """Registered with the upstream socket: a full upstream pauses the client."""
@@ -224,11 +230,14 @@ class Exchange:
         upstream connection.
         """
         request = self.request
-        if self.has_body and not request.body_received and not request.body_complete:
-            expect = request.requestHeaders.getRawHeaders(b"expect")
-            if not (expect and expect[0].lower() == b"100-continue"):
-                request.when_body_starts(self._dial)
-                return
+        if (
+            self.has_body
+            and not request.body_received
+            and not request.body_complete
+            and not _expects_continue(request)
+        ):
+            request.when_body_starts(self._dial)
+            return
         self._dial()
 
     def _dial(self) -> None:
@@ -260,8 +269,7 @@ class Exchange:
         if not self.has_body:
             return
         self.body_started = True
-        expect = request.requestHeaders.getRawHeaders(b"expect")
-        if expect and expect[0].lower() == b"100-continue" and request.clientproto == b"HTTP/1.1":
+        if request.clientproto == b"HTTP/1.1" and _expects_continue(request):
             request.gateway_channel.send_continue()
         connection.stream.registerProducer(_ClientBodyThrottle(request), True)
         if self.body_length is None:
