@@ -158,10 +158,12 @@ class RequestHeadTests(SynchronousTestCase):
         self.assertIn((b"x_forwarded_for", b"1.2.3.4"), head.headers)
         self.assertIsInstance(parse_request_head(fields, UNDERSCORES_REJECT), Refusal)
 
-    def test_te_trailers_and_other_hop_by_hop_fields_are_dropped(self) -> None:
+    def test_te_trailers_is_kept_and_other_hop_by_hop_fields_are_dropped(self) -> None:
+        # "te: trailers" tells the gateway the client reads trailers (gRPC);
+        # the exchange writes it to HTTP/2 upstreams only.
         head = parse_request_head([*BASE, (b"te", b"trailers"), (b"http2-settings", b"x")])
         assert isinstance(head, RequestHead)
-        self.assertEqual(head.headers, [(b"host", b"a.example")])
+        self.assertEqual(head.headers, [(b"host", b"a.example"), (b"te", b"trailers")])
 
     def test_trailers(self) -> None:
         self.assertIsNone(check_trailers([(b"x-checksum", b"abc")]))

@@ -26,7 +26,12 @@ from tenantgw.app.pipeline import ConfigPipeline
 from tenantgw.app.workers import AdoptedListener, WorkerSupervisor, worker_arguments
 from tenantgw.compile.compiler import CompileOptions
 from tenantgw.dataplane.access import TrustedProxyProtocolFactory
-from tenantgw.dataplane.gateway import Gateway, GatewaySite, MultiplexingGatewaySite, gateway_on
+from tenantgw.dataplane.gateway import (
+    Gateway,
+    MultiplexingGatewaySite,
+    PlainGatewaySite,
+    gateway_on,
+)
 from tenantgw.dataplane.quota_redis import RedisQuota
 from tenantgw.sources.directory import DirectorySource
 from tenantgw.sources.kubernetes import KubernetesSource, api_client_from
@@ -98,7 +103,8 @@ class GatewayServices(MultiService):
         self.gateway.body_timeout = options["body-timeout"]
         header_deadline = options["header-timeout"]
         underscores = options["headers-with-underscores"]
-        self.site = GatewaySite(
+        # Plain HTTP: HTTP/1.1, and h2c for clients with prior knowledge.
+        self.site = PlainGatewaySite(
             self.gateway, reactor, header_deadline=header_deadline, underscores=underscores
         )
         self.tls_site = MultiplexingGatewaySite(

@@ -315,8 +315,8 @@ def _resolve_backend(
         )
         return CompiledBackend(backend.service, 0, backend.weight, ())
     port_name = chosen.get("name") or ""
-    tls = port_name == "https" or chosen.get("appProtocol") == "https"
-    tls_name = f"{backend.service}.{index.namespace}.svc" if tls else None
+    protocol = backend_protocol(port_name, chosen.get("appProtocol"))
+    tls_name = f"{backend.service}.{index.namespace}.svc" if protocol == "tls" else None
     endpoints = set()
     for endpoint_slice in index.slices_by_service.get(backend.service, ()):
         if endpoint_slice.get("addressType", "IPv4") not in ("IPv4", "IPv6"):
@@ -348,7 +348,34 @@ def _resolve_backend(
         backend.weight,
         tuple(sorted(endpoints, key=lambda e: (e.address, e.port))),
         tls_name=tls_name,
+        protocol=protocol,
     )
+
+
+# appProtocol values (and port names) that mean HTTP/2 without TLS.
+_H2C_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "h2c", "grpc"})
+_H2C_PORT_NAMES = frozenset({"grpc", "h2c"})
+
+
+def backend_protocol(port_name: str, app_protocol: object) -> str:
+    """
+    What a Service port speaks (contract section 11): "tls" for a port named
+    ``https`` or with ``appProtocol: https``; "h2c" for ``appProtocol:
+    kubernetes.io/h2c`` (or ``h2c``, ``grpc``), or a port named ``grpc`` or
+    ``h2c`` or starting ``grpc-`` or ``h2c-`` (Istio's naming convention,
+    which many gRPC charts follow); "h1" otherwise.  Another appProtocol
+    (``http``, ``kubernetes.io/ws``) wins over a gRPC-like name.
+    """
+    app = app_protocol if isinstance(app_protocol, str) else ""
+    if port_name == "https" or app == "https":
+        return "tls"
+    if app in _H2C_APP_PROTOCOLS:
+        return "h2c"
+    if app:
+        return "h1"
+    if port_name in _H2C_PORT_NAMES or port_name.startswith(("grpc-", "h2c-")):
+        return "h2c"
+    return "h1"
 
 
 def _compile_route(

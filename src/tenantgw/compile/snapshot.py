@@ -41,6 +41,10 @@ class CompiledBackend:
     # For a TLS port (named "https", or appProtocol https): the name the
     # upstream's certificate must carry, the Service's DNS name.
     tls_name: str | None = None
+    # What the backend speaks (see tenantgw.compile.compiler.backend_protocol):
+    # "h1" (HTTP/1.1), "h2c" (HTTP/2 cleartext) or "tls" (TLS, HTTP/2 when
+    # the upstream accepts h2 by ALPN, HTTP/1.1 otherwise).
+    protocol: str = "h1"
 
 
 @frozen

@@ -16,7 +16,7 @@ import itertools
 import math
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -29,6 +29,7 @@ from twisted.web.server import NOT_DONE_YET, Site
 from tenantgw.compile.snapshot import (
     EMPTY_SNAPSHOT,
     CompiledAccess,
+    CompiledBackend,
     CompiledRoute,
     CompiledTenant,
     Snapshot,
@@ -65,7 +66,8 @@ from tenantgw.dataplane.quota_redis import connect as connect_redis
 from tenantgw.dataplane.request import GatewayRequest
 from tenantgw.dataplane.responses import respond
 from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
-from tenantgw.http2.negotiate import NegotiatingProtocol
+from tenantgw.http2.client import H2UpstreamPool
+from tenantgw.http2.negotiate import NegotiatingProtocol, PriorKnowledgeProtocol
 from tenantgw.tls.upstream import UpstreamTrust
 from tenantgw.wire.fields import HOP_BY_HOP, UNDERSCORES_DROP, connection_options
 from tenantgw.wire.paths import DEFAULT_POLICY, PathPolicy, normalize_path, valid_query
@@ -193,6 +195,8 @@ class RouteHandler:
             unavailable=health.unavailable,
         )
         self.retry_attempts = route.retries.attempts
+        # Endpoints whose backend is not plain HTTP/1.1 (h2c, TLS), or None.
+        self.protocols = endpoint_protocols(compiled.backends)
         self.access: tuple[CompiledAccess, ...] = compiled.access
         self.checks_address = any(a.checks_address for a in compiled.access)
         self.address_verdicts = AddressVerdicts(compiled.access)
@@ -501,6 +505,8 @@ class TenantHandler:
             extra_response_headers=(sticky_cookie or []) + cache_header,
             health=gateway.health,
             cache_fill=cache_fill,
+            protocols=route.protocols,
+            h2_pool=gateway.h2_pool,
         )
         exchange.start()
 
@@ -579,6 +585,8 @@ class Gateway:
         self.reactor = reactor
         self.clock = clock
         self.pool = pool
+        # HTTP/2 upstreams (h2c and TLS ports that accept h2); gateway_on sets it.
+        self.h2_pool: H2UpstreamPool | None = None
         self.credentials = credentials
         self.trusted_proxies = trusted_proxies
         self.upstream_timeout = upstream_timeout
@@ -618,6 +626,8 @@ class Gateway:
         """Stops the timers that outlive requests: health probes and the pool's sweeper."""
         self.active_checks.stop()
         self.pool.stop()
+        if self.h2_pool is not None:
+            self.h2_pool.stop()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -728,6 +738,17 @@ class Gateway:
         respond(request, 500, close=True)
 
 
+def endpoint_protocols(backends: Iterable[CompiledBackend]) -> dict[EndpointKey, str] | None:
+    """Each endpoint's protocol, when any backend of the route is not HTTP/1.1."""
+    if all(backend.protocol == "h1" for backend in backends):
+        return None
+    return {
+        endpoint_key(backend, endpoint): backend.protocol
+        for backend in backends
+        for endpoint in backend.endpoints
+    }
+
+
 def probe_targets(snapshot: Snapshot) -> set[ProbeTarget]:
     targets = set()
     for tenant in snapshot.tenants.values():
@@ -775,6 +796,7 @@ def gateway_on(
         trusted_proxies=trusted_proxies,
         upstream_timeout=upstream_timeout,
     )
+    gateway.h2_pool = H2UpstreamPool(reactor, reactor, trust=upstream_trust)
     if redis_url is not None:
         gateway.shared_quota = connect_redis(
             redis_url, reactor, gateway.limiter, replicas=replicas, fail_open=redis_fail_open
@@ -866,5 +888,19 @@ class MultiplexingGatewaySite(GatewaySite):
 
     def buildProtocol(self, addr: object) -> NegotiatingProtocol:  # type: ignore[override]
         return NegotiatingProtocol(
+            self, self.reactor, lambda: GatewaySite.buildProtocol(self, addr)
+        )
+
+
+class PlainGatewaySite(GatewaySite):
+    """
+    The site behind the plain HTTP listener: HTTP/1.1, and HTTP/2 for
+    clients that open with its connection preface (h2c prior knowledge,
+    L{PriorKnowledgeProtocol}).  The h2c Upgrade dance is not offered (see
+    L{tenantgw.dataplane.proxy.upgrade_requested}).
+    """
+
+    def buildProtocol(self, addr: object) -> PriorKnowledgeProtocol:  # type: ignore[override]
+        return PriorKnowledgeProtocol(
             self, self.reactor, lambda: GatewaySite.buildProtocol(self, addr)
         )

@@ -10,7 +10,8 @@ cutting the client connection, which is what a truncated body means in HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
@@ -22,14 +23,19 @@ from tenantgw.dataplane.cache import CacheFill
 from tenantgw.dataplane.deadlines import Deadlines
 from tenantgw.dataplane.health import EndpointHealth
 from tenantgw.dataplane.request import GatewayRequest
-from tenantgw.dataplane.responses import respond
+from tenantgw.dataplane.responses import grpc_trailers, respond
 from tenantgw.dataplane.upstream import (
     EndpointKey,
     ResponseHeaders,
     UpstreamConnection,
     UpstreamPool,
 )
+from tenantgw.http2.client import SPEAKS_HTTP1
+from tenantgw.wire import grpc
 from tenantgw.wire.fields import HOP_BY_HOP, connection_options
+
+if TYPE_CHECKING:
+    from tenantgw.http2.client import H2UpstreamPool
 
 _log = Logger()
 
@@ -48,6 +54,16 @@ _NOT_COPIED = frozenset(
         b"X-Request-Id",
     }
 )
+
+# The same, lower case, for an HTTP/2 upstream (whose field names must be).
+# TE is written by the exchange: "trailers" when the client accepts them.
+_NOT_COPIED_H2 = frozenset(name.lower() for name in _NOT_COPIED)
+
+# Backend protocols (tenantgw.compile.snapshot.CompiledBackend.protocol).
+PROTOCOL_HTTP1 = "h1"
+PROTOCOL_H2C = "h2c"
+# TLS, with h2 offered by ALPN: HTTP/2 when the upstream agrees, else HTTP/1.1.
+PROTOCOL_TLS_ALPN = "tls"
 
 _MAX_STALE_RETRIES = 2
 
@@ -165,6 +181,41 @@ def _format_head(
     return b"".join(parts)
 
 
+def _h2_head(
+    method: bytes,
+    target: bytes,
+    host: bytes,
+    request: GatewayRequest,
+    forwarded: Sequence[tuple[bytes, bytes]],
+    body_length: int | None,
+    secure: bool,
+    grpc_timeout: bytes | None,
+) -> list[tuple[bytes, bytes]]:
+    """The request head for an HTTP/2 upstream: the same fields as L{_format_head}, lower case."""
+    head = [
+        (b":method", method),
+        (b":scheme", b"https" if secure else b"http"),
+        (b":authority", host),
+        (b":path", target),
+    ]
+    if request.accepts_trailers:
+        head.append((b"te", b"trailers"))
+    for name, values in request.requestHeaders.getAllRawHeaders():
+        name = name.lower()
+        if name in _NOT_COPIED_H2:
+            continue
+        if name == b"grpc-timeout" and grpc_timeout is not None:
+            head.append((name, grpc_timeout))
+            continue
+        for value in values:
+            head.append((name, value))
+    for name, value in forwarded:
+        head.append((name.lower(), value))
+    if body_length is not None and (body_length or method in (b"POST", b"PUT", b"PATCH")):
+        head.append((b"content-length", b"%d" % body_length))
+    return head
+
+
 class Exchange:
     """Carries one request to one endpoint; reports back through callbacks."""
 
@@ -187,9 +238,18 @@ class Exchange:
         extra_response_headers: ResponseHeaders | None = None,
         health: EndpointHealth | None = None,
         cache_fill: CacheFill | None = None,
+        protocols: Mapping[EndpointKey, str] | None = None,
+        h2_pool: H2UpstreamPool | None = None,
     ) -> None:
         self.request = request
         self.pool = pool
+        # Backends that are not plain HTTP/1.1, by endpoint (None: none are).
+        self.protocols = protocols
+        self.h2_pool = h2_pool
+        self.h2 = False
+        self.grpc = grpc.is_grpc(request.requestHeaders.getRawHeaders(b"content-type", [None])[0])
+        self.h2_head: list[tuple[bytes, bytes]] | None = None
+        self._head_args = (method, target, host, forwarded)
         self.deadlines = deadlines
         self.key = key
         self.method = method
@@ -204,6 +264,10 @@ class Exchange:
         self.head = _format_head(
             method, target, host, request, forwarded, self.body_length, self.upgrade
         )
+        self.timeout = timeout
+        if self.grpc:
+            timeout = self._grpc_deadline(timeout)
+        self._choose_protocol(key)
         self._expire = self._timed_out
         self.deadline: int | None = deadlines.add(timeout, self._expire)
         self.finished = False
@@ -221,6 +285,44 @@ class Exchange:
         if load is not None:
             load.enter(key)
         request.exchange = self
+
+    def _grpc_deadline(self, timeout: float) -> float:
+        """A gRPC call's own deadline, when shorter than the route's; never longer."""
+        value = self.request.requestHeaders.getRawHeaders(b"grpc-timeout", [None])[0]
+        asked = grpc.parse_timeout(value) if value is not None else None
+        if asked is not None and asked < timeout:
+            return asked
+        # Missing, malformed or longer: the upstream is told the route's bound.
+        self._grpc_timeout = grpc.format_timeout(timeout)
+        return timeout
+
+    _grpc_timeout: bytes | None = None
+
+    def _choose_protocol(self, key: EndpointKey) -> None:
+        """HTTP/2 for h2c backends, and TLS ones unless their endpoint chose HTTP/1.1."""
+        protocols = self.protocols
+        protocol = protocols.get(key, PROTOCOL_HTTP1) if protocols else PROTOCOL_HTTP1
+        pool = self.h2_pool
+        self.h2 = (
+            pool is not None
+            and self.upgrade is None
+            and (
+                protocol == PROTOCOL_H2C
+                or (protocol == PROTOCOL_TLS_ALPN and not pool.known_http1(key))
+            )
+        )
+        if self.h2 and self.h2_head is None:
+            method, target, host, forwarded = self._head_args
+            self.h2_head = _h2_head(
+                method,
+                target,
+                host,
+                self.request,
+                forwarded,
+                self.body_length,
+                key[2] is not None,
+                self._grpc_timeout,
+            )
 
     def start(self) -> None:
         """
@@ -245,7 +347,8 @@ class Exchange:
             self._get(self.key)
 
     def _get(self, key: EndpointKey) -> None:
-        self.pool.get(
+        pool: Any = self.h2_pool if self.h2 else self.pool
+        pool.get(
             key,
             self._connected,
             self._connect_failed,
@@ -261,18 +364,22 @@ class Exchange:
 
     def _connected(self, connection: UpstreamConnection) -> None:
         if self.finished:
-            self.pool.release(connection)
+            connection.pool.release(connection)
             return
         self.connection = connection
         request = self.request
-        connection.start(self, self.head, self.method == b"HEAD", self.upgrade is not None)
+        h2 = self.h2
+        head: Any = self.h2_head if h2 else self.head
+        connection.start(self, head, self.method == b"HEAD", self.upgrade is not None)
         if not self.has_body:
             return
         self.body_started = True
         if request.clientproto == b"HTTP/1.1" and _expects_continue(request):
             request.gateway_channel.send_continue()
         connection.stream.registerProducer(_ClientBodyThrottle(request), True)
-        if self.body_length is None:
+        if h2:
+            request.stream_body(connection.write_body, self._h2_body_sent)
+        elif self.body_length is None:
             request.stream_body(self._send_chunk, self._send_last_chunk)
         else:
             request.stream_body(connection.write_body, self._body_sent)
@@ -286,6 +393,12 @@ class Exchange:
             self.connection.write_body(b"0\r\n\r\n")
         self._body_sent()
 
+    def _h2_body_sent(self) -> None:
+        connection = self.connection
+        if connection is not None:
+            connection.end_body()  # type: ignore[attr-defined]
+        self._body_sent()
+
     def _body_sent(self) -> None:
         self.request_sent = True
         if self.connection is not None:
@@ -293,6 +406,11 @@ class Exchange:
 
     def _connect_failed(self, reason: str) -> None:
         if self.finished:
+            return
+        if self.h2 and reason == SPEAKS_HTTP1:
+            # A TLS upstream that chose HTTP/1.1 by ALPN: asked again in it.
+            self.h2 = False
+            self._get(self.key)
             return
         _log.info("upstream {key} connect failed: {reason}", key=self.key, reason=reason)
         self.request.upstream_error = "connect"
@@ -339,7 +457,18 @@ class Exchange:
         request.registerProducer(self.throttle, True)
         # Headers go out now, even for an empty or slow body, so a client
         # sees the status as soon as the upstream has decided it.
-        request.start_response(code, reason or RESPONSES.get(code, b"Unknown"), kept)
+        request.start_response(
+            code,
+            reason or RESPONSES.get(code, b"Unknown"),
+            kept,
+            head_only=getattr(self.connection, "head_only", False),
+        )
+
+    def upstream_trailers(self, trailers: ResponseHeaders) -> None:
+        """An HTTP/2 upstream's trailers: to a client that can take them (L{GatewayRequest.send_trailers})."""
+        request = self.request
+        if not self.finished and request.channel is not None and not request.refused:
+            request.send_trailers(trailers)
 
     def upstream_data(self, data: bytes) -> None:
         request = self.request
@@ -416,6 +545,8 @@ class Exchange:
         self.key = key
         self.stale_retries = 0
         self.request.upstream = f"{key[0]}:{key[1]}"
+        if self.protocols:
+            self._choose_protocol(key)
         self._get(key)
         return True
 
@@ -458,7 +589,15 @@ class Exchange:
         self._endpoint_failed()
         self.request.upstream_error = "timeout"
         self._drop_connection()
-        if self.request.startedWriting:
+        request = self.request
+        if request.startedWriting:
+            if self.grpc and request.multiplexed and request.channel is not None:
+                # A gRPC client reads a deadline from grpc-status, not a reset.
+                self._release_throttle()
+                self._close(self.status)
+                request.send_trailers(grpc_trailers(504))
+                request.finish()
+                return
             self._cut_short()
         else:
             self._fail(504)

@@ -18,6 +18,8 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.web import server
 from twisted.web.http import NO_BODY_CODES
 
+from tenantgw.wire.fields import HOP_BY_HOP, is_token, valid_field_value
+
 if TYPE_CHECKING:
     from tenantgw.dataplane.channel import GatewayChannel
     from tenantgw.dataplane.proxy import Exchange
@@ -52,6 +54,11 @@ class GatewayRequest(server.Request):
     # The protocol an HTTP/1.1 client asked to switch to, when the request
     # may be tunnelled (decided on arrival, before hop-by-hop fields go).
     upgrade: bytes | None = None
+    # The client sent "TE: trailers" (read on arrival, before hop-by-hop
+    # fields are removed): response trailers may be sent to it.
+    accepts_trailers = False
+    # Trailers for an HTTP/1.1 chunked response, written by finish().
+    _trailers: list[tuple[bytes, bytes]] | None = None
     _body_idle: IDelayedCall | None = None
     _last_body_at = 0.0
     _body_starts: Callable[[], None] | None = None
@@ -164,6 +171,13 @@ class GatewayRequest(server.Request):
         self.started = gateway.clock.seconds()
         gateway.requests_open += 1
         self.args = {}
+        te = self.requestHeaders.getRawHeaders(b"te")
+        if te is not None:
+            self.accepts_trailers = any(
+                token.split(b";")[0].strip().lower() == b"trailers"
+                for value in te
+                for token in value.split(b",")
+            )
         query = path.find(b"?")
         self.path = path if query < 0 else path[:query]
 
@@ -272,7 +286,13 @@ class GatewayRequest(server.Request):
         """The TLS SNI name of the connection this request came on, if any."""
         return self.gateway_channel.server_name  # an HTTP/2 stream has one too
 
-    def start_response(self, code: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    def start_response(
+        self,
+        code: int,
+        reason: bytes,
+        headers: list[tuple[bytes, bytes]],
+        head_only: bool = False,
+    ) -> None:
         """
         Writes the status line and headers straight to the connection.
 
@@ -282,6 +302,11 @@ class GatewayRequest(server.Request):
         they are written as they are.  Framing follows twisted.web's own rules
         so that L{write} and L{finish} continue as usual: chunked for HTTP/1.1
         when the length is unknown, nothing for HEAD and bodiless statuses.
+
+        C{head_only}: the upstream's response ended with its head (gRPC's
+        trailers-only form); an HTTP/2 client gets it as one HEADERS frame
+        that ends the stream, which is the only form a gRPC client reads a
+        status from.
         """
         if self.multiplexed:
             # HTTP/2 frames its own headers: the stream sends them as they are.
@@ -289,6 +314,10 @@ class GatewayRequest(server.Request):
             self.code_message = reason
             self.startedWriting = 1
             extra = [(n, v) for n, vs in self.responseHeaders.getAllRawHeaders() for v in vs]
+            if head_only:
+                cast(Any, self.channel).write_head_only(code, headers + extra)
+                self.write = _discard  # type: ignore[method-assign]
+                return
             cast(Any, self.channel).write_head(code, headers + extra if extra else headers)
             if self.method == b"HEAD" or code in NO_BODY_CODES:
                 self.write = _discard  # type: ignore[method-assign]
@@ -315,12 +344,36 @@ class GatewayRequest(server.Request):
         if not body_allowed:
             self.write = _discard  # type: ignore[method-assign]
 
+    def send_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """
+        Response trailers (gRPC's grpc-status): on their own HEADERS frame
+        for HTTP/2, after the last chunk for an HTTP/1.1 client that sent
+        C{TE: trailers} and gets a chunked response, dropped otherwise (a
+        Content-Length response has nowhere to put them).
+        """
+        if self.channel is None or self.finished:
+            return
+        if self.multiplexed:
+            cast(Any, self.channel).write_trailers(trailers)
+        elif self.chunked and self.accepts_trailers:
+            self._trailers = (self._trailers or []) + trailers
+
     def finish(self) -> None:
         if self.channel is None or self.finished:
             # The client left first (or an answer raced another): nothing
             # is left to finish, and twisted.web would log a traceback-like
             # error for what is ordinary client behaviour.
             return
+        trailers = self._trailers
+        if trailers and self.chunked and self.startedWriting:
+            self._trailers = None
+            self.chunked = 0  # the last chunk is written here, with the trailer section
+            parts = [b"0\r\n"]
+            for name, value in trailers:
+                if valid_trailer(name, value):
+                    parts += (name, b": ", value, b"\r\n")
+            parts.append(b"\r\n")
+            self.gateway_channel.stream.write(b"".join(parts))
         self._stop_body_idle()
         self._body_starts = None
         if not self.body_complete and self.channel is not None:
@@ -348,6 +401,29 @@ class GatewayRequest(server.Request):
 
     def processingFailed(self, reason: object) -> None:
         self.gateway_channel.site.gateway.internal_error(self, reason)
+
+
+# Never in a trailer section (RFC 9110 section 6.5.1): framing, routing,
+# authentication and the response's own controls.
+_NOT_TRAILERS = HOP_BY_HOP | {
+    b"content-length",
+    b"content-type",
+    b"content-encoding",
+    b"host",
+    b"set-cookie",
+    b"authorization",
+    b"cache-control",
+}
+
+
+def valid_trailer(name: bytes, value: bytes) -> bool:
+    """A trailer field an HTTP/1.1 client may be sent: a token name, a clean value, not framing."""
+    return (
+        is_token(name)
+        and name.lower() not in _NOT_TRAILERS
+        and valid_field_value(value)
+        and value == value.strip(b" \t")
+    )
 
 
 def _discard(data: bytes) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from twisted.web.http import RESPONSES
 
 from tenantgw.dataplane.request import GatewayRequest
+from tenantgw.wire import grpc
 
 _CODES = {
     301: "moved_permanently",
@@ -62,6 +63,11 @@ def respond(
         return
     if request.refused:
         return
+    if request.multiplexed and grpc.is_grpc(
+        request.requestHeaders.getRawHeaders(b"content-type", [None])[0]
+    ):
+        _respond_grpc(request, status, headers)
+        return
     if _wants_json(request):
         body, content_type = _JSON[status], b"application/json"
     else:
@@ -80,4 +86,39 @@ def respond(
         response_headers.setRawHeaders(b"connection", [b"close"])
         request.channel.persistent = False
     request.write(body)
+    request.finish()
+
+
+def grpc_trailers(status: int) -> list[tuple[bytes, bytes]]:
+    """The grpc-status and grpc-message for one of the gateway's own HTTP statuses."""
+    return [
+        (b"grpc-status", b"%d" % grpc.status_for_http(status)),
+        (b"grpc-message", grpc.MESSAGE_FOR_HTTP.get(status, b"gateway error")),
+    ]
+
+
+def _respond_grpc(
+    request: GatewayRequest,
+    status: int,
+    headers: Mapping[bytes, bytes] | Iterable[tuple[bytes, bytes]] | None,
+) -> None:
+    """
+    A gRPC client reads the outcome from grpc-status only, so the gateway's
+    answer is a trailers-only response: :status 200 and the gRPC status in
+    one HEADERS frame that ends the stream.  The HTTP status the gateway
+    decided is what metrics and the access log record.
+    """
+    block = [
+        (b"content-type", b"application/grpc"),
+        *grpc_trailers(status),
+        (b"x-request-id", request.request_id),
+    ]
+    if headers:
+        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        block += [(name.lower(), value) for name, value in pairs]
+    request.setResponseCode(status, RESPONSES.get(status, b"Error"))
+    request.startedWriting = 1
+    channel = request.channel
+    assert channel is not None
+    channel.write_head_only(200, block)  # type: ignore[attr-defined]
     request.finish()

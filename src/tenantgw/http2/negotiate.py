@@ -88,3 +88,69 @@ class NegotiatingProtocol(Protocol):
         self._idle = None
         if self.chosen is not None:
             self.chosen.connectionLost(reason)
+
+
+# RFC 9113 section 3.4: what a client with prior knowledge sends first.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+class PriorKnowledgeProtocol(Protocol):
+    """
+    The protocol the plain HTTP listener builds per connection: HTTP/2
+    (h2c with prior knowledge, RFC 9113 section 3.3, what gRPC clients in a
+    cluster send) when the first bytes are the HTTP/2 connection preface,
+    the hardened HTTP/1.1 L{GatewayChannel} otherwise.
+
+    The first bytes decide: an HTTP/1.1 request line can never begin with
+    the preface (C{PRI} is no method the gateway serves), and a client that
+    sends part of it waits with it, so a short read is held until the
+    preface is complete or has been contradicted.  After the choice every
+    call goes straight to the chosen protocol.
+    """
+
+    def __init__(self, site: GatewaySite, clock: Any, http1: Callable[[], IProtocol]) -> None:
+        self.site = site
+        self.clock = clock
+        self._http1 = http1
+        self.chosen: IProtocol | None = None
+        self._held = b""
+        self._idle: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        timeout = self.site.timeOut
+        if timeout:
+            self._idle = self.clock.callLater(timeout, self._idle_hit)
+
+    def _idle_hit(self) -> None:
+        self._idle = None
+        if self.chosen is None and self.transport is not None:
+            self.transport.abortConnection()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        held = self._held + data
+        if len(held) < len(PREFACE) and PREFACE.startswith(held):
+            self._held = held  # could still be the preface
+            return
+        self._held = b""
+        idle = self._idle
+        if idle is not None:
+            self._idle = None
+            if idle.active():
+                idle.cancel()
+        chosen: IProtocol
+        if held.startswith(PREFACE):
+            chosen = H2ServerConnection(self.site, self.clock)
+        else:
+            chosen = self._http1()
+        self.chosen = chosen
+        self.dataReceived = chosen.dataReceived  # type: ignore[method-assign]
+        self.connectionLost = chosen.connectionLost  # type: ignore[method-assign,assignment]
+        assert self.transport is not None
+        chosen.makeConnection(self.transport)
+        chosen.dataReceived(held)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        idle = self._idle
+        if idle is not None and idle.active():
+            idle.cancel()
+        self._idle = None

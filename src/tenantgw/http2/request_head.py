@@ -105,6 +105,9 @@ def parse_request_head(
         if name == b"te":
             if value.lower() != b"trailers":
                 return bad("te other than trailers")
+            # Kept: "te: trailers" says the client reads trailers (gRPC
+            # needs it); the exchange writes it to HTTP/2 upstreams only.
+            kept.append((name, value))
             continue
         if b"_" in name:
             if underscores == UNDERSCORES_REJECT:

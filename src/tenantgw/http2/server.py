@@ -213,6 +213,8 @@ class H2Stream:
         self._headers_sent = False
         self._end_queued = False
         self._end_sent = False
+        # Response trailers: sent on a HEADERS frame that ends the stream.
+        self._trailers: list[tuple[bytes, bytes]] | None = None
         self.producer: Any = None
         self._streaming = True
         self._producer_paused = False
@@ -331,6 +333,38 @@ class H2Stream:
         """The response head from already lower-case, validated pairs (the proxy's)."""
         self.writeHeaders(b"HTTP/2", code, b"", list(headers))
 
+    def write_head_only(self, code: int, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """
+        A response that is all head: one HEADERS frame with END_STREAM (what
+        gRPC calls trailers-only, the form its clients read a status from).
+        """
+        if self.closed or self._headers_sent or self._end_queued:
+            return
+        self._headers_sent = True
+        self._end_queued = True
+        self._end_sent = True
+        self._discarding = True
+        self._release_inbound()
+        block = [(b":status", b"%d" % code)]
+        for name, value in headers:
+            name = name.lower()
+            if name not in CONNECTION_SPECIFIC:
+                block.append((name, value))
+        self._conn.send_headers(self.streamID, block, end_stream=True)
+        self._finished()
+
+    def write_trailers(self, trailers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Trailers for the response, sent after its last DATA; valid until it ends."""
+        if self.closed or self._end_queued or not self._headers_sent:
+            return
+        kept = [
+            (name.lower(), value)
+            for name, value in trailers
+            if not name.startswith(b":") and name.lower() not in CONNECTION_SPECIFIC
+        ]
+        if kept:
+            self._trailers = (self._trailers or []) + kept
+
     def write(self, data: bytes) -> None:
         if not data or self.closed or self._end_queued:
             return
@@ -383,12 +417,15 @@ class H2Stream:
                     out.popleft()
                 self._out_bytes -= size
                 sent += size
-                last = not out and self._end_queued
+                last = not out and self._end_queued and self._trailers is None
                 h2conn.send_data(stream_id, chunk, end_stream=last)
                 if last:
                     self._end_sent = True
             if not out and self._end_queued and not self._end_sent:
-                h2conn.end_stream(stream_id)
+                if self._trailers is not None:
+                    h2conn.send_headers(stream_id, self._trailers, end_stream=True)
+                else:
+                    h2conn.end_stream(stream_id)
                 self._end_sent = True
         except h2.exceptions.StreamClosedError:
             self.lost(Failure(ConnectionLost("stream closed")))
@@ -820,9 +857,11 @@ class H2ServerConnection(Protocol, TimeoutMixin):
             else:
                 self._transport_write(data)
 
-    def send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def send_headers(
+        self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool = False
+    ) -> None:
         try:
-            self._h2.send_headers(stream_id, headers)
+            self._h2.send_headers(stream_id, headers, end_stream=end_stream)
         except h2.exceptions.StreamClosedError:
             return
         if self._batch is None:

@@ -36,11 +36,19 @@ class UpstreamTrust:
             self._trust = trustRootFromCertificates(certificates)
         else:
             self._trust = platformTrust()
-        self._options: dict[str, IOpenSSLClientConnectionCreator] = {}
+        self._options: dict[tuple[str, tuple[bytes, ...]], IOpenSSLClientConnectionCreator] = {}
 
-    def options_for(self, server_name: str) -> IOpenSSLClientConnectionCreator:
-        options = self._options.get(server_name)
+    def options_for(
+        self, server_name: str, alpn: tuple[bytes, ...] = ()
+    ) -> IOpenSSLClientConnectionCreator:
+        """C{alpn}: the protocols offered by ALPN (none for the HTTP/1.1 pool)."""
+        options = self._options.get((server_name, alpn))
         if options is None:
-            options = optionsForClientTLS(server_name, trustRoot=self._trust)
-            self._options[server_name] = options
+            if alpn:
+                options = optionsForClientTLS(
+                    server_name, trustRoot=self._trust, acceptableProtocols=list(alpn)
+                )
+            else:
+                options = optionsForClientTLS(server_name, trustRoot=self._trust)
+            self._options[(server_name, alpn)] = options
         return options
