@@ -70,6 +70,17 @@ def https_tenant(port: int, port_spec: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+class _Site(Site):
+    """A Site offering only the given protocols by ALPN (twisted.web's own offers h2)."""
+
+    def __init__(self, resource: Any, alpn: list[bytes]) -> None:
+        super().__init__(resource)
+        self._alpn = alpn
+
+    def acceptableProtocols(self) -> list[bytes]:
+        return self._alpn
+
+
 class UpstreamTLSTests(TestCase):
     timeout = 30
 
@@ -80,13 +91,14 @@ class UpstreamTLSTests(TestCase):
         globalLogPublisher.addObserver(self.events.append)
         self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
 
-    def tls_upstream(self, chain: bytes, key: bytes) -> int:
+    def tls_upstream(self, chain: bytes, key: bytes, alpn: list[bytes] | None = None) -> int:
         self.resource = RecordingResource("tls-web")
         options = CertificateOptions(
             privateKey=crypto.load_privatekey(crypto.FILETYPE_PEM, key),
             certificate=crypto.load_certificate(crypto.FILETYPE_PEM, chain),
         )
-        port = reactor.listenSSL(0, Site(self.resource), options, interface="127.0.0.1")
+        site = Site(self.resource) if alpn is None else _Site(self.resource, alpn)
+        port = reactor.listenSSL(0, site, options, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         return port.getHost().port
 
@@ -94,6 +106,7 @@ class UpstreamTLSTests(TestCase):
     def get(self, upstream_port: int, port_spec: dict[str, Any], trust: UpstreamTrust) -> Any:
         snapshot = compile_snapshot(https_tenant(upstream_port, port_spec))
         gateway = GatewayUnderTest(snapshot, upstream_trust=trust)
+        self.gateway = gateway
         self.addCleanup(gateway.stop)
         response = yield treq.get(
             gateway.url("/x"), headers={"Host": ["t.example"]}, pool=self.client_pool
@@ -108,6 +121,34 @@ class UpstreamTLSTests(TestCase):
             code, body = yield self.get(port, spec, UpstreamTrust(self.ca.pem))
             self.assertEqual(code, 200, body)
             self.assertEqual(json.loads(body)["upstream"], "tls-web")
+
+    @inlineCallbacks
+    def test_upstream_offering_h2_by_alpn_gets_http2(self) -> Any:
+        port = self.tls_upstream(*self.ca.issue("web.team.svc"), alpn=[b"h2", b"http/1.1"])
+        for _ in range(3):
+            code, body = yield self.get(
+                port, {"name": "https", "port": 443}, UpstreamTrust(self.ca.pem)
+            )
+            self.assertEqual(code, 200, body)
+            gateway = self.gateway.gateway
+            self.assertEqual(gateway.h2_pool.connections_opened, 1)
+            self.assertEqual(gateway.pool.connections_opened, 0)
+
+    @inlineCallbacks
+    def test_upstream_choosing_http1_by_alpn_gets_http1_from_then_on(self) -> Any:
+        port = self.tls_upstream(*self.ca.issue("web.team.svc"), alpn=[b"http/1.1"])
+        snapshot = compile_snapshot(https_tenant(port, {"name": "https", "port": 443}))
+        gateway = GatewayUnderTest(snapshot, upstream_trust=UpstreamTrust(self.ca.pem))
+        self.addCleanup(gateway.stop)
+        for _ in range(3):
+            response = yield treq.get(
+                gateway.url("/x"), headers={"Host": ["t.example"]}, pool=self.client_pool
+            )
+            body = yield response.content()
+            self.assertEqual(response.code, 200, body)
+        # One ALPN probe, then HTTP/1.1 (one pooled connection).
+        self.assertEqual(gateway.gateway.h2_pool.connections_opened, 1)
+        self.assertEqual(gateway.pool.connections_opened, 1)
 
     @inlineCallbacks
     def test_wrong_name_is_502_and_logged(self) -> Any:
