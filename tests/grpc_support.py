@@ -100,9 +100,16 @@ class GrpcBackend:
 
 
 def grpc_tenant(
-    port: int, port_name: str = "grpc", app_protocol: str | None = None, timeout: int | None = None
+    port: int,
+    port_name: str = "grpc",
+    app_protocol: str | None = None,
+    timeout: int | None = None,
+    tenant_extra: str = "",
 ) -> Snapshot:
-    """Tenant C{g} on C{g.example}, one route to Service C{rpc} on a port named C{port_name}."""
+    """
+    Tenant C{g} on C{g.example}, one route to Service C{rpc} on a port named
+    C{port_name}; C{tenant_extra} is more of tenant.yaml (top level).
+    """
     route = "  - name: rpc\n    backends: [{service: rpc, port: 50051}]\n"
     if timeout is not None:
         route += f"    timeoutSeconds: {timeout}\n"
@@ -121,7 +128,7 @@ def grpc_tenant(
                 "namespace": "g",
                 "labels": {"tenantgw.io/tenant": "true"},
             },
-            "data": {"tenant.yaml": "hosts: [g.example]\nroutes:\n" + route},
+            "data": {"tenant.yaml": "hosts: [g.example]\n" + tenant_extra + "routes:\n" + route},
         },
         {
             "kind": "Service",

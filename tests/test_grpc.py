@@ -265,3 +265,74 @@ class CurlPriorKnowledgeTests(TestCase):
         self.assertIn(b"HTTP/2 200", out)
         self.assertIn(b"grpc-status: 0", out)  # a trailer, which curl prints with the headers
         self.assertIn(b"echo:hello", out)
+
+
+class Http1TrailersTests(TestCase):
+    """
+    An HTTP/1.1 client that sent C{TE: trailers} gets the upstream's
+    trailers after the last chunk (curl, which prints them with --raw).
+    """
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_trailers_after_the_last_chunk(self) -> Any:
+        backend = GrpcBackend()
+        self.addCleanup(backend.stop)
+        front = _Gateway()
+        self.addCleanup(front.stop)
+        front.gateway.apply(grpc_tenant(backend.port))
+        body = self.mktemp()
+        with open(body, "wb") as f:
+            f.write(b"\x00\x00\x00\x00\x05hello")
+        out, err, code = yield getProcessOutputAndValue(
+            "curl",
+            [
+                "--silent",
+                "--show-error",
+                "--http1.1",
+                "--raw",
+                "--output",
+                "-",
+                "-H",
+                "TE: trailers",
+                "-H",
+                "Connection: TE",
+                "-H",
+                "content-type: application/grpc",
+                "--data-binary",
+                f"@{body}",
+                "-H",
+                "Host: g.example",
+                f"http://127.0.0.1:{front.port}/test.Echo/Echo",
+            ],
+            env={},
+            reactor=reactor,
+        )
+        self.assertEqual(code, 0, err)
+        self.assertIn(b"echo:hello", out)
+        self.assertTrue(out.endswith(b"\r\n0\r\ngrpc-status: 0\r\ngrpc-message: \r\n\r\n"), out)
+
+
+class GrpcGatewayStatusTests(TestCase):
+    """Gateway-made answers to gRPC calls are gRPC statuses, and reach no backend."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_rate_limit_is_resource_exhausted(self) -> Any:
+        backend = GrpcBackend()
+        self.addCleanup(backend.stop)
+        front = _Gateway()
+        self.addCleanup(front.stop)
+        front.gateway.apply(
+            grpc_tenant(backend.port, tenant_extra="quota: {requestsPerSecond: 1, burst: 1}\n")
+        )
+        channel = channel_to(front.port)
+        self.addCleanup(channel.close)
+        call = channel.unary_unary("/test.Echo/Echo")
+        first = yield deferToThread(call, b"a", timeout=10)
+        self.assertEqual(first, b"echo:a")
+        failure = yield self.assertFailure(deferToThread(call, b"b", timeout=10), grpc.RpcError)
+        self.assertEqual(failure.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
+        self.assertEqual(len(backend.metadata), 1)
