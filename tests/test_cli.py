@@ -328,3 +328,43 @@ class ConsoleScriptTests(SynchronousTestCase):
         )
         self.assertEqual(files["broken.yaml"]["errors"][0]["path"], "")
         self.assertEqual(report["summary"]["errors"], 3)  # type: ignore[index]
+
+
+PROTOCOL_TENANT = """\
+routes:
+  - name: web
+    backends: [{service: web, port: 80}]
+  - name: rpc
+    backends: [{service: rpc, port: grpc}, {service: h2, port: 8080}]
+  - name: secure
+    backends: [{service: secure, port: 443}]
+"""
+
+
+def _service(name: str, port: dict[str, object]) -> str:
+    return (
+        f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\n"
+        f"spec:\n  ports: [{json.dumps(port)}]\n"
+    )
+
+
+class CheckProtocolTests(SynchronousTestCase):
+    run_check = CheckTests.run_check
+
+    def test_each_backend_s_protocol_is_reported(self) -> None:
+        text = (
+            manifests(PROTOCOL_TENANT)
+            + _service("web", {"name": "http", "port": 80})
+            + _service("rpc", {"name": "grpc", "port": 50051})
+            + _service("h2", {"name": "web", "port": 8080, "appProtocol": "kubernetes.io/h2c"})
+            + _service("secure", {"name": "https", "port": 443})
+        )
+        status, output = self.run_check(("shop.yaml", text))
+        self.assertEqual(status, 0, output)
+        self.assertIn("routes[0].backends[0]: Service 'web' port 80: HTTP/1.1", output)
+        self.assertIn("routes[1].backends[0]: Service 'rpc' port 50051: HTTP/2 cleartext", output)
+        self.assertIn("routes[1].backends[1]: Service 'h2' port 8080: HTTP/2 cleartext", output)
+        self.assertIn("routes[2].backends[0]: Service 'secure' port 443: TLS; HTTP/2 if", output)
+        status, output = self.run_check(("shop.yaml", text), extra=("--output", "json"))
+        backends = json.loads(output)["tenants"][0]["backends"]
+        self.assertEqual([b["protocol"] for b in backends], ["h1", "h2c", "h2c", "tls"])

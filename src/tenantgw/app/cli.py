@@ -111,6 +111,39 @@ class TenantReport:
     namespace_assumed: bool = False
     errors: list[Problem] = field(factory=list)
     warnings: list[Problem] = field(factory=list)
+    backends: list[BackendReport] = field(factory=list)
+
+
+# What each backend protocol means, as `tenantgw check` prints it.
+PROTOCOL_TEXT = {
+    "h1": "HTTP/1.1",
+    "h2c": "HTTP/2 cleartext (h2c)",
+    "tls": "TLS; HTTP/2 if the upstream offers h2 by ALPN, else HTTP/1.1",
+}
+
+
+@define
+class BackendReport:
+    """Which protocol the gateway speaks to one resolved backend (contract section 11)."""
+
+    path: str
+    service: str
+    port: int
+    protocol: str  # "h1", "h2c" or "tls"
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "service": self.service,
+            "port": self.port,
+            "protocol": self.protocol,
+        }
+
+    def __str__(self) -> str:
+        return (
+            f"{self.path}: Service {self.service!r} port {self.port}:"
+            f" {PROTOCOL_TEXT.get(self.protocol, self.protocol)}"
+        )
 
 
 @define
@@ -258,6 +291,7 @@ def check_report(
             )
             (tenant.errors if strict else tenant.warnings).append(assumption)
         _classify(tenant, status.state, status.messages, snapshot, strict)
+        tenant.backends = _backend_protocols(snapshot, namespace)
         if strict:
             tenant.errors.extend(_backends_without_endpoints(snapshot, namespace, tenant))
         report.tenants.append(tenant)
@@ -331,6 +365,27 @@ def _classify(
         (tenant.errors if error else tenant.warnings).append(problem)
 
 
+def _backend_protocols(snapshot: Snapshot, namespace: str) -> list[BackendReport]:
+    compiled = snapshot.tenants.get(namespace)
+    if compiled is None:
+        return []
+    found = []
+    for route in compiled.routes:
+        position = next(i for i, r in enumerate(compiled.spec.routes) if r is route.route)
+        for index, backend in enumerate(route.backends):
+            if backend.port == 0:
+                continue  # not resolved: reported as an error or warning
+            found.append(
+                BackendReport(
+                    f"routes[{position}].backends[{index}]",
+                    backend.service,
+                    backend.port,
+                    backend.protocol,
+                )
+            )
+    return found
+
+
 def _backends_without_endpoints(
     snapshot: Snapshot, namespace: str, tenant: TenantReport
 ) -> list[Problem]:
@@ -371,6 +426,8 @@ def report_text(report: Report, out: TextIO) -> None:
             print(f"{where}: error: {error}", file=out)
         for warning in tenant.warnings:
             print(f"{where}: warning: {warning}", file=out)
+        for backend in tenant.backends:
+            print(f"{where}: backend: {backend}", file=out)
     errors = sum(len(f.errors) for f in report.files) + sum(len(t.errors) for t in report.tenants)
     warnings = sum(len(t.warnings) for t in report.tenants)
     print(
@@ -384,9 +441,11 @@ def report_json(report: Report) -> dict[str, Any]:
     """
     C{{"ok", "strict", "summary": {files, tenants, errors, warnings},
     "files": [{file, kind, errors}], "tenants": [{namespace, configMap, file,
-    state, serving, hosts, namespaceAssumed, errors, warnings}]}}; every
-    error and warning is C{{"path", "message"}}, C{path} being the field
-    path in tenant.yaml (C{""} when the problem is not one field's).
+    state, serving, hosts, namespaceAssumed, errors, warnings, backends}]}};
+    every error and warning is C{{"path", "message"}}, C{path} being the
+    field path in tenant.yaml (C{""} when the problem is not one field's);
+    every backend is C{{"path", "service", "port", "protocol"}}, the
+    protocol being C{"h1"}, C{"h2c"} or C{"tls"}.
     """
     return {
         "ok": report.ok,
@@ -413,6 +472,7 @@ def report_json(report: Report) -> dict[str, Any]:
                 "namespaceAssumed": t.namespace_assumed,
                 "errors": [e.json() for e in t.errors],
                 "warnings": [w.json() for w in t.warnings],
+                "backends": [b.json() for b in t.backends],
             }
             for t in report.tenants
         ],
