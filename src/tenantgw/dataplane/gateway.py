@@ -16,6 +16,7 @@ import itertools
 import math
 import random
 import re
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,7 @@ from tenantgw.dataplane.responses import respond
 from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
 from tenantgw.http2.client import H2UpstreamPool
 from tenantgw.http2.negotiate import NegotiatingProtocol, PriorKnowledgeProtocol
+from tenantgw.http2.server import H2ServerConnection
 from tenantgw.tls.upstream import UpstreamTrust
 from tenantgw.wire.fields import HOP_BY_HOP, UNDERSCORES_DROP, connection_options
 from tenantgw.wire.paths import DEFAULT_POLICY, PathPolicy, normalize_path, valid_query
@@ -605,6 +607,8 @@ class Gateway:
         # Requests routed and not yet logged: what a drain waits for.
         self.requests_open = 0
         self.draining = False
+        # Client HTTP/2 connections, told to go away (gracefully) on drain.
+        self.h2_connections: weakref.WeakSet[H2ServerConnection] = weakref.WeakSet()
         self.metrics: Metrics | None = None
         self.access_log: AccessLog | None = None
         # The port clients reach the HTTPS listener on, for HTTP -> HTTPS redirects.
@@ -617,10 +621,14 @@ class Gateway:
     def start_draining(self) -> None:
         """
         From now on every HTTP/1.1 response carries Connection: close and
-        its connection ends after it, so keep-alive clients move to another
-        replica instead of being cut when this one exits.
+        its connection ends after it, and every HTTP/2 connection gets a
+        graceful GOAWAY (its streams in flight finish), so keep-alive
+        clients move to another replica instead of being cut when this one
+        exits.
         """
         self.draining = True
+        for connection in list(self.h2_connections):
+            connection.drain()
 
     def stop(self) -> None:
         """Stops the timers that outlive requests: health probes and the pool's sweeper."""

@@ -44,6 +44,7 @@ import h2.events
 import h2.exceptions
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
 from twisted.internet._producer_helpers import _PullToPush
 from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, ISSLTransport
@@ -587,6 +588,8 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         self._linger_timer: IDelayedCall | None = None
         self.requests_seen = 0
         self.goaway_code: ErrorCodes | None = None
+        # Set by drain(): the last stream this connection still serves.
+        self.drain_last_stream: int | None = None
 
     # -- connection lifetime ------------------------------------------------------
 
@@ -599,6 +602,9 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         self._h2.increment_flow_control_window(CONNECTION_WINDOW - STREAM_WINDOW)
         self._write_out()
         transport.registerProducer(self, True)
+        gateway = getattr(self.site, "gateway", None)
+        if gateway is not None:
+            gateway.h2_connections.add(self)
         self.setTimeout(self.timeOut)
         if self.header_deadline:
             self._first_request_timer = self.callLater(self.header_deadline, self._no_request)
@@ -654,6 +660,29 @@ class H2ServerConnection(Protocol, TimeoutMixin):
     def _header_deadline_hit(self) -> None:
         self._header_timer = None
         self.go_away(ErrorCodes.ENHANCE_YOUR_CALM, "header block not finished within the deadline")
+
+    def drain(self) -> None:
+        """
+        Graceful GOAWAY (RFC 9113 section 6.8), for a gateway about to stop:
+        the client is told the last stream that will be served, opens its
+        next streams on another replica, and the streams in flight finish
+        here; the connection closes once the last of them has.
+
+        h2 closes its state machine on any GOAWAY it sends, after which it
+        would refuse the frames of the streams still finishing, so this
+        GOAWAY is queued as a bare frame.
+        """
+        if self._closing or self.drain_last_stream is not None:
+            return
+        machine = self._h2
+        last = machine.highest_inbound_stream_id
+        self.drain_last_stream = last
+        machine._prepare_for_sending(
+            [GoAwayFrame(0, error_code=ErrorCodes.NO_ERROR, last_stream_id=last)]
+        )
+        self._write_out()
+        if not self.streams:
+            self.go_away(ErrorCodes.NO_ERROR, "drained")
 
     def go_away(self, code: ErrorCodes, why: str) -> None:
         """GOAWAY with C{code}, then close; a client that does not read is cut."""
@@ -777,6 +806,12 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         if timer is not None:
             self._first_request_timer = None
             timer.cancel()
+        drain_last = self.drain_last_stream
+        if drain_last is not None and event.stream_id > drain_last:
+            # Sent before the client read our GOAWAY: never processed, so
+            # the client may safely ask another replica.
+            self.reset(event.stream_id, ErrorCodes.REFUSED_STREAM)
+            return
         stream = H2Stream(self, event.stream_id)
         self.streams[event.stream_id] = stream
         verdict = parse_request_head(event.headers or (), self.underscores)
@@ -805,9 +840,9 @@ class H2ServerConnection(Protocol, TimeoutMixin):
             stream.receive_end()
 
     def _stream_reset(self, event: h2.events.StreamReset) -> None:
-        stream = self.streams.pop(event.stream_id, None)
+        stream = self.streams.get(event.stream_id)
         if stream is not None:
-            self._ready.pop(stream.streamID, None)
+            self.forget(stream)
             stream.lost(Failure(ConnectionLost(f"stream reset by the client ({event.error_code})")))
         if event.remote_reset and not self._budget.spend():
             self.go_away(ErrorCodes.ENHANCE_YOUR_CALM, "too many stream resets")
@@ -913,6 +948,8 @@ class H2ServerConnection(Protocol, TimeoutMixin):
     def forget(self, stream: H2Stream) -> None:
         self.streams.pop(stream.streamID, None)
         self._ready.pop(stream.streamID, None)
+        if self.drain_last_stream is not None and not self.streams:
+            self.go_away(ErrorCodes.NO_ERROR, "drained")
 
 
 class _Everything:
