@@ -56,6 +56,7 @@ from zope.interface import implementer
 
 from tenantgw.dataplane.transport import sni_name
 from tenantgw.http2.frames import MAX_HEADER_BLOCK_BYTES, FrameScanner
+from tenantgw.http2.hpack_out import StaticEncoder
 from tenantgw.http2.request_head import (
     CONNECTION_SPECIFIC,
     Refusal,
@@ -87,11 +88,12 @@ MAX_CONCURRENT_STREAMS = 100
 RESET_BURST = 100
 RESET_RATE = 10.0
 
-# Flow control, inbound.  Each stream keeps the default 64 KiB window, so a
-# stream that is not read holds at most that much; the connection window is
+# Flow control, inbound.  Each stream gets a 256 KiB window (a 64 KiB one
+# capped uploads at a window per round trip), so a stream that is not read
+# holds at most that much; the connection window is
 # opened wide enough for every stream's window at once, so that paused
 # streams can never starve the others of connection-level credit.
-STREAM_WINDOW = 65_535
+STREAM_WINDOW = 256 * 1024
 CONNECTION_WINDOW = MAX_CONCURRENT_STREAMS * STREAM_WINDOW
 
 # Flow control, outbound: unsent response bytes per stream above which its
@@ -562,8 +564,14 @@ class H2ServerConnection(Protocol, TimeoutMixin):
             # parse_request_head does this, per stream (see request_head).
             validate_inbound_headers=False,
             normalize_inbound_headers=True,
+            # What we send is already lower-case and validated: the upstream
+            # parsers check every field, and writeHeaders / write_trailers
+            # drop connection-specific ones.  h2's checks cost as much again.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         machine = _Machine(config=config)
+        machine.encoder = StaticEncoder()  # type: ignore[assignment]
         machine.local_settings = Settings(
             client=False,
             initial_values={
