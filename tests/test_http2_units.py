@@ -181,3 +181,32 @@ class ResetBudgetTests(SynchronousTestCase):
         self.assertEqual([budget.spend(), budget.spend()], [True, False])
         clock.advance(100)
         self.assertEqual([budget.spend() for _ in range(4)], [True, True, True, False])
+
+
+class StaticEncoderTests(SynchronousTestCase):
+    """Our HPACK encoder, read back by hpack's decoder (another implementation's view)."""
+
+    def test_blocks_decode_to_what_was_encoded(self) -> None:
+        import hpack
+
+        from tenantgw.http2.hpack_out import StaticEncoder
+
+        encoder = StaticEncoder()
+        decoder = hpack.Decoder()
+        decoder.max_allowed_table_size = 0  # as if the peer allowed no table at all
+        blocks = [
+            [(b":status", b"200"), (b"content-type", b"text/plain"), (b"server", b"x")],
+            [(b":status", b"404"), (b"x-custom-name", b"v" * 300), (b"grpc-status", b"0")],
+            [(b":status", b"200"), (b"content-type", b"text/plain"), (b"server", b"x")],
+            [(b":status", b"200"), (b"accept-encoding", b"gzip, deflate")],  # a full static match
+        ]
+        for block in blocks:
+            self.assertEqual(decoder.decode(encoder.encode(block), raw=True), block)
+        self.assertEqual(len(decoder.header_table.dynamic_entries), 0)
+
+    def test_indexes_need_more_than_the_prefix(self) -> None:
+        from tenantgw.http2.hpack_out import _integer
+
+        self.assertEqual(_integer(10, 5, 0), b"\x0a")
+        self.assertEqual(_integer(1337, 5, 0), b"\x1f\x9a\x0a")  # RFC 7541 C.1.2
+        self.assertEqual(_integer(42, 8, 0), b"\x2a")
