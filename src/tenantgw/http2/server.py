@@ -642,6 +642,9 @@ class H2ServerConnection(Protocol, TimeoutMixin):
                 timer.cancel()
         self._header_timer = self._first_request_timer = self._abort_timer = None
         self._linger_timer = None
+        flush, self._flush_call = self._flush_call, None
+        if flush is not None and flush.active():
+            flush.cancel()
         streams = list(self.streams.values())
         self.streams.clear()
         self._ready.clear()
@@ -908,12 +911,35 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         except h2.exceptions.StreamClosedError:
             return
         if self._batch is None:
-            self._write_out()
+            self._flush_soon()
 
     def ready(self, stream: H2Stream) -> None:
-        """C{stream} has something to send: now, or at the end of the current read."""
+        """
+        C{stream} has something to send: at the end of the current read, or
+        (from an upstream's read) in this reactor turn.
+        """
         self._ready[stream.streamID] = stream
         if self._batch is None:
+            self._flush_soon()
+
+    _flush_call: IDelayedCall | None = None
+
+    def _flush_soon(self) -> None:
+        """
+        One flush per connection per reactor turn.  A response usually
+        arrives whole in one upstream read (head, body, end): flushed at
+        once, each call became its own h2 call, frame and transport write,
+        and the end of the stream an empty DATA frame.  Flushed at the end
+        of the turn it is one HEADERS, one DATA with END_STREAM, one write.
+        Nothing waits longer: the transport writes only when the reactor
+        next polls anyway.
+        """
+        if self._flush_call is None and not self._lost:
+            self._flush_call = self.callLater(0, self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_call = None
+        if self._batch is None and not self._lost:
             self._pump()
             self._write_out()
 
@@ -945,7 +971,7 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         if size and not self._closing:
             self._h2.acknowledge_received_data(size, stream_id)
             if self._batch is None:
-                self._write_out()
+                self._flush_soon()
 
     def reset(self, stream_id: int, code: ErrorCodes) -> None:
         with contextlib.suppress(h2.exceptions.StreamClosedError):
