@@ -140,11 +140,15 @@ class _Machine(h2.connection.H2Connection):
 
     def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
         stream_id = frame.stream_id
-        if (
-            stream_id in self.streams
-            or self._open_streams(1) < self.local_settings.max_concurrent_streams
-        ):
+        if stream_id in self.streams:
             return super()._receive_headers_frame(frame)
+        if self._open_streams(1) < self.local_settings.max_concurrent_streams:
+            # Checked: h2's own count (another walk over every stream) is skipped.
+            self._lifted = True
+            try:
+                return super()._receive_headers_frame(frame)
+            finally:
+                self._lifted = False
         self._lifted = True
         try:
             frames, events = super()._receive_headers_frame(frame)
