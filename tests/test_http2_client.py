@@ -14,7 +14,9 @@ import h2.connection
 import h2.events
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes, Settings
+from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tenantgw.http2.client import (
@@ -293,3 +295,44 @@ class ClientTests(SynchronousTestCase):
         settings = upstream.server.remote_settings
         self.assertEqual(settings[SettingCodes.ENABLE_PUSH], 0)
         self.assertEqual(settings[SettingCodes.INITIAL_WINDOW_SIZE], 1024 * 1024)
+
+
+class HostileUpstreamTests(SynchronousTestCase):
+    """An upstream's fields reach clients as they are: malformed ones fail the exchange."""
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.pool = H2UpstreamPool(self.reactor, self.reactor)
+        self.addCleanup(self.pool.stop)
+        self.handler = Handler()
+        got: list[H2UpstreamStream] = []
+        self.pool.get(KEY, got.append, lambda why: None)
+        self.upstream = Upstream(self.reactor, 0)
+        got[0].start(self.handler, HEAD, False)
+        self.upstream.exchange()
+        # Sent raw: h2's own sender would refuse these.
+        self.upstream.server.config.validate_outbound_headers = False
+
+    def test_cr_lf_in_a_response_field(self) -> None:
+        self.upstream.server.send_headers(
+            1, [(b":status", b"200"), (b"x-a", b"1\r\nset-cookie: stolen=1")]
+        )
+        self.upstream.exchange()
+        # h2 refuses it as a protocol error: the connection is cut, and
+        # its loss fails the exchange; no head ever reached the handler.
+        self.assertTrue(self.upstream.transport.disconnecting)
+        self.upstream.protocol.connectionLost(Failure(ConnectionLost("aborted")))
+        self.assertEqual([e[0] for e in self.handler.events], ["failed"])
+
+    def test_control_character_in_a_response_value(self) -> None:
+        self.upstream.server.send_headers(1, [(b":status", b"200"), (b"x-a", b"1\x7f")])
+        self.upstream.exchange()
+        self.assertEqual([e[0] for e in self.handler.events], ["failed"])
+
+    def test_control_character_in_trailers(self) -> None:
+        self.upstream.server.send_headers(1, [(b":status", b"200")])
+        self.upstream.server.send_headers(1, [(b"grpc-message", b"a\x01b")], end_stream=True)
+        self.upstream.exchange()
+        self.assertEqual(self.handler.events[0][0], "head")
+        self.assertEqual(self.handler.events[-1][0], "failed")
+        self.assertFalse(any(e[0] == "trailers" for e in self.handler.events))

@@ -97,3 +97,26 @@ class DrainTests(TestCase):
         self.assertEqual(client.response(1).status, 200)
         self.assertEqual(client.response(1).data, b"finally")
         yield client.wait_for(lambda: client.lost, timeout=10)
+
+    @inlineCallbacks
+    def test_malformed_h2c_request_is_refused_and_reaches_no_backend(self) -> Any:
+        client = yield self.connect()
+        smuggled = request_headers(authority=b"t.example", path=b"/x HTTP/1.1\r\nHost: other")
+        client.send_headers(1, smuggled, end_stream=True)
+        yield client.answered(1)
+        self.assertEqual(client.response(1).status, 400)
+        # The same connection still serves a well-formed request.
+        client.send_headers(
+            3, request_headers(authority=b"t.example", path=b"/ok"), end_stream=True
+        )
+        yield client.answered(3)
+        self.assertEqual(client.response(3).status, 200)
+        self.assertEqual([r["uri"] for r in self.upstream.received], ["/ok"])
+
+    @inlineCallbacks
+    def test_a_partial_preface_then_http1_is_http1(self) -> Any:
+        # The first 11 bytes could still be the preface; what follows says
+        # it is not, so the HTTP/1.1 channel judges it (asterisk-form: 400).
+        reply = yield raw_exchange(self.port, b"PRI * HTTP/1.1\r\nHost: t.example\r\n\r\n")
+        self.assertTrue(reply.startswith(b"HTTP/1.1 400 "), reply)
+        self.assertEqual(self.upstream.received, [])

@@ -51,6 +51,7 @@ from zope.interface import implementer
 
 from tenantgw.dataplane.upstream import EndpointKey, ExchangeHandler, ResponseHeaders
 from tenantgw.tls.upstream import UpstreamTrust
+from tenantgw.wire.fields import is_token, valid_field_value
 
 _log = Logger()
 
@@ -103,6 +104,18 @@ class _ClientMachine(h2.connection.H2Connection):
         event.last_stream_id = frame.last_stream_id
         event.additional_data = frame.additional_data or None
         return [], [event]
+
+
+def _well_formed(fields: ResponseHeaders) -> bool:
+    """
+    Lower-case token names and values without control characters: HPACK
+    carries any byte, and these fields are written as they are to HTTP/1.1
+    clients (where CR or LF would split the response) and to HTTP/2 clients.
+    """
+    return all(
+        is_token(name) and name.lower() == name and valid_field_value(value)
+        for name, value in fields
+    )
 
 
 @implementer(IPushProducer)
@@ -296,7 +309,7 @@ class H2UpstreamStream:
         kept: ResponseHeaders = []
         for name, value in headers:
             if name == b":status":
-                status = int(value) if value.isdigit() else 0
+                status = int(value) if value.isdigit() and len(value) == 3 else 0
             elif not name.startswith(b":"):
                 kept.append((name, value))
         handler = self.handler
@@ -304,6 +317,9 @@ class H2UpstreamStream:
             return
         if status < 200:
             self.fail("malformed upstream :status")
+            return
+        if not _well_formed(kept):
+            self.fail("malformed upstream response field")
             return
         handler.upstream_head(status, b"", kept)
 
@@ -320,8 +336,13 @@ class H2UpstreamStream:
     def response_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
         handler = self.handler
         deliver = getattr(handler, "upstream_trailers", None)
-        if deliver is not None:
-            deliver([(n, v) for n, v in headers if not n.startswith(b":")])
+        if deliver is None:
+            return
+        trailers = [(n, v) for n, v in headers if not n.startswith(b":")]
+        if not _well_formed(trailers):
+            self.fail("malformed upstream trailer field")
+            return
+        deliver(trailers)
 
     def response_end(self) -> None:
         handler = self.handler
