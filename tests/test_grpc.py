@@ -336,3 +336,55 @@ class GrpcGatewayStatusTests(TestCase):
         failure = yield self.assertFailure(deferToThread(call, b"b", timeout=10), grpc.RpcError)
         self.assertEqual(failure.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
         self.assertEqual(len(backend.metadata), 1)
+
+
+class GrpcOverTLSTests(TestCase):
+    """A grpcio client over TLS (ALPN h2, SNI) to the HTTPS listener, an h2c backend behind."""
+
+    timeout = 60
+
+    @inlineCallbacks
+    def test_unary_and_streaming_over_tls(self) -> Any:
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from tenantgw.compile.compiler import compile_snapshot
+        from tenantgw.dataplane.gateway import MultiplexingGatewaySite
+        from tenantgw.tls.certificates import load_certificate
+        from tenantgw.tls.default import self_signed
+        from tenantgw.tls.sni import SNIContexts
+        from tests.test_tls import tls_tenant
+
+        backend = GrpcBackend()
+        self.addCleanup(backend.stop)
+        chain, key = self_signed(("g.example",))
+        objects = tls_tenant("g", ["g.example"], (chain, key), backend.port)
+        for obj in objects:  # the Service port and its slice become "grpc" (h2c)
+            if obj["kind"] == "Service":
+                obj["spec"]["ports"][0]["name"] = "grpc"
+            elif obj["kind"] == "EndpointSlice":
+                obj["ports"][0]["name"] = "grpc"
+        gateway = gateway_on(reactor)
+        self.addCleanup(gateway.stop)
+        gateway.apply(compile_snapshot(objects))
+        default = load_certificate(*self_signed(("default.invalid",)))
+        sni = SNIContexts(lambda: gateway.snapshot, default)
+        site = MultiplexingGatewaySite(gateway, reactor)
+        https = reactor.listenTCP(
+            0, TLSMemoryBIOFactory(sni.options, False, site), interface="127.0.0.1"
+        )
+        self.addCleanup(https.stopListening)
+        credentials = grpc.ssl_channel_credentials(root_certificates=chain)
+        channel = grpc.secure_channel(
+            f"127.0.0.1:{https.getHost().port}",
+            credentials,
+            options=[("grpc.ssl_target_name_override", "g.example")],
+        )
+        self.addCleanup(channel.close)
+        answer = yield deferToThread(channel.unary_unary("/test.Echo/Echo"), b"tls", timeout=10)
+        self.assertEqual(answer, b"echo:tls")
+        answers = yield deferToThread(
+            lambda: list(channel.stream_stream("/test.Echo/Chat")(iter([b"a", b"b"]), timeout=10))
+        )
+        self.assertEqual(answers, [b"A", b"B"])
+        self.assertEqual(backend.metadata[-1].get("x-forwarded-proto"), "https")
+        yield deferLater(reactor, 0.05, lambda: None)
