@@ -275,8 +275,15 @@ class Http1TrailersTests(TestCase):
 
     timeout = 60
 
-    @inlineCallbacks
     def test_trailers_after_the_last_chunk(self) -> Any:
+        return self._exchange([])
+
+    def test_chunked_request_body_to_an_http2_upstream(self) -> Any:
+        # No Content-Length: the body is re-framed as DATA frames, unsized.
+        return self._exchange(["-H", "Transfer-Encoding: chunked"])
+
+    @inlineCallbacks
+    def _exchange(self, extra: list[str]) -> Any:
         backend = GrpcBackend()
         self.addCleanup(backend.stop)
         front = _Gateway()
@@ -302,6 +309,7 @@ class Http1TrailersTests(TestCase):
                 "content-type: application/grpc",
                 "--data-binary",
                 f"@{body}",
+                *extra,
                 "-H",
                 "Host: g.example",
                 f"http://127.0.0.1:{front.port}/test.Echo/Echo",
