@@ -23,9 +23,9 @@ What the connection does for its streams:
     says it never processed (above the GOAWAY's last stream id, or reset
     with REFUSED_STREAM) start again on a new connection, with the request
     body they had sent (kept up to L{REPLAY_LIMIT}); the others finish.
-  - PING keepalive: an idle connection, or one whose upstream has said
-    nothing for L{PING_INTERVAL}, is pinged; no answer within
-    L{PING_TIMEOUT} ends it, and its exchanges fail as a reset would.
+  - PING keepalive: a connection whose upstream has said nothing for
+    L{PING_INTERVAL} is pinged; no answer within L{PING_TIMEOUT} ends it,
+    and its exchanges fail as a reset would.
 """
 
 from __future__ import annotations
@@ -72,7 +72,13 @@ OUTBOUND_LOW_WATER = 32 * 1024
 # stream the upstream never processed can be sent again elsewhere.
 REPLAY_LIMIT = 64 * 1024
 
-PING_INTERVAL = 30.0
+# grpc-core servers count a PING that comes sooner than 5 minutes after the
+# last one (grpc.http2.min_recv_ping_interval_without_data_ms) as abuse, and
+# after two such strikes end the connection with GOAWAY ENHANCE_YOUR_CALM
+# "too_many_pings", which would cut long, quiet streaming calls.  So a
+# connection is pinged only after 5 minutes without a frame from its
+# upstream (idle ones are closed well before: see the pool's idle timeout).
+PING_INTERVAL = 300.0
 PING_TIMEOUT = 20.0
 
 # The client's own limit on streams it opens to one upstream, whatever the
