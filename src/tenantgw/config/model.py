@@ -106,12 +106,18 @@ class BackendRef:
     service: str
     port: int | str
     weight: int = 1
+    # Another namespace's Service: only a Gateway API backendRef can name one,
+    # and only with a ReferenceGrant in that namespace (contract section 10).
+    # tenant.yaml never sets it.
+    namespace: str | None = None
 
 
 @frozen
 class Rewrite:
     replace_prefix: str | None = None
     host: str | None = None
+    # Gateway API URLRewrite ReplaceFullPath: the whole path is replaced.
+    full_path: str | None = None
 
 
 @frozen
@@ -136,6 +142,9 @@ class Redirect:
     port: int | None = None
     path: str | None = None
     status_code: int = 302
+    # Gateway API RequestRedirect ReplacePrefixMatch: the matched prefix of
+    # the request's path is replaced, the rest kept.
+    replace_prefix: str | None = None
 
 
 @frozen
@@ -163,6 +172,35 @@ class Cache:
 
 
 @frozen
+class Mirror:
+    """
+    A copy of each request (or of C{percent} of them) sent to another
+    backend; its answer is thrown away, so a slow or failing mirror never
+    changes what the client gets.
+    """
+
+    backend: BackendRef
+    percent: float = 100.0
+
+
+@frozen
+class Cors:
+    """
+    CORS answered by the gateway (Gateway API HTTPCORSFilter,
+    ingress-nginx enable-cors): preflights never reach the backend.
+    C{allow_origins} entries are C{*}, an exact origin or one with a
+    C{*.} wildcard host (C{https://*.example.com}).
+    """
+
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age_seconds: int = 5
+
+
+@frozen
 class Route:
     name: str
     match: RouteMatch = field(factory=RouteMatch)
@@ -178,6 +216,15 @@ class Route:
     access: Access | None = None
     quota: RateLimit | None = None
     cache: Cache | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    cors: Cors | None = None
+    # Gateway API timeouts.backendRequest: one attempt's deadline, within
+    # the whole request's C{timeout_seconds}.
+    backend_timeout_seconds: float | None = None
+    # Weight of the backends that were refused (not found, not permitted):
+    # that share of requests is answered 500, as Gateway API requires,
+    # instead of silently moving to the valid backends.
+    refused_backend_weight: int = 0
 
 
 @frozen
