@@ -60,8 +60,7 @@ from tenantgw.tls.certificates import (
     check_dates,
     load_certificate,
 )
-
-KubeObject = Mapping[str, Any]
+from tenantgw.translators.objects import KubeObject, labels_of, meta, timestamp_key
 
 TENANT_LABEL = "tenantgw.io/tenant"
 TENANT_KEY = "tenant.yaml"
@@ -77,48 +76,10 @@ class CompileOptions:
     default_certificate_secret: tuple[str, str] | None = None
 
 
-def _meta(obj: KubeObject) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
-
-
-def _labels(obj: KubeObject) -> Mapping[str, str]:
-    labels = _meta(obj).get("labels")
-    return labels if isinstance(labels, Mapping) else {}
-
-
-def _timestamp_key(value: Any) -> str:
-    """
-    A creationTimestamp as a sortable UTC string, or C{"9999"} (newest of all)
-    when there is none.
-
-    Compared as instants, not text: a manifest read from a directory with an
-    unquoted C{creationTimestamp} arrives as a C{datetime} whose C{str()} puts
-    a space where the API's text has C{"T"}, and a non-UTC offset would
-    compare by its wall-clock digits.  Host ownership ("the oldest ConfigMap
-    wins") hangs on this comparison.
-    """
-    if isinstance(value, datetime.datetime):
-        moment = value
-    elif isinstance(value, str) and value:
-        text = value.strip()
-        if text[-1:] in ("Z", "z"):
-            text = text[:-1] + "+00:00"
-        try:
-            moment = datetime.datetime.fromisoformat(text)
-        except ValueError:
-            return "9999"
-    else:
-        return "9999"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def _age_key(obj: KubeObject) -> tuple[str, str]:
     """Oldest first; the name breaks ties so the order never depends on event order."""
-    meta = _meta(obj)
-    return (_timestamp_key(meta.get("creationTimestamp")), str(meta.get("name") or ""))
+    fields = meta(obj)
+    return (timestamp_key(fields.get("creationTimestamp")), str(fields.get("name") or ""))
 
 
 class _NamespaceIndex:
@@ -140,14 +101,14 @@ def _index(
     by_namespace: dict[str, _NamespaceIndex] = defaultdict(_NamespaceIndex)
     for obj in objects:
         kind = obj.get("kind")
-        meta = _meta(obj)
-        name = meta.get("name")
+        fields = meta(obj)
+        name = fields.get("name")
         if not isinstance(name, str):
             continue
         if kind == "Namespace":
             namespaces[name] = obj
             continue
-        namespace = meta.get("namespace") or "default"
+        namespace = fields.get("namespace") or "default"
         if not isinstance(namespace, str):
             # A hand-written manifest may hold anything here (a list is not
             # even hashable); one bad object must not take the compile down.
@@ -155,14 +116,14 @@ def _index(
         index = by_namespace[namespace]
         index.namespace = namespace
         if kind == "ConfigMap":
-            if _labels(obj).get(TENANT_LABEL) == "true":
+            if labels_of(obj).get(TENANT_LABEL) == "true":
                 index.config_maps.append(obj)
         elif kind == "Secret":
             index.secrets[name] = obj
         elif kind == "Service":
             index.services[name] = obj
         elif kind == "EndpointSlice":
-            service = _labels(obj).get(SERVICE_NAME_LABEL)
+            service = labels_of(obj).get(SERVICE_NAME_LABEL)
             if isinstance(service, str) and service:
                 index.slices_by_service[service].append(obj)
     return namespaces, by_namespace
@@ -416,7 +377,7 @@ def _namespace_policy(
     operator typo in a list that only ever widens what it may serve.  A
     malformed ceiling stays fatal: serving without it would lift the limit.
     """
-    raw = _meta(namespace_obj).get("annotations")
+    raw = meta(namespace_obj).get("annotations")
     annotations = {
         str(key): value if isinstance(value, str) else ("" if value is None else str(value))
         for key, value in (raw.items() if isinstance(raw, Mapping) else ())
@@ -438,10 +399,10 @@ def _candidate(
     messages: list[str] = []
     config_maps = sorted(index.config_maps, key=_age_key)
     chosen = config_maps[0]
-    chosen_name = str(_meta(chosen).get("name"))
+    chosen_name = str(meta(chosen).get("name"))
     for extra in config_maps[1:]:
         messages.append(
-            f"ConfigMap {_meta(extra).get('name')!r} ignored: {chosen_name!r} is older and"
+            f"ConfigMap {meta(extra).get('name')!r} ignored: {chosen_name!r} is older and"
             " only one Tenant ConfigMap per namespace is used"
         )
     policy, policy_errors, policy_warnings = _namespace_policy(namespace_obj)
@@ -584,7 +545,7 @@ def compile_snapshot(
     reserved: dict[str, str] = {}
     for namespace in sorted(namespaces):
         namespace_obj = namespaces[namespace]
-        if not options.namespace_selector.matches(_labels(namespace_obj)):
+        if not options.namespace_selector.matches(labels_of(namespace_obj)):
             continue
         derived = _derived_host(namespace, options)
         if derived:
