@@ -340,9 +340,8 @@ def _backends_without_endpoints(
     reported = {p.path for p in tenant.errors + tenant.warnings}
     problems = []
     for route in compiled.routes:
-        position = next(i for i, r in enumerate(compiled.spec.routes) if r is route.route)
         for index, backend in enumerate(route.backends):
-            path = f"routes[{position}].backends[{index}]"
+            path = f"{route.source}.backends[{index}]"
             if backend.weight == 0 or backend.endpoints:
                 continue
             if f"{path}.service" in reported or f"{path}.port" in reported:

@@ -26,9 +26,16 @@ from typing import Any
 
 from attrs import evolve, field, frozen
 
+from tenantgw.compile.gateway_api import (
+    compile_gateway_api,
+    gateway_listener_certificates,
+    with_lost_hosts,
+)
+from tenantgw.compile.hosts import SCHEMES, HostClaim, PlacedRoute, routes_by_host, share_hosts
 from tenantgw.compile.precedence import in_precedence_order
 from tenantgw.compile.selector import MATCH_ALL, LabelSelector
 from tenantgw.compile.snapshot import (
+    ANY_HOST,
     EMPTY_SNAPSHOT,
     STATE_ACCEPTED,
     STATE_CERTIFICATE_ERROR,
@@ -60,7 +67,8 @@ from tenantgw.tls.certificates import (
     check_dates,
     load_certificate,
 )
-from tenantgw.translators.objects import KubeObject, labels_of, meta, timestamp_key
+from tenantgw.translators.gateway_api import GatewayApiOptions
+from tenantgw.translators.objects import KubeObject, age_key, labels_of, meta, timestamp_key
 
 TENANT_LABEL = "tenantgw.io/tenant"
 TENANT_KEY = "tenant.yaml"
@@ -74,6 +82,7 @@ class CompileOptions:
     # --default-cert-secret: the operator's certificate for handshakes that
     # name no tenant's host; read from any namespace, unlike tenants' Secrets.
     default_certificate_secret: tuple[str, str] | None = None
+    gateway_api: GatewayApiOptions = field(factory=GatewayApiOptions)
 
 
 def _age_key(obj: KubeObject) -> tuple[str, str]:
@@ -92,6 +101,12 @@ class _NamespaceIndex:
         self.secrets: dict[str, KubeObject] = {}
         self.services: dict[str, KubeObject] = {}
         self.slices_by_service: dict[str, list[KubeObject]] = defaultdict(list)
+
+    @classmethod
+    def empty(cls, namespace: str) -> _NamespaceIndex:
+        index = cls()
+        index.namespace = namespace
+        return index
 
 
 def _index(
@@ -246,13 +261,18 @@ def _ip_text(address: Any) -> str | None:
         return None
 
 
+def _where(backend: BackendRef, index: _NamespaceIndex) -> str:
+    return "this namespace" if backend.namespace is None else f"namespace {index.namespace!r}"
+
+
 def _resolve_backend(
     backend: BackendRef, index: _NamespaceIndex, path: str, messages: list[str]
 ) -> CompiledBackend:
     service = index.services.get(backend.service)
     if service is None:
         messages.append(
-            f"{path}.service: Service {backend.service!r} not found in this namespace;"
+            f"{path}.service: Service {backend.service!r} not found in"
+            f" {_where(backend, index)};"
             " it receives no traffic"
         )
         return CompiledBackend(backend.service, 0, backend.weight, ())
@@ -271,7 +291,8 @@ def _resolve_backend(
             break
     if chosen is None:
         messages.append(
-            f"{path}.port: Service {backend.service!r} has no port {backend.port!r};"
+            f"{path}.port: Service {backend.service!r} in {_where(backend, index)} has no port"
+            f" {backend.port!r};"
             " it receives no traffic"
         )
         return CompiledBackend(backend.service, 0, backend.weight, ())
@@ -314,20 +335,31 @@ def _resolve_backend(
 
 def _compile_route(
     route: Route,
-    position: int,
+    path: str,
     tenant_access: CompiledAccess,
     index: _NamespaceIndex,
     messages: list[str],
+    by_namespace: Mapping[str, _NamespaceIndex] | None = None,
 ) -> CompiledRoute:
-    path = f"routes[{position}]"
-    backends = tuple(
-        _resolve_backend(b, index, f"{path}.backends[{i}]", messages)
-        for i, b in enumerate(route.backends)
-    )
+    """
+    C{path} names where the route was declared (C{routes[2]}).  A backend in
+    another namespace (a Gateway API backendRef the translator found a
+    ReferenceGrant for) resolves in that namespace's index, and only there.
+    """
+    backends = []
+    for i, backend in enumerate(route.backends):
+        target = index
+        if backend.namespace is not None and backend.namespace != index.namespace:
+            target = (by_namespace or {}).get(backend.namespace) or _NamespaceIndex.empty(
+                backend.namespace
+            )
+        backends.append(_resolve_backend(backend, target, f"{path}.backends[{i}]", messages))
     scopes = [tenant_access]
     if route.access is not None:
         scopes.append(_compile_access(route.access, index, f"{path}.access", messages))
-    return CompiledRoute(route=route, backends=backends, access=tuple(scopes), rate=route.quota)
+    return CompiledRoute(
+        route=route, backends=tuple(backends), access=tuple(scopes), rate=route.quota, source=path
+    )
 
 
 @frozen
@@ -335,7 +367,7 @@ class _Candidate:
     """A namespace's tenant before hosts are shared out between tenants."""
 
     namespace: str
-    config_map: KubeObject
+    config_map: KubeObject | None  # None: the namespace has only Gateway API routes
     spec: TenantSpec
     generation: str
     derived_host: str | None
@@ -462,6 +494,33 @@ def _candidate(
     )
 
 
+def _gateway_only_candidate(
+    namespace: str, namespace_obj: KubeObject, options: CompileOptions
+) -> tuple[_Candidate | None, TenantStatus]:
+    """
+    A namespace with Gateway API routes and no Tenant ConfigMap is a tenant
+    all the same: the operator's ceilings bind it, and its hosts come from
+    the listeners that admit it.
+    """
+    policy, policy_errors, policy_warnings = _namespace_policy(namespace_obj)
+    messages = [f"Namespace {namespace}: {e}" for e in policy_warnings]
+    if policy_errors:
+        errors = [f"Namespace {namespace}: {e}" for e in policy_errors]
+        return None, TenantStatus(namespace, STATE_REJECTED, tuple(errors + messages))
+    candidate = _Candidate(
+        namespace=namespace,
+        config_map=None,
+        spec=TenantSpec(),
+        generation="gateway-api",
+        derived_host=_derived_host(namespace, options),
+        claimed_hosts=(),
+        policy=policy,
+        messages=tuple(messages),
+        rejected=False,
+    )
+    return candidate, TenantStatus(namespace, STATE_ACCEPTED, tuple(messages), serving=True)
+
+
 def _tenant_certificates(
     tls: TLS | None,
     index: _NamespaceIndex,
@@ -534,83 +593,119 @@ def compile_snapshot(
 ) -> Snapshot:
     """
     Builds the snapshot that should serve for C{objects}.  C{previous} is
-    consulted only for each tenant's last good config; C{now} (default: the
-    current time) only for certificate validity.
+    consulted only for the last good configs (tenant.yaml, Gateway API
+    routes); C{now} (default: the current time) only for certificate
+    validity.
     """
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
+    objects = list(objects)
     namespaces, by_namespace = _index(objects)
+    selected = {
+        ns for ns, obj in namespaces.items() if options.namespace_selector.matches(labels_of(obj))
+    }
+    gateway_api = compile_gateway_api(objects, selected, options.gateway_api, previous)
     candidates: list[_Candidate] = []
     statuses: dict[str, TenantStatus] = {}
     reserved: dict[str, str] = {}
-    for namespace in sorted(namespaces):
+    for namespace in sorted(selected):
         namespace_obj = namespaces[namespace]
-        if not options.namespace_selector.matches(labels_of(namespace_obj)):
-            continue
         derived = _derived_host(namespace, options)
         if derived:
             reserved[derived] = namespace
         index = by_namespace.get(namespace)
-        if index is None or not index.config_maps:
+        if index is not None and index.config_maps:
+            candidate, status = _candidate(namespace, namespace_obj, index, options, previous)
+        elif namespace in gateway_api.routes:
+            candidate, status = _gateway_only_candidate(namespace, namespace_obj, options)
+        else:
             continue
-        candidate, status = _candidate(namespace, namespace_obj, index, options, previous)
         statuses[namespace] = status
         if candidate is not None:
             candidates.append(candidate)
 
     # Hosts: a derived host always belongs to its namespace; any other claim
-    # goes to the oldest Tenant ConfigMap, the same on every replica and after
-    # every restart.
+    # goes to the oldest claiming object, whatever its dialect, the same on
+    # every replica and after every restart (compile.hosts).
     #
     # Derived hosts are reserved for every selected namespace, serving or
     # not: otherwise, while one tenant is rejected (or has no ConfigMap yet),
     # another allowed a covering host could claim "<ns>.<base-domain>" and
     # receive that namespace's traffic.
-    owner: dict[str, _Candidate] = {}
+    serving = {c.namespace for c in candidates}
+    claims: list[HostClaim] = []
     for candidate in candidates:
-        if candidate.derived_host:
-            owner[candidate.derived_host] = candidate
-    conflicts: dict[str, list[str]] = defaultdict(list)
-    for candidate in sorted(candidates, key=lambda c: _age_key(c.config_map)):
-        for host in candidate.claimed_hosts:
-            holder = owner.get(host)
-            if holder is None and reserved.get(host, candidate.namespace) != candidate.namespace:
-                conflicts[candidate.namespace].append(
-                    f"host {host!r} is the derived host of namespace {reserved[host]!r}"
-                    " and is reserved for it"
+        if candidate.config_map is not None:
+            age = age_key(candidate.config_map)
+            origin = f"ConfigMap {meta(candidate.config_map).get('name')}"
+            claims.extend(
+                HostClaim(age, candidate.namespace, h, origin) for h in candidate.claimed_hosts
+            )
+    for namespace, translated_routes in gateway_api.routes.items():
+        if namespace in serving:
+            for route_on_hosts in translated_routes:
+                claims.extend(
+                    HostClaim(route_on_hosts.order[:3], namespace, h, str(route_on_hosts.origin))
+                    for h in route_on_hosts.hosts
                 )
-            elif holder is None:
-                owner[host] = candidate
-            elif holder is not candidate:
-                conflicts[candidate.namespace].append(
-                    f"host {host!r} is already served by namespace {holder.namespace!r}"
-                    " (an older Tenant ConfigMap, or its derived host)"
-                )
+    ownership = share_hosts(
+        claims,
+        {c.derived_host: c.namespace for c in candidates if c.derived_host},
+        reserved,
+    )
+    hosts_of: dict[str, list[str]] = defaultdict(list)
+    for host, holder in ownership.owner.items():
+        hosts_of[holder].append(host)
 
     tenants: dict[str, CompiledTenant] = {}
     exact: dict[str, CompiledTenant] = {}
     wildcards: list[tuple[str, CompiledTenant]] = []
+    catch_all: CompiledTenant | None = None
     last_good: dict[str, tuple[str, TenantSpec]] = {}
     certificates: dict[str, ServingCertificate] = {}
-    hosts_of: dict[str, list[str]] = defaultdict(list)
-    for host, holder in owner.items():
-        hosts_of[holder.namespace].append(host)
     for candidate in candidates:
         namespace = candidate.namespace
-        index = by_namespace[namespace]
+        index = by_namespace.get(namespace) or _NamespaceIndex.empty(namespace)
         messages = list(candidate.messages)
         quota, clamp_warnings = clamp_quota(candidate.spec.quota, candidate.policy)
         messages.extend(clamp_warnings)
         tenant_access = _compile_access(candidate.spec.access, index, "access", messages)
-        routes = in_precedence_order(
-            (route, _compile_route(route, i, tenant_access, index, messages))
+        declared = [
+            _compile_route(route, f"routes[{i}]", tenant_access, index, messages)
             for i, route in enumerate(candidate.spec.routes)
-        )
-        hosts = tuple(hosts_of[namespace])
+        ]
+        routes = in_precedence_order(zip(candidate.spec.routes, declared))
+        owned = hosts_of[namespace]
+        hosts = tuple(h for h in owned if h != ANY_HOST)
+        host_routes: dict[tuple[str, str], tuple[CompiledRoute, ...]] = {}
+        translated = gateway_api.routes.get(namespace, ()) if namespace in serving else ()
+        if translated:
+            config_hosts = frozenset(candidate.claimed_hosts) | (
+                {candidate.derived_host} if candidate.derived_host else set()
+            )
+            placed = [
+                PlacedRoute(route, config_hosts & frozenset(owned), frozenset(SCHEMES), ("", i))
+                for i, route in enumerate(declared)
+            ]
+            compiled_translated = []
+            for position, t in enumerate(translated):
+                lost = ownership.lost.get(str(t.origin), frozenset())
+                keys = frozenset(h for h in t.hosts if h not in lost and h in owned)
+                if not keys:
+                    continue
+                compiled = _compile_route(
+                    t.route, t.source, tenant_access, index, messages, by_namespace
+                )
+                compiled_translated.append(compiled)
+                placed.append(
+                    PlacedRoute(compiled, keys, frozenset({t.scheme}), ("~", t.order, position))
+                )
+            host_routes = routes_by_host(placed, sorted(owned))
+            routes = routes + tuple(compiled_translated)
         tls_problems = _tenant_certificates(
             candidate.spec.tls, index, hosts, now, certificates, messages
         )
-        compiled = CompiledTenant(
+        compiled_tenant = CompiledTenant(
             namespace=namespace,
             hosts=tuple(sorted(hosts)),
             spec=candidate.spec,
@@ -619,31 +714,39 @@ def compile_snapshot(
             access=tenant_access,
             generation=candidate.generation,
             https_hosts=frozenset(h for h in hosts if h in certificates),
+            host_routes=host_routes,
         )
-        tenants[namespace] = compiled
-        if not candidate.rejected:
-            last_good[namespace] = (candidate.generation, candidate.spec)
-        else:
-            last_good[namespace] = previous.last_good[namespace]
-        for host in hosts:
-            if host.startswith("*."):
-                wildcards.append((host[1:], compiled))
+        tenants[namespace] = compiled_tenant
+        if candidate.config_map is not None:
+            if not candidate.rejected:
+                last_good[namespace] = (candidate.generation, candidate.spec)
             else:
-                exact[host] = compiled
+                last_good[namespace] = previous.last_good[namespace]
+        for host in owned:
+            if host == ANY_HOST:
+                catch_all = compiled_tenant
+            elif host.startswith("*."):
+                wildcards.append((host[1:], compiled_tenant))
+            else:
+                exact[host] = compiled_tenant
         state = statuses[namespace].state
-        lost = conflicts.get(namespace, [])
-        messages.extend(lost)
+        lost_messages = list(ownership.conflicts.get(namespace, ()))
+        messages.extend(lost_messages)
+        messages.extend(gateway_api.messages.get(namespace, ()))
         if state != STATE_REJECTED:
-            if lost:
+            if lost_messages:
                 state = STATE_HOST_CONFLICT
             elif tls_problems:
                 state = STATE_CERTIFICATE_ERROR
             elif clamp_warnings:
                 state = STATE_CLAMPED
         statuses[namespace] = evolve(
-            statuses[namespace], state=state, messages=tuple(messages), hosts=compiled.hosts
+            statuses[namespace], state=state, messages=tuple(messages), hosts=compiled_tenant.hosts
         )
     wildcards.sort(key=lambda pair: -len(pair[0]))
+    listener_certificates = gateway_listener_certificates(
+        gateway_api, by_namespace, now, certificates
+    )
     return Snapshot(
         tenants=tenants,
         exact_hosts=exact,
@@ -651,8 +754,13 @@ def compile_snapshot(
         statuses=statuses,
         last_good=last_good,
         # Unowned derived hosts answer 404 instead of falling to a wildcard.
-        reserved_hosts=frozenset(h for h in reserved if h not in owner),
-        certificates=certificates,
+        reserved_hosts=frozenset(h for h in reserved if h not in ownership.owner),
+        certificates={**listener_certificates.by_host, **certificates},
+        catch_all=catch_all,
+        object_statuses=with_lost_hosts(
+            listener_certificates.statuses, ownership.lost, gateway_api
+        ),
+        last_good_objects=gateway_api.last_good_objects,
         **_default_certificate(options.default_certificate_secret, by_namespace, now),
     )
 

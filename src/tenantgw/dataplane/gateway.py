@@ -27,6 +27,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from tenantgw.compile.snapshot import (
+    ANY_HOST,
     EMPTY_SNAPSHOT,
     CompiledAccess,
     CompiledRoute,
@@ -55,6 +56,7 @@ from tenantgw.dataplane.cache import (
     request_may_use_cache,
 )
 from tenantgw.dataplane.channel import GatewayChannel
+from tenantgw.dataplane.cors import CorsPolicy, is_preflight
 from tenantgw.dataplane.deadlines import Deadlines
 from tenantgw.dataplane.health import ActiveChecks, EndpointHealth, ProbeTarget
 from tenantgw.dataplane.limits import Bucket, Denial, InFlight, RateLimiter
@@ -63,12 +65,18 @@ from tenantgw.dataplane.proxy import Exchange, upgrade_requested
 from tenantgw.dataplane.quota_redis import Decision, RedisQuota
 from tenantgw.dataplane.quota_redis import connect as connect_redis
 from tenantgw.dataplane.request import GatewayRequest
-from tenantgw.dataplane.responses import respond
+from tenantgw.dataplane.responses import respond, respond_empty
 from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
 from tenantgw.http2.negotiate import NegotiatingProtocol
 from tenantgw.tls.upstream import UpstreamTrust
 from tenantgw.wire.fields import HOP_BY_HOP, UNDERSCORES_DROP, connection_options
-from tenantgw.wire.paths import DEFAULT_POLICY, PathPolicy, normalize_path, valid_query
+from tenantgw.wire.paths import (
+    DEFAULT_POLICY,
+    PathPolicy,
+    normalize_path,
+    replace_prefix,
+    valid_query,
+)
 
 if TYPE_CHECKING:
     from tenantgw.admin.access_log import AccessLog
@@ -197,16 +205,30 @@ class RouteHandler:
         self.checks_address = any(a.checks_address for a in compiled.access)
         self.address_verdicts = AddressVerdicts(compiled.access)
         self.checks_credentials = any(a.checks_credentials for a in compiled.access)
-        self.timeout = route.timeout_seconds or tenant.gateway.upstream_timeout
+        # Gateway API backendRequest bounds one attempt; else the route's timeout.
+        self.timeout = (
+            route.backend_timeout_seconds
+            or route.timeout_seconds
+            or tenant.gateway.upstream_timeout
+        )
         self.redirect: Redirect | None = route.redirect
         rewrite = route.rewrite
         self.replace_prefix = (
             rewrite.replace_prefix.encode("ascii") if rewrite and rewrite.replace_prefix else None
         )
+        self.full_path = (
+            rewrite.full_path.encode("ascii") if rewrite and rewrite.full_path else None
+        )
         self.rewrite_host = rewrite.host.encode("ascii") if rewrite and rewrite.host else None
         self.request_edits = route.request_headers if not route.request_headers.is_empty() else None
         response_edits = route.response_headers
         self.edit_response = None if response_edits.is_empty() else self._edit_response
+        self.cors = CorsPolicy.of(route.cors) if route.cors is not None else None
+        # Share of requests answered 500 for backends that were refused at
+        # compile time (Gateway API: invalid backendRefs keep their weight).
+        usable_weight = sum(b.weight for b in compiled.backends)
+        refused = route.refused_backend_weight
+        self.refused_share = refused / (refused + usable_weight) if refused else 0.0
         self.cache = route.cache
         self.rate_bucket = (
             Bucket(("route", tenant.namespace, route.name), compiled.rate, "route")
@@ -229,12 +251,11 @@ class RouteHandler:
         return endpoint_key(*picked) if picked is not None else None
 
     def target_for(self, path: bytes, query: bytes) -> bytes:
+        if self.full_path is not None:
+            return self.full_path + query
         replace = self.replace_prefix
         if replace is not None:
-            rest = path[len(self.matcher.path) :]
-            if replace.endswith(b"/") and rest.startswith(b"/"):
-                rest = rest[1:]
-            path = (replace + rest) or b"/"
+            path = replace_prefix(path, self.matcher.path, replace)
         return path + query
 
 
@@ -251,10 +272,34 @@ class TenantHandler:
         self.max_concurrent = quota.max_concurrent_requests
         self.max_body = quota.max_request_body_bytes
         self.address_verdicts = AddressVerdicts((compiled.access,))
-        self.routes = tuple(
-            (handler.matcher, handler)
-            for handler in (RouteHandler(self, route) for route in compiled.routes)
+        handlers = {id(route): RouteHandler(self, route) for route in compiled.routes}
+        self.routes = tuple((h.matcher, h) for h in handlers.values())
+        # (scheme, exact host) and (scheme, ".suffix") -> routes, when the
+        # tenant's hosts serve different routes (Gateway API hostnames).
+        self.host_routes = {
+            (scheme, key[1:] if key.startswith("*.") else key): tuple(
+                (handlers[id(r)].matcher, handlers[id(r)]) for r in routes
+            )
+            for (scheme, key), routes in compiled.host_routes.items()
+        }
+        self.wildcard_keys = sorted(
+            {key[1:] for _, key in compiled.host_routes if key.startswith("*.")},
+            key=len,
+            reverse=True,
         )
+
+    def routes_for(self, request: GatewayRequest, host: str) -> tuple[Any, ...]:
+        host_routes = self.host_routes
+        if not host_routes:
+            return self.routes
+        scheme = "https" if request.isSecure() else "http"
+        routes = host_routes.get((scheme, host))
+        if routes is not None:
+            return routes
+        for suffix in self.wildcard_keys:
+            if host.endswith(suffix):
+                return host_routes.get((scheme, suffix), ())
+        return host_routes.get((scheme, ANY_HOST), ())
 
     def handle(self, request: GatewayRequest, host: str) -> None:
         gateway = self.gateway
@@ -270,7 +315,7 @@ class TenantHandler:
         # it less its path parameters (see tenantgw.wire.paths).
         path = normalized.forward
         route: RouteHandler | None = first_match(
-            self.routes,
+            self.routes_for(request, host),
             request.method,
             normalized.match,
             request.requestHeaders.getRawHeaders,
@@ -282,6 +327,8 @@ class TenantHandler:
         request.route_name = route.name
         if route.checks_address and not route.address_verdicts.allowed(request.client_address):
             respond(request, 403)
+            return
+        if route.cors is not None and self._answered_cors(request, route.cors):
             return
         if route.checks_credentials:
             verdict = gateway.check_credentials(request, route.access)
@@ -296,6 +343,24 @@ class TenantHandler:
                 self._unauthorized(request, route)
                 return
         self._admit(request, route, host, path, query)
+
+    def _answered_cors(self, request: GatewayRequest, cors: CorsPolicy) -> bool:
+        """
+        A preflight is answered here, before credentials are asked for
+        (browsers send none with it); an actual request's response gets the
+        CORS headers added.
+        """
+        headers = request.requestHeaders
+        origin = headers.getRawHeaders(b"origin", [None])[0]
+        if origin is None:
+            return False
+        asked = headers.getRawHeaders(b"access-control-request-method", [None])[0]
+        if is_preflight(request.method, origin, asked):
+            requested = headers.getRawHeaders(b"access-control-request-headers", [])
+            respond_empty(request, 200, cors.preflight_headers(origin, asked or b"", requested))
+            return True
+        request.cors_headers = cors.response_headers(origin)
+        return False
 
     def _after_credentials(
         self,
@@ -412,8 +477,13 @@ class TenantHandler:
         gateway = self.gateway
         done = gateway.exchange_done_releasing if entered else gateway.exchange_done
         if route.redirect is not None:
-            self._redirect(request, route.redirect, host, path, query)
+            self._redirect(request, route.redirect, host, path, query, route.matcher.path)
             done(request, request.code)
+            return
+        share = route.refused_share
+        if share and (share >= 1.0 or gateway.chance() < share):
+            respond(request, 500)
+            done(request, 500)
             return
         cache_fill = None
         cache_header: ResponseHeaders = []
@@ -498,7 +568,7 @@ class TenantHandler:
             load=gateway.endpoint_load if picker.policy == LB_LEAST_REQUEST else None,
             retry=route.another_endpoint if route.retry_attempts else None,
             attempts=route.retry_attempts,
-            extra_response_headers=(sticky_cookie or []) + cache_header,
+            extra_response_headers=(sticky_cookie or []) + cache_header + request.cors_headers,
             health=gateway.health,
             cache_fill=cache_fill,
         )
@@ -526,14 +596,25 @@ class TenantHandler:
         respond(request, 413, close=True)
 
     def _redirect(
-        self, request: GatewayRequest, redirect: Redirect, host: str, path: bytes, query: bytes
+        self,
+        request: GatewayRequest,
+        redirect: Redirect,
+        host: str,
+        path: bytes,
+        query: bytes,
+        matched: bytes,
     ) -> None:
         scheme = redirect.scheme or ("https" if request.isSecure() else "http")
         target_host = redirect.host or host
         port = redirect.port
         default_port = 443 if scheme == "https" else 80
         authority = target_host if port in (None, default_port) else f"{target_host}:{port}"
-        target_path = redirect.path.encode("ascii") if redirect.path else path
+        if redirect.path:
+            target_path = redirect.path.encode("ascii")
+        elif redirect.replace_prefix is not None:
+            target_path = replace_prefix(path, matched, redirect.replace_prefix.encode("ascii"))
+        else:
+            target_path = path
         location = f"{scheme}://{authority}".encode("ascii") + target_path + query
         respond(request, redirect.status_code, [(b"location", location)])
 
@@ -553,6 +634,9 @@ class HostTable:
         self.wildcards = tuple(
             (suffix, handlers[t.namespace]) for suffix, t in snapshot.wildcard_hosts
         )
+        self.catch_all = (
+            handlers[snapshot.catch_all.namespace] if snapshot.catch_all is not None else None
+        )
 
     def lookup(self, host: str) -> TenantHandler | None:
         exact = self.exact
@@ -561,7 +645,7 @@ class HostTable:
         for suffix, candidate in self.wildcards:
             if host.endswith(suffix):
                 return candidate
-        return None
+        return self.catch_all
 
 
 class Gateway:
@@ -583,6 +667,8 @@ class Gateway:
         self.trusted_proxies = trusted_proxies
         self.upstream_timeout = upstream_timeout
         self.limiter = RateLimiter(clock)
+        # Draws the share of requests answered 500 for refused backends.
+        self.chance = random.random
         # Set when --redis is given: rate limits are then decided by Redis,
         # asynchronously, and C{limiter} is only its fallback.
         self.shared_quota: RedisQuota | None = None

@@ -33,6 +33,7 @@ from typing import Any
 from attrs import frozen
 
 from tenantgw.compile.selector import LabelSelector, SelectorError
+from tenantgw.compile.snapshot import ANY_HOST
 from tenantgw.config import names
 from tenantgw.config.checker import Checker, Section, or_default
 from tenantgw.config.model import (
@@ -68,8 +69,9 @@ from tenantgw.translators.objects import (
 )
 
 CONTROLLER_NAME = "tenantgw.io/gateway-controller"
+# The kinds this dialect reads (ReferenceGrant also as v1beta1).
+GATEWAY_API_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant")
 GROUP = "gateway.networking.k8s.io"
-ANY_HOST = "*"
 
 HTTP = "HTTP"
 HTTPS = "HTTPS"
@@ -109,6 +111,8 @@ BACKEND_NOT_FOUND = "BackendNotFound"
 INVALID_CERTIFICATE_REF = "InvalidCertificateRef"
 INVALID_ROUTE_KINDS = "InvalidRouteKinds"
 HOSTNAME_CONFLICT = "HostnameConflict"
+# Ours (contract section 13): an older object of another namespace has the host.
+HOST_CONFLICT = "HostConflict"
 NO_CONFLICTS = "NoConflicts"
 INVALID = "Invalid"
 INCOMPATIBLE_FILTERS = "IncompatibleFilters"
@@ -188,6 +192,7 @@ class TranslatedRoute:
     scheme: str
     route: Route
     order: tuple[str, str, str, int]
+    source: str = ""  # "HTTPRoute web spec.rules[0]": where messages point
 
 
 @frozen
@@ -1202,6 +1207,7 @@ def _translate_route(
                             scheme=scheme,
                             route=model_route,
                             order=(*order_base, rule.index),
+                            source=f"HTTPRoute {name} spec.rules[{rule.index}]",
                         )
                     )
     if not parents:

@@ -129,3 +129,17 @@ def _decode_unreserved(raw: bytes, escaped_slashes: str) -> bytes | None:
         else:
             out.append(b"%" + part[:2].upper() + rest)
     return b"".join(out)
+
+
+def replace_prefix(path: bytes, matched: bytes, replacement: bytes) -> bytes:
+    """
+    Gateway API ReplacePrefixMatch: the matched prefix (element-wise, its
+    trailing slash ignored) becomes C{replacement}, the rest is kept.
+    C{/foo/bar} with C{/foo} -> C{/xyz} is C{/xyz/bar}; with C{/foo} -> C{/}
+    (or empty) it is C{/bar}; C{/foo} itself becomes C{/xyz}.
+    """
+    rest = path[len(matched.rstrip(b"/")) :]
+    result = replacement.rstrip(b"/") + rest
+    if not result.startswith(b"/"):
+        result = b"/" + result
+    return result
