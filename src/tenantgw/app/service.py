@@ -110,6 +110,7 @@ class GatewayServices(MultiService):
                 base_domain=options["base-domain"],
                 namespace_selector=options["selector"],
                 default_certificate_secret=options["default_certificate_secret"],
+                gateway_api=options["gateway_api"],
             ),
             self.readiness,
         )

@@ -618,6 +618,13 @@ def compile_snapshot(
             candidate, status = _candidate(namespace, namespace_obj, index, options, previous)
         elif namespace in gateway_api.routes:
             candidate, status = _gateway_only_candidate(namespace, namespace_obj, options)
+        elif namespace in gateway_api.messages:
+            # Only refused Gateway API routes: nothing to serve, but the
+            # namespace's status says why.
+            statuses[namespace] = TenantStatus(
+                namespace, STATE_REJECTED, gateway_api.messages[namespace]
+            )
+            continue
         else:
             continue
         statuses[namespace] = status
@@ -744,9 +751,7 @@ def compile_snapshot(
             statuses[namespace], state=state, messages=tuple(messages), hosts=compiled_tenant.hosts
         )
     wildcards.sort(key=lambda pair: -len(pair[0]))
-    listener_certificates = gateway_listener_certificates(
-        gateway_api, by_namespace, now, certificates
-    )
+    listener_certificates = gateway_listener_certificates(gateway_api, by_namespace, now)
     return Snapshot(
         tenants=tenants,
         exact_hosts=exact,
@@ -755,7 +760,8 @@ def compile_snapshot(
         last_good=last_good,
         # Unowned derived hosts answer 404 instead of falling to a wildcard.
         reserved_hosts=frozenset(h for h in reserved if h not in ownership.owner),
-        certificates={**listener_certificates.by_host, **certificates},
+        certificates=certificates,
+        listener_certificates=listener_certificates.by_host,
         catch_all=catch_all,
         object_statuses=with_lost_hosts(
             listener_certificates.statuses, ownership.lost, gateway_api

@@ -117,6 +117,11 @@ def compile_gateway_api(
     for translated in served.routes:
         if translated.namespace in tenant_namespaces:
             routes[translated.namespace].append(translated)
+            if translated.route.mirrors:
+                messages[translated.namespace].append(
+                    f"{translated.source}: RequestMirror is not applied yet; requests are"
+                    " served without the mirror"
+                )
     statuses = []
     for status in translation.statuses:
         if status.key.kind == "HTTPRoute":
@@ -239,11 +244,10 @@ def gateway_listener_certificates(
     gateway_api: GatewayApiCompile,
     by_namespace: Mapping[str, _HasSecrets],
     now: datetime.datetime,
-    tenant_certificates: Mapping[str, ServingCertificate],
 ) -> ListenerCertificates:
     """
-    An HTTPS listener's certificate serves its hostname by SNI (a tenant's
-    own certificate for one of its hosts wins: it is more specific).  A
+    An HTTPS listener's certificate serves its hostname by SNI, after the
+    tenants' own certificates (L{Snapshot.certificate_for}).  A
     missing or unusable Secret makes the listener ResolvedRefs False,
     InvalidCertificateRef, and not Programmed.
     """
@@ -267,8 +271,7 @@ def gateway_listener_certificates(
                 problems[(listener.gateway, listener.name)] = f"Secret {namespace}/{name}: {e}"
                 continue
             host = listener.hostname or ANY_HOST
-            if host not in tenant_certificates:
-                by_host.setdefault(host, certificate)
+            by_host.setdefault(host, certificate)
     statuses = []
     for status in gateway_api.translation.statuses:
         if status.key.kind == "Gateway" and any(

@@ -145,6 +145,9 @@ class Snapshot:
     # own default (--default-cert, or self-signed) serves.
     default_certificate: ServingCertificate | None = None
     default_certificate_problem: str | None = None
+    # Gateway API HTTPS listeners' certificates (the operator's), by listener
+    # hostname (exact or "*.suffix"): tried after the tenants' own.
+    listener_certificates: Mapping[str, ServingCertificate] = field(factory=dict)
     # The tenant serving every host nobody else serves (a Gateway API route
     # without hostnames on a listener without one), if any.
     catch_all: CompiledTenant | None = None
@@ -166,6 +169,18 @@ class Snapshot:
             _, dot, parent = server_name.partition(".")
             if dot:
                 certificate = self.certificates.get("*." + parent)
+        if certificate is None and self.listener_certificates:
+            # The operator's own certificate covers whatever its listener
+            # serves, whichever tenant owns the name.
+            listener = self.listener_certificates
+            certificate = listener.get(server_name)
+            labels = server_name.split(".")
+            for i in range(1, len(labels)):
+                if certificate is not None:
+                    break
+                candidate = listener.get("*." + ".".join(labels[i:]))
+                if candidate is not None and candidate.covers(server_name):
+                    certificate = candidate
         return certificate
 
     def tenant_for_host(self, host: str) -> CompiledTenant | None:
