@@ -42,12 +42,14 @@ import yaml
 from attrs import define, evolve, field
 
 from tenantgw.compile.compiler import TENANT_LABEL, CompileOptions, compile_snapshot
+from tenantgw.compile.gateway_api import status_json
 from tenantgw.compile.selector import MATCH_ALL, LabelSelector, SelectorError
 from tenantgw.compile.snapshot import STATE_HOST_CONFLICT, STATE_REJECTED, Snapshot
 from tenantgw.config.errors import TenantConfigError
 from tenantgw.config.namespace import ALLOWED_HOSTS_ANNOTATION
 from tenantgw.config.parse import parse_tenant_yaml
 from tenantgw.sources.directory import ManifestError, load_manifests, manifest_files
+from tenantgw.translators.gateway_api import ObjectStatus
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -71,6 +73,7 @@ _MISSING_REFERENCE = re.compile(r"^(Service|Secret) '[^']*' not found in this na
 _SERVES_ANYWAY = (
     re.compile(r"clamped to namespace ceiling|unset; namespace ceiling"),
     re.compile(r"^" + re.escape(f'metadata.annotations["{ALLOWED_HOSTS_ANNOTATION}"]')),
+    re.compile(r"RequestMirror is not applied yet"),
 )
 
 
@@ -114,10 +117,22 @@ class TenantReport:
 
 
 @define
+class ObjectReport:
+    """A Gateway API object's status, as the elected replica would write it."""
+
+    kind: str
+    namespace: str
+    name: str
+    summary: str  # "Accepted", or the first failing condition
+    status: dict[str, Any]
+
+
+@define
 class Report:
     strict: bool
     files: list[FileReport] = field(factory=list)
     tenants: list[TenantReport] = field(factory=list)
+    objects: list[ObjectReport] = field(factory=list)
 
     @property
     def ok(self) -> bool:
@@ -261,6 +276,8 @@ def check_report(
         if strict:
             tenant.errors.extend(_backends_without_endpoints(snapshot, namespace, tenant))
         report.tenants.append(tenant)
+    for object_status in snapshot.object_statuses:
+        report.objects.append(_object_report(object_status))
     for namespace in sorted(unselected):
         for (ns, name), path in sorted(origin.items()):
             if ns != namespace:
@@ -282,6 +299,27 @@ def check_report(
                 )
             )
     return report
+
+
+def _object_report(status: ObjectStatus) -> ObjectReport:
+    conditions = [
+        *status.conditions,
+        *(c for p in status.parents for c in p.conditions),
+        *(c for lst in status.listeners for c in lst.conditions),
+    ]
+    # Conflicted reads the other way round: True is the bad state.
+    failing = next(
+        (c for c in conditions if (c.type == "Conflicted") == c.ok),
+        None,
+    )
+    summary = (
+        "Accepted" if failing is None else f"{failing.type} {failing.status} ({failing.reason})"
+    )
+    if failing is not None and failing.message:
+        summary += f": {failing.message}"
+    return ObjectReport(
+        status.key.kind, status.key.namespace, status.key.name, summary, status_json(status)
+    )
 
 
 def _labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
@@ -363,13 +401,20 @@ def report_text(report: Report, out: TextIO) -> None:
         if file_report.kind == "tenant.yaml" and not file_report.errors:
             print(f"{file_report.file}: valid tenant.yaml", file=out)
     for tenant in report.tenants:
-        where = f"{tenant.namespace}/{tenant.config_map}"
+        where = (
+            f"{tenant.namespace}/{tenant.config_map}"
+            if tenant.config_map
+            else f"{tenant.namespace} (Gateway API)"
+        )
         origin = f" ({tenant.file})" if tenant.file else ""
         print(f"{where}: {tenant.state}{origin}", file=out)
         for error in tenant.errors:
             print(f"{where}: error: {error}", file=out)
         for warning in tenant.warnings:
             print(f"{where}: warning: {warning}", file=out)
+    for obj in report.objects:
+        name = f"{obj.namespace}/{obj.name}" if obj.namespace else obj.name
+        print(f"{obj.kind} {name}: {obj.summary}", file=out)
     errors = sum(len(f.errors) for f in report.files) + sum(len(t.errors) for t in report.tenants)
     warnings = sum(len(t.warnings) for t in report.tenants)
     print(
@@ -386,6 +431,8 @@ def report_json(report: Report) -> dict[str, Any]:
     state, serving, hosts, namespaceAssumed, errors, warnings}]}}; every
     error and warning is C{{"path", "message"}}, C{path} being the field
     path in tenant.yaml (C{""} when the problem is not one field's).
+    C{"gatewayApi": [{kind, namespace, name, status}]} holds the Gateway API
+    objects' statuses, shaped as their status subresource.
     """
     return {
         "ok": report.ok,
@@ -414,6 +461,12 @@ def report_json(report: Report) -> dict[str, Any]:
                 "warnings": [w.json() for w in t.warnings],
             }
             for t in report.tenants
+        ],
+        # Gateway API objects' statuses (GatewayClass, Gateway, HTTPRoute), in
+        # the shape of their status subresource.
+        "gatewayApi": [
+            {"kind": o.kind, "namespace": o.namespace, "name": o.name, "status": o.status}
+            for o in report.objects
         ],
     }
 

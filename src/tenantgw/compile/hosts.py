@@ -56,10 +56,13 @@ def share_hosts(
     conflicts: dict[str, list[str]] = defaultdict(list)
     lost: dict[str, set[str]] = defaultdict(set)
     for claim in sorted(claims, key=lambda c: (c.age, c.host)):
+        # A ConfigMap's claims are its hosts[] (tenantgw check maps the
+        # message back to the field); other objects are named.
+        prefix = "" if claim.origin.startswith("ConfigMap ") else f"{claim.origin}: "
         holder = owner.get(claim.host)
         if holder is None and reserved.get(claim.host, claim.namespace) != claim.namespace:
             conflicts[claim.namespace].append(
-                f"{claim.origin}: host {claim.host!r} is the derived host of namespace"
+                f"{prefix}host {claim.host!r} is the derived host of namespace"
                 f" {reserved[claim.host]!r} and is reserved for it"
             )
             lost[claim.origin].add(claim.host)
@@ -70,8 +73,7 @@ def share_hosts(
             winner = first_claim.get(claim.host)
             by = f"an older {winner.origin.split(' ')[0]}" if winner else "its derived host"
             conflicts[claim.namespace].append(
-                f"{claim.origin}: host {claim.host!r} is already served by namespace"
-                f" {holder!r} ({by})"
+                f"{prefix}host {claim.host!r} is already served by namespace {holder!r} ({by})"
             )
             lost[claim.origin].add(claim.host)
     return Ownership(
