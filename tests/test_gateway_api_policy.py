@@ -22,6 +22,7 @@ from tenantgw.compile.compiler import CompileOptions, compile_snapshot
 from tenantgw.compile.selector import LabelSelector
 from tenantgw.compile.snapshot import STATE_HOST_CONFLICT, Snapshot
 from tests.dataplane_support import GatewayUnderTest, Upstream, dump, tenant_objects
+from tests.eventually import eventually
 from tests.tls_support import TestCA
 
 GW = "gateway.networking.k8s.io/v1"
@@ -512,3 +513,77 @@ class DataPlaneTests(TestCase):
         yield served.content()
         self.assertEqual(served.code, 200)
         self.assertEqual(len(self.backend.received), 1)
+
+
+class MirrorTests(TestCase):
+    timeout = 30
+
+    @inlineCallbacks
+    def test_mirror_gets_a_copy_and_the_client_the_primary_answer(self) -> Any:
+        primary, mirror = Upstream("docs/web"), Upstream("docs/shadow")
+        self.addCleanup(primary.stop)
+        self.addCleanup(mirror.stop)
+        rules = [
+            {
+                "filters": [
+                    {
+                        "type": "RequestMirror",
+                        "requestMirror": {"backendRef": {"name": "shadow", "port": 80}},
+                    }
+                ],
+                "backendRefs": [{"name": "web", "port": 80}],
+            }
+        ]
+        snapshot = compile_all(
+            gateway_objects(),
+            route_objects("docs", [f"docs.{BASE}"], rules, backend_port=primary.number),
+            service_objects("docs", "shadow", mirror.number),
+        )
+        gateway = GatewayUnderTest(snapshot)
+        self.addCleanup(gateway.stop)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        response = yield treq.get(
+            gateway.url("/copied?x=1"), headers={"Host": [f"docs.{BASE}"]}, pool=pool
+        )
+        body = yield response.json()
+        self.assertEqual((response.code, body["upstream"]), (200, "docs/web"))
+        yield eventually(lambda: mirror.received, "the mirror received the copy")
+        (copy,) = mirror.received
+        self.assertEqual((copy["method"], copy["uri"]), ("GET", "/copied?x=1"))
+        self.assertEqual(copy["headers"]["host"], [f"docs.{BASE}"])
+        self.assertEqual(copy["headers"]["x-forwarded-for"], ["127.0.0.1"])
+        self.assertEqual(len(primary.received), 1)
+        yield gateway.gateway.mirrors.stop()
+
+    @inlineCallbacks
+    def test_a_mirror_that_is_down_changes_nothing_for_the_client(self) -> Any:
+        primary = Upstream("docs/web")
+        self.addCleanup(primary.stop)
+        rules = [
+            {
+                "filters": [
+                    {
+                        "type": "RequestMirror",
+                        "requestMirror": {"backendRef": {"name": "shadow", "port": 80}},
+                    }
+                ],
+                "backendRefs": [{"name": "web", "port": 80}],
+            }
+        ]
+        closed = Upstream("closed")
+        port = closed.number
+        yield closed.stop()  # nothing listens there any more
+        snapshot = compile_all(
+            gateway_objects(),
+            route_objects("docs", [f"docs.{BASE}"], rules, backend_port=primary.number),
+            service_objects("docs", "shadow", port),
+        )
+        gateway = GatewayUnderTest(snapshot)
+        self.addCleanup(gateway.stop)
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        response = yield treq.get(gateway.url("/"), headers={"Host": [f"docs.{BASE}"]}, pool=pool)
+        yield response.content()
+        self.assertEqual(response.code, 200)
+        mirrors = gateway.gateway.mirrors
+        yield eventually(lambda: mirrors.in_flight == 0, "the failed mirror settled")
+        self.assertEqual(mirrors.sent, 1)

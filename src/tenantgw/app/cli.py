@@ -73,7 +73,6 @@ _MISSING_REFERENCE = re.compile(r"^(Service|Secret) '[^']*' not found in this na
 _SERVES_ANYWAY = (
     re.compile(r"clamped to namespace ceiling|unset; namespace ceiling"),
     re.compile(r"^" + re.escape(f'metadata.annotations["{ALLOWED_HOSTS_ANNOTATION}"]')),
-    re.compile(r"RequestMirror is not applied yet"),
 )
 
 

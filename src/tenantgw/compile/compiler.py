@@ -354,11 +354,25 @@ def _compile_route(
                 backend.namespace
             )
         backends.append(_resolve_backend(backend, target, f"{path}.backends[{i}]", messages))
+    mirrors = []
+    for i, mirror in enumerate(route.mirrors):
+        target = index
+        if mirror.backend.namespace is not None and mirror.backend.namespace != index.namespace:
+            target = (by_namespace or {}).get(mirror.backend.namespace) or _NamespaceIndex.empty(
+                mirror.backend.namespace
+            )
+        resolved = _resolve_backend(mirror.backend, target, f"{path}.mirrors[{i}]", messages)
+        mirrors.append((resolved, mirror.percent))
     scopes = [tenant_access]
     if route.access is not None:
         scopes.append(_compile_access(route.access, index, f"{path}.access", messages))
     return CompiledRoute(
-        route=route, backends=tuple(backends), access=tuple(scopes), rate=route.quota, source=path
+        route=route,
+        backends=tuple(backends),
+        access=tuple(scopes),
+        rate=route.quota,
+        source=path,
+        mirrors=tuple(mirrors),
     )
 
 

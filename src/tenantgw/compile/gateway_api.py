@@ -117,11 +117,7 @@ def compile_gateway_api(
     for translated in served.routes:
         if translated.namespace in tenant_namespaces:
             routes[translated.namespace].append(translated)
-            if translated.route.mirrors:
-                messages[translated.namespace].append(
-                    f"{translated.source}: RequestMirror is not applied yet; requests are"
-                    " served without the mirror"
-                )
+
     statuses = []
     for status in translation.statuses:
         if status.key.kind == "HTTPRoute":

@@ -81,6 +81,8 @@ class CompiledRoute:
     backends: tuple[CompiledBackend, ...]
     access: tuple[CompiledAccess, ...]  # tenant's, then the route's: every one must pass
     rate: RateLimit | None = None
+    # Gateway API RequestMirror: (backend, percent of requests copied).
+    mirrors: tuple[tuple[CompiledBackend, float], ...] = ()
     # Where the route was declared, as a field path: "routes[2]" in
     # tenant.yaml, "HTTPRoute web spec.rules[0]" for Gateway API.
     source: str = ""

@@ -61,6 +61,7 @@ from tenantgw.dataplane.deadlines import Deadlines
 from tenantgw.dataplane.health import ActiveChecks, EndpointHealth, ProbeTarget
 from tenantgw.dataplane.limits import Bucket, Denial, InFlight, RateLimiter
 from tenantgw.dataplane.matching import Matcher, first_match
+from tenantgw.dataplane.mirror import Mirrors, MirrorTarget
 from tenantgw.dataplane.proxy import Exchange, upgrade_requested
 from tenantgw.dataplane.quota_redis import Decision, RedisQuota
 from tenantgw.dataplane.quota_redis import connect as connect_redis
@@ -224,6 +225,7 @@ class RouteHandler:
         response_edits = route.response_headers
         self.edit_response = None if response_edits.is_empty() else self._edit_response
         self.cors = CorsPolicy.of(route.cors) if route.cors is not None else None
+        self.mirrors = tuple(MirrorTarget(b, percent) for b, percent in compiled.mirrors)
         # Share of requests answered 500 for backends that were refused at
         # compile time (Gateway API: invalid backendRefs keep their weight).
         usable_weight = sum(b.weight for b in compiled.backends)
@@ -552,14 +554,27 @@ class TenantHandler:
             (b"X-Forwarded-Host", original_host),
             (b"X-Request-Id", request.request_id),
         )
+        target = route.target_for(path, query)
+        upstream_host = route.rewrite_host or original_host
+        if route.mirrors and request.declared_length == 0:
+            gateway.mirrors.send(
+                route.mirrors,
+                request.method,
+                target,
+                [
+                    *((n, v) for n, v in headers.getAllRawHeaders() if n.lower() != b"host"),
+                    (b"Host", [upstream_host]),
+                    *((n, [v]) for n, v in forwarded),
+                ],
+            )
         exchange = Exchange(
             request,
             gateway.pool,
             gateway.deadlines,
             key,
             request.method,
-            route.target_for(path, query),
-            route.rewrite_host or original_host,
+            target,
+            upstream_host,
             forwarded,
             route.timeout,
             route.edit_response,
@@ -667,8 +682,10 @@ class Gateway:
         self.trusted_proxies = trusted_proxies
         self.upstream_timeout = upstream_timeout
         self.limiter = RateLimiter(clock)
-        # Draws the share of requests answered 500 for refused backends.
+        # Draws the share of requests answered 500 for refused backends, and
+        # which requests are mirrored.
         self.chance = random.random
+        self.mirrors = Mirrors(reactor, lambda: self.chance())
         # Set when --redis is given: rate limits are then decided by Redis,
         # asynchronously, and C{limiter} is only its fallback.
         self.shared_quota: RedisQuota | None = None
@@ -704,6 +721,7 @@ class Gateway:
         """Stops the timers that outlive requests: health probes and the pool's sweeper."""
         self.active_checks.stop()
         self.pool.stop()
+        self.mirrors.stop()
 
     @property
     def snapshot(self) -> Snapshot:
