@@ -22,6 +22,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PATH_PREFIX = "Prefix"
 PATH_EXACT = "Exact"
 PATH_TYPES = (PATH_PREFIX, PATH_EXACT)
+# An RE2 expression matched from the start of the path, case-insensitively
+# (ingress-nginx use-regex: nginx's "location ~*"); only the Ingress
+# translator writes it, after RE2 accepted the pattern.
+PATH_REGEX = "RegularExpression"
 
 LB_ROUND_ROBIN = "RoundRobin"
 LB_LEAST_REQUEST = "LeastRequest"
@@ -82,6 +86,17 @@ class Access:
 class HeaderMatch:
     name: str  # lower-cased
     value: str
+    # An RE2 pattern searched in the value (ingress-nginx
+    # canary-by-header-pattern) instead of an exact value.
+    regex: bool = False
+
+
+@frozen
+class CookieMatch:
+    """A request cookie with this exact value (ingress-nginx canary-by-cookie)."""
+
+    name: str
+    value: str
 
 
 @frozen
@@ -97,6 +112,7 @@ class RouteMatch:
     methods: tuple[str, ...] = ()
     headers: tuple[HeaderMatch, ...] = ()
     query_params: tuple[QueryParamMatch, ...] = ()
+    cookies: tuple[CookieMatch, ...] = ()
 
 
 @frozen
@@ -106,6 +122,9 @@ class BackendRef:
     service: str
     port: int | str
     weight: int = 1
+    # ingress-nginx backend-protocol (HTTP, HTTPS, GRPC, GRPCS, H2C): overrides
+    # what the Service port says.
+    protocol: str | None = None
     # Another namespace's Service: only a Gateway API backendRef can name one,
     # and only with a ReferenceGrant in that namespace (contract section 10).
     # tenant.yaml never sets it.
@@ -118,6 +137,9 @@ class Rewrite:
     host: str | None = None
     # Gateway API URLRewrite ReplaceFullPath: the whole path is replaced.
     full_path: str | None = None
+    # ingress-nginx rewrite-target on a regular-expression path: a template
+    # where $1..$9 are the path expression's groups.
+    regex_target: str | None = None
 
 
 @frozen
@@ -155,6 +177,9 @@ class Retries:
 @frozen
 class LoadBalancer:
     policy: str = LB_ROUND_ROBIN
+    # The affinity cookie's name for LB_COOKIE (ingress-nginx
+    # session-cookie-name); None: the gateway's own.
+    cookie_name: str | None = None
 
 
 @frozen
@@ -225,6 +250,8 @@ class Route:
     # that share of requests is answered 500, as Gateway API requires,
     # instead of silently moving to the valid backends.
     refused_backend_weight: int = 0
+    # ingress-nginx proxy-body-size: within the tenant's own limit.
+    max_request_body_bytes: int | None = None
 
 
 @frozen

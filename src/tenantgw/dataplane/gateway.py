@@ -74,6 +74,7 @@ from tenantgw.wire.fields import HOP_BY_HOP, UNDERSCORES_DROP, connection_option
 from tenantgw.wire.paths import (
     DEFAULT_POLICY,
     PathPolicy,
+    expand_target,
     normalize_path,
     replace_prefix,
     valid_query,
@@ -220,6 +221,14 @@ class RouteHandler:
         self.full_path = (
             rewrite.full_path.encode("ascii") if rewrite and rewrite.full_path else None
         )
+        self.regex_target = (
+            rewrite.regex_target.encode("ascii") if rewrite and rewrite.regex_target else None
+        )
+        # ingress-nginx proxy-body-size: the smaller of the route's and the tenant's.
+        limits = [n for n in (tenant.max_body, route.max_request_body_bytes) if n is not None]
+        self.max_body = min(limits) if limits else None
+        cookie_name = route.load_balancer.cookie_name
+        self.affinity_cookie = cookie_name.encode("ascii") if cookie_name else AFFINITY_COOKIE
         self.rewrite_host = rewrite.host.encode("ascii") if rewrite and rewrite.host else None
         self.request_edits = route.request_headers if not route.request_headers.is_empty() else None
         response_edits = route.response_headers
@@ -255,6 +264,10 @@ class RouteHandler:
     def target_for(self, path: bytes, query: bytes) -> bytes:
         if self.full_path is not None:
             return self.full_path + query
+        if self.regex_target is not None and self.matcher.path_regex is not None:
+            found = self.matcher.path_regex.match(path)
+            if found is not None:
+                return expand_target(self.regex_target, found.groups()) + query
         replace = self.replace_prefix
         if replace is not None:
             path = replace_prefix(path, self.matcher.path, replace)
@@ -398,7 +411,7 @@ class TenantHandler:
         query: bytes,
     ) -> None:
         gateway = self.gateway
-        max_body = self.max_body
+        max_body = route.max_body
         if max_body is not None:
             declared = request.declared_length
             if declared is not None and declared > max_body:
@@ -511,7 +524,7 @@ class TenantHandler:
                 )
         picker = route.picker
         affinity = (
-            cookie_value(request.requestHeaders.getRawHeaders(b"cookie"), AFFINITY_COOKIE)
+            cookie_value(request.requestHeaders.getRawHeaders(b"cookie"), route.affinity_cookie)
             if picker.sticky
             else None
         )
@@ -528,7 +541,10 @@ class TenantHandler:
             token = affinity_token(key)
             if token != affinity:
                 sticky_cookie = [
-                    (b"set-cookie", AFFINITY_COOKIE + b"=" + token + b"; Path=/; HttpOnly")
+                    (
+                        b"set-cookie",
+                        route.affinity_cookie + b"=" + token + b"; Path=/; HttpOnly",
+                    )
                 ]
         headers = request.requestHeaders
         if route.checks_credentials:
