@@ -492,7 +492,8 @@ def check(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tenantgw",
-        description="tenantgw tools. 'tenantgw check FILE...' validates tenant configuration."
+        description="tenantgw tools. 'tenantgw check FILE...' validates tenant configuration;"
+        " 'tenantgw migrate FILE...' shows what Ingresses would become."
         " The gateway itself runs as 'twistd tenantgw'.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
@@ -525,7 +526,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="text (default) or json: one document with every tenant's state, errors and"
         " warnings (each with its field path)",
     )
+    migrator = commands.add_parser(
+        "migrate",
+        help="show what Ingresses and their ingress-nginx annotations become",
+        description="For each Ingress: every annotation served, refused or unknown, and why."
+        " Exit status: 0 every Ingress would be served, 1 some would be refused, 2 usage"
+        " error.",
+    )
+    migrator.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    migrator.add_argument("--output", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        from tenantgw.app.migrate import migrate
+
+        return migrate(args.paths, sys.stdout, args.output)
     try:
         selector = LabelSelector.parse(args.namespace_selector)
     except SelectorError as e:

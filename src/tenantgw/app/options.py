@@ -21,6 +21,7 @@ from tenantgw.tls.certificates import CertificateProblem
 from tenantgw.tls.default import default_certificate
 from tenantgw.tls.upstream import UpstreamTrust
 from tenantgw.translators.gateway_api import GatewayApiOptions
+from tenantgw.translators.ingress import IngressOptions
 from tenantgw.wire.fields import UNDERSCORE_ACTIONS
 from tenantgw.wire.paths import ESCAPED_SLASH_ACTIONS, PathPolicy
 
@@ -91,6 +92,12 @@ class Options(usage.Options):
             None,
             "64",
             "upstream connections one tenant may be dialling at once; others wait",
+        ],
+        [
+            "ingress-class",
+            None,
+            "tenantgw",
+            "IngressClass (controller tenantgw.io/ingress-controller) whose Ingresses are served",
         ],
         ["inherited-listeners", None, "", "internal: NAME=FD,... sockets a --workers parent bound"],
     ]
@@ -224,6 +231,7 @@ class Options(usage.Options):
             self["default_certificate_secret"] = (namespace, name)
         else:
             self["default_certificate_secret"] = None
+        self["ingress"] = IngressOptions(ingress_class=self["ingress-class"])
         self["gateway_api"] = GatewayApiOptions(
             gateways=frozenset(self["gateways"]) if self["gateways"] else None
         )

@@ -111,6 +111,7 @@ class GatewayServices(MultiService):
                 namespace_selector=options["selector"],
                 default_certificate_secret=options["default_certificate_secret"],
                 gateway_api=options["gateway_api"],
+                ingress=options["ingress"],
             ),
             self.readiness,
         )

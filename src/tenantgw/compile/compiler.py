@@ -32,6 +32,7 @@ from tenantgw.compile.gateway_api import (
     with_lost_hosts,
 )
 from tenantgw.compile.hosts import SCHEMES, HostClaim, PlacedRoute, routes_by_host, share_hosts
+from tenantgw.compile.ingress import compile_ingresses
 from tenantgw.compile.precedence import in_precedence_order
 from tenantgw.compile.selector import MATCH_ALL, LabelSelector
 from tenantgw.compile.snapshot import (
@@ -68,6 +69,7 @@ from tenantgw.tls.certificates import (
     load_certificate,
 )
 from tenantgw.translators.gateway_api import GatewayApiOptions
+from tenantgw.translators.ingress import IngressOptions
 from tenantgw.translators.objects import KubeObject, age_key, labels_of, meta, timestamp_key
 
 TENANT_LABEL = "tenantgw.io/tenant"
@@ -83,6 +85,7 @@ class CompileOptions:
     # name no tenant's host; read from any namespace, unlike tenants' Secrets.
     default_certificate_secret: tuple[str, str] | None = None
     gateway_api: GatewayApiOptions = field(factory=GatewayApiOptions)
+    ingress: IngressOptions = field(factory=IngressOptions)
 
 
 def _age_key(obj: KubeObject) -> tuple[str, str]:
@@ -619,6 +622,7 @@ def compile_snapshot(
         ns for ns, obj in namespaces.items() if options.namespace_selector.matches(labels_of(obj))
     }
     gateway_api = compile_gateway_api(objects, selected, options.gateway_api, previous)
+    ingress = compile_ingresses(objects, selected, options.ingress)
     candidates: list[_Candidate] = []
     statuses: dict[str, TenantStatus] = {}
     reserved: dict[str, str] = {}
@@ -630,13 +634,15 @@ def compile_snapshot(
         index = by_namespace.get(namespace)
         if index is not None and index.config_maps:
             candidate, status = _candidate(namespace, namespace_obj, index, options, previous)
-        elif namespace in gateway_api.routes:
+        elif namespace in gateway_api.routes or namespace in ingress.routes:
             candidate, status = _gateway_only_candidate(namespace, namespace_obj, options)
-        elif namespace in gateway_api.messages:
+        elif namespace in gateway_api.messages or namespace in ingress.messages:
             # Only refused Gateway API routes: nothing to serve, but the
             # namespace's status says why.
             statuses[namespace] = TenantStatus(
-                namespace, STATE_REJECTED, gateway_api.messages[namespace]
+                namespace,
+                STATE_REJECTED,
+                (*gateway_api.messages.get(namespace, ()), *ingress.messages.get(namespace, ())),
             )
             continue
         else:
@@ -669,6 +675,34 @@ def compile_snapshot(
                     HostClaim(route_on_hosts.order[:3], namespace, h, str(route_on_hosts.origin))
                     for h in route_on_hosts.hosts
                 )
+    # Ingress hosts need the namespace's allowance, as tenant.yaml hosts do;
+    # a rule without a host would catch every host nobody else serves.
+    ingress_refusals: dict[str, list[str]] = defaultdict(list)
+    ingress_hosts: dict[str, dict[int, tuple[str, ...]]] = defaultdict(dict)
+    policies = {c.namespace: c.policy for c in candidates}
+    for namespace, ingress_routes in ingress.routes.items():
+        if namespace not in serving:
+            continue
+        for position, ingress_route in enumerate(ingress_routes):
+            allowed = []
+            for host in ingress_route.hosts:
+                if host == ANY_HOST:
+                    ingress_refusals[namespace].append(
+                        f"{ingress_route.origin}: {ingress_route.source}: a rule without"
+                        " host would serve every host; give the rule a host"
+                    )
+                elif _may_claim(host, namespace, policies[namespace], options):
+                    allowed.append(host)
+                else:
+                    ingress_refusals[namespace].append(
+                        f"{ingress_route.origin}: host {host!r} is not among the hosts this"
+                        " namespace may claim (annotation tenantgw.io/allowed-hosts)"
+                    )
+            ingress_hosts[namespace][position] = tuple(allowed)
+            claims.extend(
+                HostClaim(ingress_route.order[:3], namespace, h, str(ingress_route.origin))
+                for h in allowed
+            )
     ownership = share_hosts(
         claims,
         {c.derived_host: c.namespace for c in candidates if c.derived_host},
@@ -700,7 +734,8 @@ def compile_snapshot(
         hosts = tuple(h for h in owned if h != ANY_HOST)
         host_routes: dict[tuple[str, str], tuple[CompiledRoute, ...]] = {}
         translated = gateway_api.routes.get(namespace, ()) if namespace in serving else ()
-        if translated:
+        from_ingress = ingress.routes.get(namespace, ()) if namespace in serving else ()
+        if translated or from_ingress:
             config_hosts = frozenset(candidate.claimed_hosts) | (
                 {candidate.derived_host} if candidate.derived_host else set()
             )
@@ -721,11 +756,46 @@ def compile_snapshot(
                 placed.append(
                     PlacedRoute(compiled, keys, frozenset({t.scheme}), ("~", t.order, position))
                 )
+            for position, r in enumerate(from_ingress):
+                lost = ownership.lost.get(str(r.origin), frozenset())
+                keys = frozenset(
+                    h
+                    for h in ingress_hosts[namespace].get(position, ())
+                    if h not in lost and h in owned
+                )
+                if not keys:
+                    continue
+                compiled = _compile_route(r.route, r.source, tenant_access, index, messages)
+                compiled_translated.append(compiled)
+                placed.append(
+                    PlacedRoute(compiled, keys, frozenset(SCHEMES), ("~", r.order, position))
+                )
             host_routes = routes_by_host(placed, sorted(owned))
             routes = routes + tuple(compiled_translated)
         tls_problems = _tenant_certificates(
             candidate.spec.tls, index, hosts, now, certificates, messages
         )
+        redirect_hosts = set(
+            h
+            for h in hosts
+            if h in certificates
+            and candidate.spec.tls is not None
+            and candidate.spec.tls.http_redirect
+        )
+        for entry in ingress.tls.get(namespace, ()) if namespace in serving else ():
+            covered = tuple(h for h in entry.hosts if h in owned)
+            problem = _tenant_certificates(
+                TLS(entry.secret_name), index, covered, now, certificates, messages
+            )
+            tls_problems = tls_problems or problem
+        for r in from_ingress:
+            for host in r.hosts:
+                if host in owned and (
+                    r.force_ssl_redirect or (r.ssl_redirect and host in certificates)
+                ):
+                    redirect_hosts.add(host)
+        messages.extend(ingress_refusals.get(namespace, ()))
+        messages.extend(ingress.messages.get(namespace, ()))
         compiled_tenant = CompiledTenant(
             namespace=namespace,
             hosts=tuple(sorted(hosts)),
@@ -735,6 +805,7 @@ def compile_snapshot(
             access=tenant_access,
             generation=candidate.generation,
             https_hosts=frozenset(h for h in hosts if h in certificates),
+            redirect_hosts=frozenset(redirect_hosts),
             host_routes=host_routes,
         )
         tenants[namespace] = compiled_tenant

@@ -104,6 +104,9 @@ class CompiledTenant:
     # Hosts whose certificate is valid and covers them: served over HTTPS
     # with the tenant's own certificate, and redirected there from HTTP.
     https_hosts: frozenset[str] = frozenset()
+    # Hosts whose plain-HTTP requests get a 308 to HTTPS (tenant.yaml
+    # tls.httpRedirect; Ingress ssl-redirect / force-ssl-redirect).
+    redirect_hosts: frozenset[str] = frozenset()
     # (scheme, host key) -> routes, when the tenant's hosts do not all serve
     # the same routes (Gateway API routes name their hostnames and
     # listeners).  Empty: every host and scheme serves C{routes}.

@@ -252,6 +252,10 @@ class Route:
     refused_backend_weight: int = 0
     # ingress-nginx proxy-body-size: within the tenant's own limit.
     max_request_body_bytes: int | None = None
+    # ingress-nginx limit-rps / limit-connections: per client address, on
+    # this route (the tenant's own limits apply as well).
+    per_client_rate: RateLimit | None = None
+    max_client_concurrent: int | None = None
 
 
 @frozen

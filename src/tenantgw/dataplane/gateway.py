@@ -246,6 +246,9 @@ class RouteHandler:
             if compiled.rate
             else None
         )
+        # ingress-nginx limit-rps and limit-connections: per client, on this route.
+        self.per_client_rate = route.per_client_rate
+        self.max_client_concurrent = route.max_client_concurrent
 
     def _edit_response(self, headers: ResponseHeaders) -> ResponseHeaders:
         """Remove, then set (replacing every value), then add; names are lower case."""
@@ -437,6 +440,21 @@ class TenantHandler:
             )
         if route.rate_bucket is not None:
             buckets.append(route.rate_bucket)
+        if route.per_client_rate is not None:
+            buckets.append(
+                Bucket(
+                    ("route-client", namespace, route.name, request.client_address),
+                    route.per_client_rate,
+                    "route-client",
+                )
+            )
+        if route.max_client_concurrent is not None:
+            slot = ("route-client", namespace, route.name, request.client_address)
+            if not gateway.in_flight.try_enter(slot, route.max_client_concurrent):
+                self._release_slot(entered)
+                respond(request, 503, [(b"retry-after", b"1")])
+                return
+            request.client_slot = slot
         if buckets:
             shared = gateway.shared_quota
             if shared is not None:
@@ -447,7 +465,7 @@ class TenantHandler:
                 return
             denial = gateway.limiter.try_acquire(buckets)
             if denial is not None:
-                self._release_slot(entered)
+                self._release_slot(entered, request)
                 respond(request, 429, _rate_policy_headers(denial))
                 return
         self._forward(request, route, host, path, query, entered)
@@ -465,7 +483,7 @@ class TenantHandler:
         if request.finished or request.channel is None or decision is not None:
             # Refused, or the client left while Redis decided: no exchange
             # will release the concurrency slot, so it is released here.
-            self._release_slot(entered)
+            self._release_slot(entered, request)
         if request.finished or request.channel is None:
             return
         if decision is not None:
@@ -476,9 +494,11 @@ class TenantHandler:
             return
         self._forward(request, route, host, path, query, entered)
 
-    def _release_slot(self, entered: bool) -> None:
+    def _release_slot(self, entered: bool, request: GatewayRequest | None = None) -> None:
         if entered:
             self.gateway.in_flight.leave(self.namespace)
+        if request is not None:
+            self.gateway.release_client_slot(request)
 
     def _forward(
         self,
@@ -794,7 +814,7 @@ class Gateway:
                 if named is not None and named is not tenant:
                     respond(request, 421)
                     return
-        elif host in compiled.https_hosts and compiled.spec.tls and compiled.spec.tls.http_redirect:
+        elif host in compiled.redirect_hosts:
             self._redirect_to_https(request, host)
             return
         if compiled.access.checks_address and not tenant.address_verdicts.allowed(
@@ -838,10 +858,20 @@ class Gateway:
         return gatherResults(pending).addCallback(all)
 
     def exchange_done(self, request: GatewayRequest, status: int) -> None:
-        pass
+        if request.client_slot is not None:
+            self.release_client_slot(request)
 
     def exchange_done_releasing(self, request: GatewayRequest, status: int) -> None:
         self.in_flight.leave(request.tenant_namespace)
+        if request.client_slot is not None:
+            self.release_client_slot(request)
+
+    def release_client_slot(self, request: GatewayRequest) -> None:
+        """A route's per-client concurrency slot (limit-connections), released once."""
+        slot = request.client_slot
+        if slot is not None:
+            request.client_slot = None
+            self.in_flight.leave(slot)
 
     def internal_error(self, request: GatewayRequest, reason: object) -> None:
         _log.failure("request failed inside the gateway", reason)  # type: ignore[arg-type]

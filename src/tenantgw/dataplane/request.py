@@ -52,6 +52,8 @@ class GatewayRequest(server.Request):
     # The protocol an HTTP/1.1 client asked to switch to, when the request
     # may be tunnelled (decided on arrival, before hop-by-hop fields go).
     upgrade: bytes | None = None
+    # The route's per-client concurrency slot held by this request, if any.
+    client_slot: tuple[str, ...] | None = None
     # CORS headers for the response, decided when the route matched.
     cors_headers: list[tuple[bytes, bytes]] = []
     _body_idle: IDelayedCall | None = None

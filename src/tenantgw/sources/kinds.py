@@ -48,6 +48,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("Gateway", GATEWAY_GROUP, "v1", "gateways", optional=True),
     Kind("HTTPRoute", GATEWAY_GROUP, "v1", "httproutes", optional=True),
     Kind("ReferenceGrant", GATEWAY_GROUP, "v1beta1", "referencegrants", optional=True),
+    Kind("Ingress", "networking.k8s.io", "v1", "ingresses"),
+    Kind("IngressClass", "networking.k8s.io", "v1", "ingressclasses", namespaced=False),
 )
 
 KIND_NAMES = frozenset(k.kind for k in KINDS)
