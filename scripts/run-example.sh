@@ -123,9 +123,12 @@ show() {
     printf '\n'
     "$@" || true
 }
-resolve=(--resolve "shop.example.com:$HTTP_PORT:127.0.0.1" --resolve "blog.$BASE_DOMAIN:$HTTP_PORT:127.0.0.1")
+resolve=(--resolve "shop.example.com:$HTTP_PORT:127.0.0.1" --resolve "blog.$BASE_DOMAIN:$HTTP_PORT:127.0.0.1"
+    --resolve "docs.apps.example.test:$HTTP_PORT:127.0.0.1")
 show curl -sS -i "${resolve[@]}" "http://shop.example.com:$HTTP_PORT/"
 show curl -sS -i "${resolve[@]}" "http://blog.$BASE_DOMAIN:$HTTP_PORT/"
+# Gateway API: an HTTPRoute (examples/tenants/docs-gateway-api.yaml) strips /v1.
+show curl -sS -i "${resolve[@]}" "http://docs.apps.example.test:$HTTP_PORT/v1/"
 show curl -sS -i -H "Host: unknown.example.org" "http://127.0.0.1:$HTTP_PORT/"
 printf '\nAdmin: http://127.0.0.1:%s/ (dashboard), /api/tenants, /metrics, /readyz, /healthz\n' "$ADMIN_PORT"
 

@@ -443,12 +443,13 @@ class HostConflictTests(SynchronousTestCase):
             )
             self.assertEqual(snapshot.tenant_for_host(f"{loser}.example.com").namespace, loser)
 
-    def test_name_breaks_timestamp_ties(self) -> None:
+    def test_namespace_then_name_break_timestamp_ties(self) -> None:
+        """Contract section 10: creationTimestamp, then namespace/name, for every dialect."""
         same = "2024-01-01T00:00:00Z"
         objects = [*self.claimant("aaa", same, "zeta"), *self.claimant("zzz", same, "alpha")]
         snapshot = compile_snapshot(objects, OPTIONS)
-        self.assertEqual(snapshot.tenant_for_host(self.CLAIMED).namespace, "zzz")
-        self.assertEqual(snapshot.statuses["aaa"].state, STATE_HOST_CONFLICT)
+        self.assertEqual(snapshot.tenant_for_host(self.CLAIMED).namespace, "aaa")
+        self.assertEqual(snapshot.statuses["zzz"].state, STATE_HOST_CONFLICT)
 
     def test_missing_timestamp_counts_as_newest(self) -> None:
         objects = [*self.claimant("aaa", None), *self.claimant("zzz", "2024-01-01T00:00:00Z")]
@@ -483,7 +484,7 @@ class HostConflictTests(SynchronousTestCase):
             *self.claimant("zzz", "2024-01-01T00:00:00Z", cm_name="a-first"),
         ]
         expected = compile_snapshot(objects, OPTIONS)
-        self.assertEqual(expected.tenant_for_host(self.CLAIMED).namespace, "zzz")
+        self.assertEqual(expected.tenant_for_host(self.CLAIMED).namespace, "mmm")
         for permutation in itertools.permutations(objects):
             self.assertEqual(compile_snapshot(list(permutation), OPTIONS), expected)
 

@@ -104,9 +104,10 @@ class DashboardInBrowserTests(TestCase):
         dom = yield self.dump_dom(url)
         self.assertIn('id="tenant-shop"', dom)
         self.assertIn('id="tenant-blog"', dom)
+        self.assertIn('id="tenant-docs"', dom)  # the Gateway API example
         self.assertIn("shop.example.com", dom)
         self.assertIn("Accepted", dom)
-        self.assertIn("2 tenants, 2 serving", dom)
+        self.assertIn("3 tenants, 3 serving", dom)
         self.assertNotIn("storefront", dom)
 
         # The tenant renames a route; the page shows it once the gateway applies it.
@@ -136,7 +137,7 @@ class DashboardInBrowserTests(TestCase):
         browser = DevToolsBrowser(self.mktemp())
         self.addCleanup(browser.close)
         yield deferToThread(browser.open, gateway.admin_url("/").decode())
-        text = yield deferToThread(browser.wait_for_text, "2 tenants, 2 serving", 20)
+        text = yield deferToThread(browser.wait_for_text, "3 tenants, 3 serving", 20)
         self.assertIn("shop.example.com", text)
         self.assertNotIn("storefront", text)
         self.rename_site_route(tenants)

@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from tenantgw.sources.directory import DirectorySource, ManifestError, load_manifests
+from tenantgw.sources.kinds import KIND_NAMES
 
 
 def configmap(name: str, namespace: str = "shop", value: str = "1") -> str:
@@ -57,9 +58,18 @@ class LoadManifestsTests(SynchronousTestCase):
             "{kind: Deployment, metadata: {name: d}}\n---\n"
             "{kind: Pod, metadata: {name: p}}\n---\n"
             "{metadata: {name: no-kind}}\n---\n"
-            "kind: List\nitems: [{kind: Ingress, metadata: {name: i}}]\n---\n" + configmap("c")
+            "kind: List\nitems: [{kind: Job, metadata: {name: j}}]\n---\n" + configmap("c")
         )
         self.assertEqual(names(load_manifests(text)), ["ConfigMap/c"])
+
+    def test_every_watched_kind_is_read(self) -> None:
+        """The one list of kinds (sources.kinds) decides what a directory delivers."""
+        text = "".join(
+            f"{{kind: {kind}, metadata: {{name: x}}}}\n---\n" for kind in sorted(KIND_NAMES)
+        )
+        self.assertEqual(
+            sorted(names(load_manifests(text))), [f"{k}/x" for k in sorted(KIND_NAMES)]
+        )
 
     def test_json(self) -> None:
         text = '{"kind": "Namespace", "metadata": {"name": "shop"}}'

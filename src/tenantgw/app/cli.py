@@ -42,12 +42,14 @@ import yaml
 from attrs import define, evolve, field
 
 from tenantgw.compile.compiler import TENANT_LABEL, CompileOptions, compile_snapshot
+from tenantgw.compile.gateway_api import status_json
 from tenantgw.compile.selector import MATCH_ALL, LabelSelector, SelectorError
 from tenantgw.compile.snapshot import STATE_HOST_CONFLICT, STATE_REJECTED, Snapshot
 from tenantgw.config.errors import TenantConfigError
 from tenantgw.config.namespace import ALLOWED_HOSTS_ANNOTATION
 from tenantgw.config.parse import parse_tenant_yaml
 from tenantgw.sources.directory import ManifestError, load_manifests, manifest_files
+from tenantgw.translators.gateway_api import ObjectStatus
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -147,10 +149,22 @@ class BackendReport:
 
 
 @define
+class ObjectReport:
+    """A Gateway API object's status, as the elected replica would write it."""
+
+    kind: str
+    namespace: str
+    name: str
+    summary: str  # "Accepted", or the first failing condition
+    status: dict[str, Any]
+
+
+@define
 class Report:
     strict: bool
     files: list[FileReport] = field(factory=list)
     tenants: list[TenantReport] = field(factory=list)
+    objects: list[ObjectReport] = field(factory=list)
 
     @property
     def ok(self) -> bool:
@@ -295,6 +309,8 @@ def check_report(
         if strict:
             tenant.errors.extend(_backends_without_endpoints(snapshot, namespace, tenant))
         report.tenants.append(tenant)
+    for object_status in snapshot.object_statuses:
+        report.objects.append(_object_report(object_status))
     for namespace in sorted(unselected):
         for (ns, name), path in sorted(origin.items()):
             if ns != namespace:
@@ -316,6 +332,27 @@ def check_report(
                 )
             )
     return report
+
+
+def _object_report(status: ObjectStatus) -> ObjectReport:
+    conditions = [
+        *status.conditions,
+        *(c for p in status.parents for c in p.conditions),
+        *(c for lst in status.listeners for c in lst.conditions),
+    ]
+    # Conflicted reads the other way round: True is the bad state.
+    failing = next(
+        (c for c in conditions if (c.type == "Conflicted") == c.ok),
+        None,
+    )
+    summary = (
+        "Accepted" if failing is None else f"{failing.type} {failing.status} ({failing.reason})"
+    )
+    if failing is not None and failing.message:
+        summary += f": {failing.message}"
+    return ObjectReport(
+        status.key.kind, status.key.namespace, status.key.name, summary, status_json(status)
+    )
 
 
 def _labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
@@ -371,13 +408,12 @@ def _backend_protocols(snapshot: Snapshot, namespace: str) -> list[BackendReport
         return []
     found = []
     for route in compiled.routes:
-        position = next(i for i, r in enumerate(compiled.spec.routes) if r is route.route)
         for index, backend in enumerate(route.backends):
             if backend.port == 0:
                 continue  # not resolved: reported as an error or warning
             found.append(
                 BackendReport(
-                    f"routes[{position}].backends[{index}]",
+                    f"{route.source}.backends[{index}]",
                     backend.service,
                     backend.port,
                     backend.protocol,
@@ -395,9 +431,8 @@ def _backends_without_endpoints(
     reported = {p.path for p in tenant.errors + tenant.warnings}
     problems = []
     for route in compiled.routes:
-        position = next(i for i, r in enumerate(compiled.spec.routes) if r is route.route)
         for index, backend in enumerate(route.backends):
-            path = f"routes[{position}].backends[{index}]"
+            path = f"{route.source}.backends[{index}]"
             if backend.weight == 0 or backend.endpoints:
                 continue
             if f"{path}.service" in reported or f"{path}.port" in reported:
@@ -419,7 +454,11 @@ def report_text(report: Report, out: TextIO) -> None:
         if file_report.kind == "tenant.yaml" and not file_report.errors:
             print(f"{file_report.file}: valid tenant.yaml", file=out)
     for tenant in report.tenants:
-        where = f"{tenant.namespace}/{tenant.config_map}"
+        where = (
+            f"{tenant.namespace}/{tenant.config_map}"
+            if tenant.config_map
+            else f"{tenant.namespace} (Gateway API)"
+        )
         origin = f" ({tenant.file})" if tenant.file else ""
         print(f"{where}: {tenant.state}{origin}", file=out)
         for error in tenant.errors:
@@ -428,6 +467,9 @@ def report_text(report: Report, out: TextIO) -> None:
             print(f"{where}: warning: {warning}", file=out)
         for backend in tenant.backends:
             print(f"{where}: backend: {backend}", file=out)
+    for obj in report.objects:
+        name = f"{obj.namespace}/{obj.name}" if obj.namespace else obj.name
+        print(f"{obj.kind} {name}: {obj.summary}", file=out)
     errors = sum(len(f.errors) for f in report.files) + sum(len(t.errors) for t in report.tenants)
     warnings = sum(len(t.warnings) for t in report.tenants)
     print(
@@ -446,6 +488,8 @@ def report_json(report: Report) -> dict[str, Any]:
     field path in tenant.yaml (C{""} when the problem is not one field's);
     every backend is C{{"path", "service", "port", "protocol"}}, the
     protocol being C{"h1"}, C{"h2c"} or C{"tls"}.
+    C{"gatewayApi": [{kind, namespace, name, status}]} holds the Gateway API
+    objects' statuses, shaped as their status subresource.
     """
     return {
         "ok": report.ok,
@@ -476,6 +520,12 @@ def report_json(report: Report) -> dict[str, Any]:
             }
             for t in report.tenants
         ],
+        # Gateway API objects' statuses (GatewayClass, Gateway, HTTPRoute), in
+        # the shape of their status subresource.
+        "gatewayApi": [
+            {"kind": o.kind, "namespace": o.namespace, "name": o.name, "status": o.status}
+            for o in report.objects
+        ],
     }
 
 
@@ -501,7 +551,8 @@ def check(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tenantgw",
-        description="tenantgw tools. 'tenantgw check FILE...' validates tenant configuration."
+        description="tenantgw tools. 'tenantgw check FILE...' validates tenant configuration;"
+        " 'tenantgw migrate FILE...' shows what Ingresses would become."
         " The gateway itself runs as 'twistd tenantgw'.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
@@ -534,7 +585,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="text (default) or json: one document with every tenant's state, errors and"
         " warnings (each with its field path)",
     )
+    migrator = commands.add_parser(
+        "migrate",
+        help="show what Ingresses and their ingress-nginx annotations become",
+        description="For each Ingress: every annotation served, refused or unknown, and why."
+        " Exit status: 0 every Ingress would be served, 1 some would be refused, 2 usage"
+        " error.",
+    )
+    migrator.add_argument("paths", nargs="+", metavar="FILE_OR_DIR")
+    migrator.add_argument("--output", choices=("text", "json"), default="text")
     args = parser.parse_args(argv)
+    if args.command == "migrate":
+        from tenantgw.app.migrate import migrate
+
+        return migrate(args.paths, sys.stdout, args.output)
     try:
         selector = LabelSelector.parse(args.namespace_selector)
     except SelectorError as e:

@@ -20,6 +20,8 @@ from tenantgw.config.model import IPNetwork
 from tenantgw.tls.certificates import CertificateProblem
 from tenantgw.tls.default import default_certificate
 from tenantgw.tls.upstream import UpstreamTrust
+from tenantgw.translators.gateway_api import GatewayApiOptions
+from tenantgw.translators.ingress import IngressOptions
 from tenantgw.wire.fields import UNDERSCORE_ACTIONS
 from tenantgw.wire.paths import ESCAPED_SLASH_ACTIONS, PathPolicy
 
@@ -91,8 +93,25 @@ class Options(usage.Options):
             "64",
             "upstream connections one tenant may be dialling at once; others wait",
         ],
+        [
+            "ingress-class",
+            None,
+            "tenantgw",
+            "IngressClass (controller tenantgw.io/ingress-controller) whose Ingresses are served",
+        ],
         ["inherited-listeners", None, "", "internal: NAME=FD,... sockets a --workers parent bound"],
     ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["gateways"] = []
+
+    def opt_gateway(self, reference: str) -> None:
+        """NS/NAME of a Gateway to serve (repeatable; default: every Gateway of our classes)"""
+        namespace, slash, name = reference.partition("/")
+        if not (slash and namespace and name and "/" not in name):
+            raise usage.UsageError(f"--gateway must be NAMESPACE/NAME, not {reference!r}")
+        self["gateways"].append((namespace, name))
 
     def opt_version(self) -> None:
         """Print tenantgw's version and exit (twistd's own --version names Twisted's)."""
@@ -212,6 +231,10 @@ class Options(usage.Options):
             self["default_certificate_secret"] = (namespace, name)
         else:
             self["default_certificate_secret"] = None
+        self["ingress"] = IngressOptions(ingress_class=self["ingress-class"])
+        self["gateway_api"] = GatewayApiOptions(
+            gateways=frozenset(self["gateways"]) if self["gateways"] else None
+        )
         base_domain = self["base-domain"]
         if base_domain is not None:
             self["base-domain"] = base_domain.strip(".").lower() or None

@@ -116,6 +116,8 @@ class GatewayServices(MultiService):
                 base_domain=options["base-domain"],
                 namespace_selector=options["selector"],
                 default_certificate_secret=options["default_certificate_secret"],
+                gateway_api=options["gateway_api"],
+                ingress=options["ingress"],
             ),
             self.readiness,
         )

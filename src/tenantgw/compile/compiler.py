@@ -26,9 +26,17 @@ from typing import Any
 
 from attrs import evolve, field, frozen
 
+from tenantgw.compile.gateway_api import (
+    compile_gateway_api,
+    gateway_listener_certificates,
+    with_lost_hosts,
+)
+from tenantgw.compile.hosts import SCHEMES, HostClaim, PlacedRoute, routes_by_host, share_hosts
+from tenantgw.compile.ingress import compile_ingresses
 from tenantgw.compile.precedence import in_precedence_order
 from tenantgw.compile.selector import MATCH_ALL, LabelSelector
 from tenantgw.compile.snapshot import (
+    ANY_HOST,
     EMPTY_SNAPSHOT,
     STATE_ACCEPTED,
     STATE_CERTIFICATE_ERROR,
@@ -60,8 +68,9 @@ from tenantgw.tls.certificates import (
     check_dates,
     load_certificate,
 )
-
-KubeObject = Mapping[str, Any]
+from tenantgw.translators.gateway_api import GatewayApiOptions
+from tenantgw.translators.ingress import IngressOptions
+from tenantgw.translators.objects import KubeObject, age_key, labels_of, meta, timestamp_key
 
 TENANT_LABEL = "tenantgw.io/tenant"
 TENANT_KEY = "tenant.yaml"
@@ -75,50 +84,14 @@ class CompileOptions:
     # --default-cert-secret: the operator's certificate for handshakes that
     # name no tenant's host; read from any namespace, unlike tenants' Secrets.
     default_certificate_secret: tuple[str, str] | None = None
-
-
-def _meta(obj: KubeObject) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
-
-
-def _labels(obj: KubeObject) -> Mapping[str, str]:
-    labels = _meta(obj).get("labels")
-    return labels if isinstance(labels, Mapping) else {}
-
-
-def _timestamp_key(value: Any) -> str:
-    """
-    A creationTimestamp as a sortable UTC string, or C{"9999"} (newest of all)
-    when there is none.
-
-    Compared as instants, not text: a manifest read from a directory with an
-    unquoted C{creationTimestamp} arrives as a C{datetime} whose C{str()} puts
-    a space where the API's text has C{"T"}, and a non-UTC offset would
-    compare by its wall-clock digits.  Host ownership ("the oldest ConfigMap
-    wins") hangs on this comparison.
-    """
-    if isinstance(value, datetime.datetime):
-        moment = value
-    elif isinstance(value, str) and value:
-        text = value.strip()
-        if text[-1:] in ("Z", "z"):
-            text = text[:-1] + "+00:00"
-        try:
-            moment = datetime.datetime.fromisoformat(text)
-        except ValueError:
-            return "9999"
-    else:
-        return "9999"
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    gateway_api: GatewayApiOptions = field(factory=GatewayApiOptions)
+    ingress: IngressOptions = field(factory=IngressOptions)
 
 
 def _age_key(obj: KubeObject) -> tuple[str, str]:
     """Oldest first; the name breaks ties so the order never depends on event order."""
-    meta = _meta(obj)
-    return (_timestamp_key(meta.get("creationTimestamp")), str(meta.get("name") or ""))
+    fields = meta(obj)
+    return (timestamp_key(fields.get("creationTimestamp")), str(fields.get("name") or ""))
 
 
 class _NamespaceIndex:
@@ -132,6 +105,12 @@ class _NamespaceIndex:
         self.services: dict[str, KubeObject] = {}
         self.slices_by_service: dict[str, list[KubeObject]] = defaultdict(list)
 
+    @classmethod
+    def empty(cls, namespace: str) -> _NamespaceIndex:
+        index = cls()
+        index.namespace = namespace
+        return index
+
 
 def _index(
     objects: Iterable[KubeObject],
@@ -140,14 +119,14 @@ def _index(
     by_namespace: dict[str, _NamespaceIndex] = defaultdict(_NamespaceIndex)
     for obj in objects:
         kind = obj.get("kind")
-        meta = _meta(obj)
-        name = meta.get("name")
+        fields = meta(obj)
+        name = fields.get("name")
         if not isinstance(name, str):
             continue
         if kind == "Namespace":
             namespaces[name] = obj
             continue
-        namespace = meta.get("namespace") or "default"
+        namespace = fields.get("namespace") or "default"
         if not isinstance(namespace, str):
             # A hand-written manifest may hold anything here (a list is not
             # even hashable); one bad object must not take the compile down.
@@ -155,14 +134,14 @@ def _index(
         index = by_namespace[namespace]
         index.namespace = namespace
         if kind == "ConfigMap":
-            if _labels(obj).get(TENANT_LABEL) == "true":
+            if labels_of(obj).get(TENANT_LABEL) == "true":
                 index.config_maps.append(obj)
         elif kind == "Secret":
             index.secrets[name] = obj
         elif kind == "Service":
             index.services[name] = obj
         elif kind == "EndpointSlice":
-            service = _labels(obj).get(SERVICE_NAME_LABEL)
+            service = labels_of(obj).get(SERVICE_NAME_LABEL)
             if isinstance(service, str) and service:
                 index.slices_by_service[service].append(obj)
     return namespaces, by_namespace
@@ -285,13 +264,18 @@ def _ip_text(address: Any) -> str | None:
         return None
 
 
+def _where(backend: BackendRef, index: _NamespaceIndex) -> str:
+    return "this namespace" if backend.namespace is None else f"namespace {index.namespace!r}"
+
+
 def _resolve_backend(
     backend: BackendRef, index: _NamespaceIndex, path: str, messages: list[str]
 ) -> CompiledBackend:
     service = index.services.get(backend.service)
     if service is None:
         messages.append(
-            f"{path}.service: Service {backend.service!r} not found in this namespace;"
+            f"{path}.service: Service {backend.service!r} not found in"
+            f" {_where(backend, index)};"
             " it receives no traffic"
         )
         return CompiledBackend(backend.service, 0, backend.weight, ())
@@ -310,12 +294,15 @@ def _resolve_backend(
             break
     if chosen is None:
         messages.append(
-            f"{path}.port: Service {backend.service!r} has no port {backend.port!r};"
+            f"{path}.port: Service {backend.service!r} in {_where(backend, index)} has no port"
+            f" {backend.port!r};"
             " it receives no traffic"
         )
         return CompiledBackend(backend.service, 0, backend.weight, ())
     port_name = chosen.get("name") or ""
-    protocol = backend_protocol(port_name, chosen.get("appProtocol"))
+    protocol = _INGRESS_PROTOCOLS.get(backend.protocol or "") or backend_protocol(
+        port_name, chosen.get("appProtocol")
+    )
     tls_name = f"{backend.service}.{index.namespace}.svc" if protocol == "tls" else None
     endpoints = set()
     for endpoint_slice in index.slices_by_service.get(backend.service, ()):
@@ -357,6 +344,11 @@ _H2C_APP_PROTOCOLS = frozenset({"kubernetes.io/h2c", "h2c", "grpc"})
 _H2C_PORT_NAMES = frozenset({"grpc", "h2c"})
 
 
+# ingress-nginx backend-protocol, which overrides what the Service port says.
+# GRPCS and HTTPS are TLS with ALPN h2 offered: a gRPC server picks h2.
+_INGRESS_PROTOCOLS = {"HTTP": "h1", "H2C": "h2c", "GRPC": "h2c", "HTTPS": "tls", "GRPCS": "tls"}
+
+
 def backend_protocol(port_name: str, app_protocol: object) -> str:
     """
     What a Service port speaks (contract section 11): "tls" for a port named
@@ -380,20 +372,45 @@ def backend_protocol(port_name: str, app_protocol: object) -> str:
 
 def _compile_route(
     route: Route,
-    position: int,
+    path: str,
     tenant_access: CompiledAccess,
     index: _NamespaceIndex,
     messages: list[str],
+    by_namespace: Mapping[str, _NamespaceIndex] | None = None,
 ) -> CompiledRoute:
-    path = f"routes[{position}]"
-    backends = tuple(
-        _resolve_backend(b, index, f"{path}.backends[{i}]", messages)
-        for i, b in enumerate(route.backends)
-    )
+    """
+    C{path} names where the route was declared (C{routes[2]}).  A backend in
+    another namespace (a Gateway API backendRef the translator found a
+    ReferenceGrant for) resolves in that namespace's index, and only there.
+    """
+    backends = []
+    for i, backend in enumerate(route.backends):
+        target = index
+        if backend.namespace is not None and backend.namespace != index.namespace:
+            target = (by_namespace or {}).get(backend.namespace) or _NamespaceIndex.empty(
+                backend.namespace
+            )
+        backends.append(_resolve_backend(backend, target, f"{path}.backends[{i}]", messages))
+    mirrors = []
+    for i, mirror in enumerate(route.mirrors):
+        target = index
+        if mirror.backend.namespace is not None and mirror.backend.namespace != index.namespace:
+            target = (by_namespace or {}).get(mirror.backend.namespace) or _NamespaceIndex.empty(
+                mirror.backend.namespace
+            )
+        resolved = _resolve_backend(mirror.backend, target, f"{path}.mirrors[{i}]", messages)
+        mirrors.append((resolved, mirror.percent))
     scopes = [tenant_access]
     if route.access is not None:
         scopes.append(_compile_access(route.access, index, f"{path}.access", messages))
-    return CompiledRoute(route=route, backends=backends, access=tuple(scopes), rate=route.quota)
+    return CompiledRoute(
+        route=route,
+        backends=tuple(backends),
+        access=tuple(scopes),
+        rate=route.quota,
+        source=path,
+        mirrors=tuple(mirrors),
+    )
 
 
 @frozen
@@ -401,7 +418,7 @@ class _Candidate:
     """A namespace's tenant before hosts are shared out between tenants."""
 
     namespace: str
-    config_map: KubeObject
+    config_map: KubeObject | None  # None: the namespace has only Gateway API routes
     spec: TenantSpec
     generation: str
     derived_host: str | None
@@ -443,7 +460,7 @@ def _namespace_policy(
     operator typo in a list that only ever widens what it may serve.  A
     malformed ceiling stays fatal: serving without it would lift the limit.
     """
-    raw = _meta(namespace_obj).get("annotations")
+    raw = meta(namespace_obj).get("annotations")
     annotations = {
         str(key): value if isinstance(value, str) else ("" if value is None else str(value))
         for key, value in (raw.items() if isinstance(raw, Mapping) else ())
@@ -465,10 +482,10 @@ def _candidate(
     messages: list[str] = []
     config_maps = sorted(index.config_maps, key=_age_key)
     chosen = config_maps[0]
-    chosen_name = str(_meta(chosen).get("name"))
+    chosen_name = str(meta(chosen).get("name"))
     for extra in config_maps[1:]:
         messages.append(
-            f"ConfigMap {_meta(extra).get('name')!r} ignored: {chosen_name!r} is older and"
+            f"ConfigMap {meta(extra).get('name')!r} ignored: {chosen_name!r} is older and"
             " only one Tenant ConfigMap per namespace is used"
         )
     policy, policy_errors, policy_warnings = _namespace_policy(namespace_obj)
@@ -526,6 +543,33 @@ def _candidate(
         chosen_name,
         serving=True,
     )
+
+
+def _gateway_only_candidate(
+    namespace: str, namespace_obj: KubeObject, options: CompileOptions
+) -> tuple[_Candidate | None, TenantStatus]:
+    """
+    A namespace with Gateway API routes and no Tenant ConfigMap is a tenant
+    all the same: the operator's ceilings bind it, and its hosts come from
+    the listeners that admit it.
+    """
+    policy, policy_errors, policy_warnings = _namespace_policy(namespace_obj)
+    messages = [f"Namespace {namespace}: {e}" for e in policy_warnings]
+    if policy_errors:
+        errors = [f"Namespace {namespace}: {e}" for e in policy_errors]
+        return None, TenantStatus(namespace, STATE_REJECTED, tuple(errors + messages))
+    candidate = _Candidate(
+        namespace=namespace,
+        config_map=None,
+        spec=TenantSpec(),
+        generation="gateway-api",
+        derived_host=_derived_host(namespace, options),
+        claimed_hosts=(),
+        policy=policy,
+        messages=tuple(messages),
+        rejected=False,
+    )
+    return candidate, TenantStatus(namespace, STATE_ACCEPTED, tuple(messages), serving=True)
 
 
 def _tenant_certificates(
@@ -600,83 +644,193 @@ def compile_snapshot(
 ) -> Snapshot:
     """
     Builds the snapshot that should serve for C{objects}.  C{previous} is
-    consulted only for each tenant's last good config; C{now} (default: the
-    current time) only for certificate validity.
+    consulted only for the last good configs (tenant.yaml, Gateway API
+    routes); C{now} (default: the current time) only for certificate
+    validity.
     """
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
+    objects = list(objects)
     namespaces, by_namespace = _index(objects)
+    selected = {
+        ns for ns, obj in namespaces.items() if options.namespace_selector.matches(labels_of(obj))
+    }
+    gateway_api = compile_gateway_api(objects, selected, options.gateway_api, previous)
+    ingress = compile_ingresses(objects, selected, options.ingress)
     candidates: list[_Candidate] = []
     statuses: dict[str, TenantStatus] = {}
     reserved: dict[str, str] = {}
-    for namespace in sorted(namespaces):
+    for namespace in sorted(selected):
         namespace_obj = namespaces[namespace]
-        if not options.namespace_selector.matches(_labels(namespace_obj)):
-            continue
         derived = _derived_host(namespace, options)
         if derived:
             reserved[derived] = namespace
         index = by_namespace.get(namespace)
-        if index is None or not index.config_maps:
+        if index is not None and index.config_maps:
+            candidate, status = _candidate(namespace, namespace_obj, index, options, previous)
+        elif namespace in gateway_api.routes or namespace in ingress.routes:
+            candidate, status = _gateway_only_candidate(namespace, namespace_obj, options)
+        elif namespace in gateway_api.messages or namespace in ingress.messages:
+            # Only refused Gateway API routes: nothing to serve, but the
+            # namespace's status says why.
+            statuses[namespace] = TenantStatus(
+                namespace,
+                STATE_REJECTED,
+                (*gateway_api.messages.get(namespace, ()), *ingress.messages.get(namespace, ())),
+            )
             continue
-        candidate, status = _candidate(namespace, namespace_obj, index, options, previous)
+        else:
+            continue
         statuses[namespace] = status
         if candidate is not None:
             candidates.append(candidate)
 
     # Hosts: a derived host always belongs to its namespace; any other claim
-    # goes to the oldest Tenant ConfigMap, the same on every replica and after
-    # every restart.
+    # goes to the oldest claiming object, whatever its dialect, the same on
+    # every replica and after every restart (compile.hosts).
     #
     # Derived hosts are reserved for every selected namespace, serving or
     # not: otherwise, while one tenant is rejected (or has no ConfigMap yet),
     # another allowed a covering host could claim "<ns>.<base-domain>" and
     # receive that namespace's traffic.
-    owner: dict[str, _Candidate] = {}
+    serving = {c.namespace for c in candidates}
+    claims: list[HostClaim] = []
     for candidate in candidates:
-        if candidate.derived_host:
-            owner[candidate.derived_host] = candidate
-    conflicts: dict[str, list[str]] = defaultdict(list)
-    for candidate in sorted(candidates, key=lambda c: _age_key(c.config_map)):
-        for host in candidate.claimed_hosts:
-            holder = owner.get(host)
-            if holder is None and reserved.get(host, candidate.namespace) != candidate.namespace:
-                conflicts[candidate.namespace].append(
-                    f"host {host!r} is the derived host of namespace {reserved[host]!r}"
-                    " and is reserved for it"
+        if candidate.config_map is not None:
+            age = age_key(candidate.config_map)
+            origin = f"ConfigMap {meta(candidate.config_map).get('name')}"
+            claims.extend(
+                HostClaim(age, candidate.namespace, h, origin) for h in candidate.claimed_hosts
+            )
+    for namespace, translated_routes in gateway_api.routes.items():
+        if namespace in serving:
+            for route_on_hosts in translated_routes:
+                claims.extend(
+                    HostClaim(route_on_hosts.order[:3], namespace, h, str(route_on_hosts.origin))
+                    for h in route_on_hosts.hosts
                 )
-            elif holder is None:
-                owner[host] = candidate
-            elif holder is not candidate:
-                conflicts[candidate.namespace].append(
-                    f"host {host!r} is already served by namespace {holder.namespace!r}"
-                    " (an older Tenant ConfigMap, or its derived host)"
-                )
+    # Ingress hosts need the namespace's allowance, as tenant.yaml hosts do;
+    # a rule without a host would catch every host nobody else serves.
+    ingress_refusals: dict[str, list[str]] = defaultdict(list)
+    ingress_hosts: dict[str, dict[int, tuple[str, ...]]] = defaultdict(dict)
+    policies = {c.namespace: c.policy for c in candidates}
+    for namespace, ingress_routes in ingress.routes.items():
+        if namespace not in serving:
+            continue
+        for position, ingress_route in enumerate(ingress_routes):
+            allowed = []
+            for host in ingress_route.hosts:
+                if host == ANY_HOST:
+                    ingress_refusals[namespace].append(
+                        f"{ingress_route.origin}: {ingress_route.source}: a rule without"
+                        " host would serve every host; give the rule a host"
+                    )
+                elif _may_claim(host, namespace, policies[namespace], options):
+                    allowed.append(host)
+                else:
+                    ingress_refusals[namespace].append(
+                        f"{ingress_route.origin}: host {host!r} is not among the hosts this"
+                        " namespace may claim (annotation tenantgw.io/allowed-hosts)"
+                    )
+            ingress_hosts[namespace][position] = tuple(allowed)
+            claims.extend(
+                HostClaim(ingress_route.order[:3], namespace, h, str(ingress_route.origin))
+                for h in allowed
+            )
+    ownership = share_hosts(
+        claims,
+        {c.derived_host: c.namespace for c in candidates if c.derived_host},
+        reserved,
+    )
+    hosts_of: dict[str, list[str]] = defaultdict(list)
+    for host, holder in ownership.owner.items():
+        hosts_of[holder].append(host)
 
     tenants: dict[str, CompiledTenant] = {}
     exact: dict[str, CompiledTenant] = {}
     wildcards: list[tuple[str, CompiledTenant]] = []
+    catch_all: CompiledTenant | None = None
     last_good: dict[str, tuple[str, TenantSpec]] = {}
     certificates: dict[str, ServingCertificate] = {}
-    hosts_of: dict[str, list[str]] = defaultdict(list)
-    for host, holder in owner.items():
-        hosts_of[holder.namespace].append(host)
     for candidate in candidates:
         namespace = candidate.namespace
-        index = by_namespace[namespace]
+        index = by_namespace.get(namespace) or _NamespaceIndex.empty(namespace)
         messages = list(candidate.messages)
         quota, clamp_warnings = clamp_quota(candidate.spec.quota, candidate.policy)
         messages.extend(clamp_warnings)
         tenant_access = _compile_access(candidate.spec.access, index, "access", messages)
-        routes = in_precedence_order(
-            (route, _compile_route(route, i, tenant_access, index, messages))
+        declared = [
+            _compile_route(route, f"routes[{i}]", tenant_access, index, messages)
             for i, route in enumerate(candidate.spec.routes)
-        )
-        hosts = tuple(hosts_of[namespace])
+        ]
+        routes = in_precedence_order(zip(candidate.spec.routes, declared))
+        owned = hosts_of[namespace]
+        hosts = tuple(h for h in owned if h != ANY_HOST)
+        host_routes: dict[tuple[str, str], tuple[CompiledRoute, ...]] = {}
+        translated = gateway_api.routes.get(namespace, ()) if namespace in serving else ()
+        from_ingress = ingress.routes.get(namespace, ()) if namespace in serving else ()
+        if translated or from_ingress:
+            config_hosts = frozenset(candidate.claimed_hosts) | (
+                {candidate.derived_host} if candidate.derived_host else set()
+            )
+            placed = [
+                PlacedRoute(route, config_hosts & frozenset(owned), frozenset(SCHEMES), ("", i))
+                for i, route in enumerate(declared)
+            ]
+            compiled_translated = []
+            for position, t in enumerate(translated):
+                lost = ownership.lost.get(str(t.origin), frozenset())
+                keys = frozenset(h for h in t.hosts if h not in lost and h in owned)
+                if not keys:
+                    continue
+                compiled = _compile_route(
+                    t.route, t.source, tenant_access, index, messages, by_namespace
+                )
+                compiled_translated.append(compiled)
+                placed.append(
+                    PlacedRoute(compiled, keys, frozenset({t.scheme}), ("~", t.order, position))
+                )
+            for position, r in enumerate(from_ingress):
+                lost = ownership.lost.get(str(r.origin), frozenset())
+                keys = frozenset(
+                    h
+                    for h in ingress_hosts[namespace].get(position, ())
+                    if h not in lost and h in owned
+                )
+                if not keys:
+                    continue
+                compiled = _compile_route(r.route, r.source, tenant_access, index, messages)
+                compiled_translated.append(compiled)
+                placed.append(
+                    PlacedRoute(compiled, keys, frozenset(SCHEMES), ("~", r.order, position))
+                )
+            host_routes = routes_by_host(placed, sorted(owned))
+            routes = routes + tuple(compiled_translated)
         tls_problems = _tenant_certificates(
             candidate.spec.tls, index, hosts, now, certificates, messages
         )
-        compiled = CompiledTenant(
+        redirect_hosts = set(
+            h
+            for h in hosts
+            if h in certificates
+            and candidate.spec.tls is not None
+            and candidate.spec.tls.http_redirect
+        )
+        for entry in ingress.tls.get(namespace, ()) if namespace in serving else ():
+            covered = tuple(h for h in entry.hosts if h in owned)
+            problem = _tenant_certificates(
+                TLS(entry.secret_name), index, covered, now, certificates, messages
+            )
+            tls_problems = tls_problems or problem
+        for r in from_ingress:
+            for host in r.hosts:
+                if host in owned and (
+                    r.force_ssl_redirect or (r.ssl_redirect and host in certificates)
+                ):
+                    redirect_hosts.add(host)
+        messages.extend(ingress_refusals.get(namespace, ()))
+        messages.extend(ingress.messages.get(namespace, ()))
+        compiled_tenant = CompiledTenant(
             namespace=namespace,
             hosts=tuple(sorted(hosts)),
             spec=candidate.spec,
@@ -685,31 +839,38 @@ def compile_snapshot(
             access=tenant_access,
             generation=candidate.generation,
             https_hosts=frozenset(h for h in hosts if h in certificates),
+            redirect_hosts=frozenset(redirect_hosts),
+            host_routes=host_routes,
         )
-        tenants[namespace] = compiled
-        if not candidate.rejected:
-            last_good[namespace] = (candidate.generation, candidate.spec)
-        else:
-            last_good[namespace] = previous.last_good[namespace]
-        for host in hosts:
-            if host.startswith("*."):
-                wildcards.append((host[1:], compiled))
+        tenants[namespace] = compiled_tenant
+        if candidate.config_map is not None:
+            if not candidate.rejected:
+                last_good[namespace] = (candidate.generation, candidate.spec)
             else:
-                exact[host] = compiled
+                last_good[namespace] = previous.last_good[namespace]
+        for host in owned:
+            if host == ANY_HOST:
+                catch_all = compiled_tenant
+            elif host.startswith("*."):
+                wildcards.append((host[1:], compiled_tenant))
+            else:
+                exact[host] = compiled_tenant
         state = statuses[namespace].state
-        lost = conflicts.get(namespace, [])
-        messages.extend(lost)
+        lost_messages = list(ownership.conflicts.get(namespace, ()))
+        messages.extend(lost_messages)
+        messages.extend(gateway_api.messages.get(namespace, ()))
         if state != STATE_REJECTED:
-            if lost:
+            if lost_messages:
                 state = STATE_HOST_CONFLICT
             elif tls_problems:
                 state = STATE_CERTIFICATE_ERROR
             elif clamp_warnings:
                 state = STATE_CLAMPED
         statuses[namespace] = evolve(
-            statuses[namespace], state=state, messages=tuple(messages), hosts=compiled.hosts
+            statuses[namespace], state=state, messages=tuple(messages), hosts=compiled_tenant.hosts
         )
     wildcards.sort(key=lambda pair: -len(pair[0]))
+    listener_certificates = gateway_listener_certificates(gateway_api, by_namespace, now)
     return Snapshot(
         tenants=tenants,
         exact_hosts=exact,
@@ -717,8 +878,14 @@ def compile_snapshot(
         statuses=statuses,
         last_good=last_good,
         # Unowned derived hosts answer 404 instead of falling to a wildcard.
-        reserved_hosts=frozenset(h for h in reserved if h not in owner),
+        reserved_hosts=frozenset(h for h in reserved if h not in ownership.owner),
         certificates=certificates,
+        listener_certificates=listener_certificates.by_host,
+        catch_all=catch_all,
+        object_statuses=with_lost_hosts(
+            listener_certificates.statuses, ownership.lost, gateway_api
+        ),
+        last_good_objects=gateway_api.last_good_objects,
         **_default_certificate(options.default_certificate_secret, by_namespace, now),
     )
 

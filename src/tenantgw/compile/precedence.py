@@ -13,10 +13,11 @@ from tenantgw.config.model import PATH_EXACT, Route, RouteMatch
 T = TypeVar("T")
 
 
-def precedence_key(match: RouteMatch, declared_at: int) -> tuple[int, int, int, int, int, int]:
+def precedence_key(match: RouteMatch, declared_at: int) -> tuple[int, int, int, int, int, int, int]:
     """
     Exact path, then longest prefix, then routes with a method match, then
-    most header matches, then most query matches, then declaration order.
+    most header matches, then most query matches, then most cookie matches
+    (Ingress canaries), then declaration order.
     """
     return (
         0 if match.path_type == PATH_EXACT else 1,
@@ -24,6 +25,7 @@ def precedence_key(match: RouteMatch, declared_at: int) -> tuple[int, int, int, 
         0 if match.methods else 1,
         -len(match.headers),
         -len(match.query_params),
+        -len(match.cookies),
         declared_at,
     )
 

@@ -137,6 +137,54 @@ class LabelSelector:
                 requirements.append(_absent(key) if negated else _present(key))
         return cls(text or "", tuple(requirements))
 
+    @classmethod
+    def from_object(cls, selector: object) -> LabelSelector:
+        """
+        A ``metav1.LabelSelector`` (``matchLabels``, ``matchExpressions``), as
+        Gateway API ``allowedRoutes.namespaces.selector`` writes it.  An empty
+        selector matches everything, as in Kubernetes.
+        """
+        if not isinstance(selector, Mapping):
+            raise SelectorError("a label selector must be a mapping")
+        requirements: list[Requirement] = []
+        match_labels = selector.get("matchLabels") or {}
+        if not isinstance(match_labels, Mapping):
+            raise SelectorError("matchLabels must be a mapping")
+        parts = []
+        for key, value in match_labels.items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise SelectorError("matchLabels keys and values must be strings")
+            _check_key(key, key)
+            _check_value(value, key)
+            requirements.append(_equals(key, value))
+            parts.append(f"{key}={value}")
+        expressions = selector.get("matchExpressions") or []
+        if not isinstance(expressions, list):
+            raise SelectorError("matchExpressions must be a list")
+        for expression in expressions:
+            if not isinstance(expression, Mapping):
+                raise SelectorError("each matchExpressions item must be a mapping")
+            key, op = expression.get("key"), expression.get("operator")
+            values = expression.get("values") or []
+            if not isinstance(key, str) or not isinstance(values, list):
+                raise SelectorError("matchExpressions need a string key and a list of values")
+            _check_key(key, key)
+            checked = frozenset(_check_value(str(v), key) for v in values)
+            if op in ("In", "NotIn"):
+                if not checked:
+                    raise SelectorError(f"operator {op} needs at least one value")
+                requirements.append(_in(key, checked) if op == "In" else _not_in(key, checked))
+                word = "in" if op == "In" else "notin"
+                parts.append(f"{key} {word} ({','.join(sorted(checked))})")
+            elif op in ("Exists", "DoesNotExist"):
+                if checked:
+                    raise SelectorError(f"operator {op} takes no values")
+                requirements.append(_present(key) if op == "Exists" else _absent(key))
+                parts.append(key if op == "Exists" else f"!{key}")
+            else:
+                raise SelectorError(f"unknown operator {op!r} (In, NotIn, Exists, DoesNotExist)")
+        return cls(",".join(parts), tuple(requirements))
+
     def matches(self, labels: Mapping[str, str]) -> bool:
         return all(requirement(labels) for requirement in self.requirements)
 

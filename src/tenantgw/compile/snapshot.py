@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from typing import Any
 
 from attrs import field, frozen
 
@@ -22,6 +23,10 @@ STATE_CLAMPED = "Clamped"
 STATE_REJECTED = "Rejected"
 STATE_HOST_CONFLICT = "HostConflict"
 STATE_CERTIFICATE_ERROR = "CertificateError"
+
+# The host key of a route that names no host and sits on a listener that
+# names none (Gateway API): every host no other tenant serves.
+ANY_HOST = "*"
 
 
 @frozen
@@ -80,6 +85,11 @@ class CompiledRoute:
     backends: tuple[CompiledBackend, ...]
     access: tuple[CompiledAccess, ...]  # tenant's, then the route's: every one must pass
     rate: RateLimit | None = None
+    # Gateway API RequestMirror: (backend, percent of requests copied).
+    mirrors: tuple[tuple[CompiledBackend, float], ...] = ()
+    # Where the route was declared, as a field path: "routes[2]" in
+    # tenant.yaml, "HTTPRoute web spec.rules[0]" for Gateway API.
+    source: str = ""
 
     @property
     def name(self) -> str:
@@ -98,6 +108,13 @@ class CompiledTenant:
     # Hosts whose certificate is valid and covers them: served over HTTPS
     # with the tenant's own certificate, and redirected there from HTTP.
     https_hosts: frozenset[str] = frozenset()
+    # Hosts whose plain-HTTP requests get a 308 to HTTPS (tenant.yaml
+    # tls.httpRedirect; Ingress ssl-redirect / force-ssl-redirect).
+    redirect_hosts: frozenset[str] = frozenset()
+    # (scheme, host key) -> routes, when the tenant's hosts do not all serve
+    # the same routes (Gateway API routes name their hostnames and
+    # listeners).  Empty: every host and scheme serves C{routes}.
+    host_routes: Mapping[tuple[str, str], tuple[CompiledRoute, ...]] = field(factory=dict)
 
 
 @frozen
@@ -137,6 +154,18 @@ class Snapshot:
     # own default (--default-cert, or self-signed) serves.
     default_certificate: ServingCertificate | None = None
     default_certificate_problem: str | None = None
+    # Gateway API HTTPS listeners' certificates (the operator's), by listener
+    # hostname (exact or "*.suffix"): tried after the tenants' own.
+    listener_certificates: Mapping[str, ServingCertificate] = field(factory=dict)
+    # The tenant serving every host nobody else serves (a Gateway API route
+    # without hostnames on a listener without one), if any.
+    catch_all: CompiledTenant | None = None
+    # Gateway API objects' statuses (GatewayClass, Gateway, HTTPRoute), for
+    # the status writer, /api/tenants and tenantgw check.
+    object_statuses: tuple[Any, ...] = ()
+    # Last good versions of Gateway API routes, by "namespace/name": a
+    # refused edit keeps the previous version serving.
+    last_good_objects: Mapping[str, Mapping[str, Any]] = field(factory=dict)
 
     def certificate_for(self, server_name: str) -> ServingCertificate | None:
         """
@@ -149,6 +178,18 @@ class Snapshot:
             _, dot, parent = server_name.partition(".")
             if dot:
                 certificate = self.certificates.get("*." + parent)
+        if certificate is None and self.listener_certificates:
+            # The operator's own certificate covers whatever its listener
+            # serves, whichever tenant owns the name.
+            listener = self.listener_certificates
+            certificate = listener.get(server_name)
+            labels = server_name.split(".")
+            for i in range(1, len(labels)):
+                if certificate is not None:
+                    break
+                candidate = listener.get("*." + ".".join(labels[i:]))
+                if candidate is not None and candidate.covers(server_name):
+                    certificate = candidate
         return certificate
 
     def tenant_for_host(self, host: str) -> CompiledTenant | None:
@@ -160,7 +201,7 @@ class Snapshot:
         for suffix, candidate in self.wildcard_hosts:
             if host.endswith(suffix) and len(host) > len(suffix):
                 return candidate
-        return None
+        return self.catch_all
 
 
 EMPTY_SNAPSHOT = Snapshot()

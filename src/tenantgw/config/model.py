@@ -22,6 +22,10 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 PATH_PREFIX = "Prefix"
 PATH_EXACT = "Exact"
 PATH_TYPES = (PATH_PREFIX, PATH_EXACT)
+# An RE2 expression matched from the start of the path, case-insensitively
+# (ingress-nginx use-regex: nginx's "location ~*"); only the Ingress
+# translator writes it, after RE2 accepted the pattern.
+PATH_REGEX = "RegularExpression"
 
 LB_ROUND_ROBIN = "RoundRobin"
 LB_LEAST_REQUEST = "LeastRequest"
@@ -82,6 +86,17 @@ class Access:
 class HeaderMatch:
     name: str  # lower-cased
     value: str
+    # An RE2 pattern searched in the value (ingress-nginx
+    # canary-by-header-pattern) instead of an exact value.
+    regex: bool = False
+
+
+@frozen
+class CookieMatch:
+    """A request cookie with this exact value (ingress-nginx canary-by-cookie)."""
+
+    name: str
+    value: str
 
 
 @frozen
@@ -97,6 +112,7 @@ class RouteMatch:
     methods: tuple[str, ...] = ()
     headers: tuple[HeaderMatch, ...] = ()
     query_params: tuple[QueryParamMatch, ...] = ()
+    cookies: tuple[CookieMatch, ...] = ()
 
 
 @frozen
@@ -106,12 +122,24 @@ class BackendRef:
     service: str
     port: int | str
     weight: int = 1
+    # ingress-nginx backend-protocol (HTTP, HTTPS, GRPC, GRPCS, H2C): overrides
+    # what the Service port says.
+    protocol: str | None = None
+    # Another namespace's Service: only a Gateway API backendRef can name one,
+    # and only with a ReferenceGrant in that namespace (contract section 10).
+    # tenant.yaml never sets it.
+    namespace: str | None = None
 
 
 @frozen
 class Rewrite:
     replace_prefix: str | None = None
     host: str | None = None
+    # Gateway API URLRewrite ReplaceFullPath: the whole path is replaced.
+    full_path: str | None = None
+    # ingress-nginx rewrite-target on a regular-expression path: a template
+    # where $1..$9 are the path expression's groups.
+    regex_target: str | None = None
 
 
 @frozen
@@ -136,6 +164,9 @@ class Redirect:
     port: int | None = None
     path: str | None = None
     status_code: int = 302
+    # Gateway API RequestRedirect ReplacePrefixMatch: the matched prefix of
+    # the request's path is replaced, the rest kept.
+    replace_prefix: str | None = None
 
 
 @frozen
@@ -146,6 +177,9 @@ class Retries:
 @frozen
 class LoadBalancer:
     policy: str = LB_ROUND_ROBIN
+    # The affinity cookie's name for LB_COOKIE (ingress-nginx
+    # session-cookie-name); None: the gateway's own.
+    cookie_name: str | None = None
 
 
 @frozen
@@ -160,6 +194,35 @@ class HealthCheck:
 class Cache:
     max_age_seconds: int = 60
     max_body_bytes: int = 1048576
+
+
+@frozen
+class Mirror:
+    """
+    A copy of each request (or of C{percent} of them) sent to another
+    backend; its answer is thrown away, so a slow or failing mirror never
+    changes what the client gets.
+    """
+
+    backend: BackendRef
+    percent: float = 100.0
+
+
+@frozen
+class Cors:
+    """
+    CORS answered by the gateway (Gateway API HTTPCORSFilter,
+    ingress-nginx enable-cors): preflights never reach the backend.
+    C{allow_origins} entries are C{*}, an exact origin or one with a
+    C{*.} wildcard host (C{https://*.example.com}).
+    """
+
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age_seconds: int = 5
 
 
 @frozen
@@ -178,6 +241,21 @@ class Route:
     access: Access | None = None
     quota: RateLimit | None = None
     cache: Cache | None = None
+    mirrors: tuple[Mirror, ...] = ()
+    cors: Cors | None = None
+    # Gateway API timeouts.backendRequest: one attempt's deadline, within
+    # the whole request's C{timeout_seconds}.
+    backend_timeout_seconds: float | None = None
+    # Weight of the backends that were refused (not found, not permitted):
+    # that share of requests is answered 500, as Gateway API requires,
+    # instead of silently moving to the valid backends.
+    refused_backend_weight: int = 0
+    # ingress-nginx proxy-body-size: within the tenant's own limit.
+    max_request_body_bytes: int | None = None
+    # ingress-nginx limit-rps / limit-connections: per client address, on
+    # this route (the tenant's own limits apply as well).
+    per_client_rate: RateLimit | None = None
+    max_client_concurrent: int | None = None
 
 
 @frozen

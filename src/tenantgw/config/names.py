@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
+
+from tenantgw.wire.fields import HOP_BY_HOP
 
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _DNS1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
@@ -29,6 +32,21 @@ MAX_PATH_LENGTH = 1024
 MAX_HEADER_VALUE_LENGTH = 4096
 
 OTHER_NAMESPACE = "references to other namespaces are not allowed"
+MAX_QUERY_NAME_LENGTH = 256
+MAX_QUERY_VALUE_LENGTH = 1024
+REDIRECT_SCHEMES = ("http", "https")
+
+_FRAMING = "it frames the message, which only the gateway may do"
+_HOP_BY_HOP = "it is hop-by-hop and belongs to the gateway's connection"
+# Headers no route edit may touch, whichever dialect wrote the edit: the
+# hop-by-hop table of the wire layer (one list for stripping and for this),
+# plus the fields that frame a message or pick its virtual host.
+UNMODIFIABLE_HEADERS: Mapping[str, str] = {
+    **{name.decode("ascii"): _HOP_BY_HOP for name in sorted(HOP_BY_HOP)},
+    "host": "set the upstream Host with rewrite.host (a URLRewrite hostname in an HTTPRoute)",
+    "content-length": _FRAMING,
+    "transfer-encoding": _FRAMING,
+}
 
 
 def validate_dns1123_label(name: str) -> str:
@@ -194,3 +212,37 @@ def validate_path(path: str) -> str:
     if not _PATH.fullmatch(path):
         raise ValueError("must contain only URL path characters; percent-encode anything else")
     return path
+
+
+def validate_header_name(name: str) -> str:
+    """Header names compare case-insensitively, so they are kept lower-cased."""
+    return validate_token(name).lower()
+
+
+def validate_modifiable_header(name: str) -> str:
+    lowered = validate_header_name(name)
+    reason = UNMODIFIABLE_HEADERS.get(lowered)
+    if reason is not None:
+        raise ValueError(f"{lowered} cannot be modified: {reason}")
+    return lowered
+
+
+def validate_query_name(name: str) -> str:
+    if len(name) > MAX_QUERY_NAME_LENGTH:
+        raise ValueError(f"must be at most {MAX_QUERY_NAME_LENGTH} characters")
+    return validate_token(name)
+
+
+def validate_query_value(value: str) -> str:
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError("must not contain control characters (CR, LF, NUL, ...)")
+    if len(value) > MAX_QUERY_VALUE_LENGTH:
+        raise ValueError(f"must be at most {MAX_QUERY_VALUE_LENGTH} characters")
+    return value
+
+
+def validate_scheme(scheme: str) -> str:
+    lowered = scheme.lower()
+    if lowered not in REDIRECT_SCHEMES:
+        raise ValueError(f"must be one of {', '.join(REDIRECT_SCHEMES)}, got {scheme!r}")
+    return lowered

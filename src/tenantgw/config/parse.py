@@ -57,18 +57,18 @@ labels.
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import math
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import yaml
-from attrs import define, evolve
+from attrs import evolve
 from yaml.nodes import MappingNode
 
 from tenantgw.config import names
+from tenantgw.config.checker import Checker, Section, describe, or_default
 from tenantgw.config.errors import TenantConfigError
 from tenantgw.config.model import (
     LB_POLICIES,
@@ -122,10 +122,7 @@ MAX_HEALTH_THRESHOLD = 100
 MAX_CACHE_AGE_SECONDS = 86400
 MAX_CACHE_BODY_BYTES = 64 * 1024 * 1024
 MAX_REALM_LENGTH = 64
-MAX_QUERY_NAME_LENGTH = 256
-MAX_QUERY_VALUE_LENGTH = 1024
 PORT_RANGE = (1, 65535)
-REDIRECT_SCHEMES = ("http", "https")
 
 # The fields each mapping may hold, in the contract's spelling.
 TENANT_FIELDS = ("hosts", "tls", "quota", "access", "routes")
@@ -173,20 +170,6 @@ HEALTH_CHECK_FIELDS = (
 )
 CACHE_FIELDS = ("maxAgeSeconds", "maxBodyBytes")
 
-_FRAMING = "it frames the message, which only the gateway may do"
-_HOP_BY_HOP = "it is hop-by-hop and belongs to the gateway's connection"
-UNMODIFIABLE_HEADERS: Mapping[str, str] = {
-    "host": "set the upstream Host with rewrite.host",
-    "content-length": _FRAMING,
-    "transfer-encoding": _FRAMING,
-    "connection": _HOP_BY_HOP,
-    "keep-alive": _HOP_BY_HOP,
-    "proxy-connection": _HOP_BY_HOP,
-    "te": _HOP_BY_HOP,
-    "trailer": _HOP_BY_HOP,
-    "upgrade": _HOP_BY_HOP,
-}
-
 T = TypeVar("T")
 
 # libyaml when present: the pure-Python reader needs seconds for 1 MiB.
@@ -232,7 +215,7 @@ def parse_tenant_document(doc: object) -> TenantSpec:
 
     @raise TenantConfigError: listing every problem found.
     """
-    checker = _Checker()
+    checker = Checker()
     spec = _parse_tenant(checker, doc)
     if checker.errors:
         raise TenantConfigError(checker.errors)
@@ -323,250 +306,17 @@ def _describe_yaml_error(exc: yaml.YAMLError) -> str:
 # --- generic checks ---------------------------------------------------------
 
 
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _or(value: T | None, default: T) -> T:
-    return default if value is None else value
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return f"a {type(value).__name__}"
-
-
-class _Checker:
-    """
-    Collects errors instead of raising them, so the tenant sees all of them.
-
-    On a bad value a check records an error and returns L{None}; callers
-    then substitute a placeholder so that parsing can go on and find the
-    next problem.  Placeholders never escape: L{parse_tenant_document}
-    raises whenever anything was recorded.
-    """
-
-    def __init__(self) -> None:
-        self.errors: list[FieldError] = []
-
-    def fail(self, path: str, message: str) -> None:
-        self.errors.append(FieldError(path, message))
-
-    def wrong_type(self, path: str, expected: str, value: object) -> None:
-        hint = ""
-        if expected == "a string" and isinstance(value, (bool, int, float)):
-            hint = " (quote it: YAML reads yes/no/on/off and numbers as non-strings)"
-        self.fail(path, f"expected {expected}, got {_describe(value)}{hint}")
-
-    def string(
-        self,
-        value: object,
-        path: str,
-        validate: Callable[[str], str] | None = None,
-    ) -> str | None:
-        if not isinstance(value, str):
-            self.wrong_type(path, "a string", value)
-            return None
-        if validate is None:
-            return value
-        try:
-            return validate(value)
-        except ValueError as exc:
-            self.fail(path, str(exc))
-            return None
-
-    def integer(self, value: object, path: str, low: int, high: int) -> int | None:
-        # bool is an int subclass; "port: true" must not mean port 1.
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.wrong_type(path, "an integer", value)
-            return None
-        if not low <= value <= high:
-            self.fail(path, f"must be between {low} and {high}, got {value}")
-            return None
-        return value
-
-    def number(
-        self,
-        value: object,
-        path: str,
-        low: float,
-        high: float,
-        *,
-        low_exclusive: bool = False,
-    ) -> float | None:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.wrong_type(path, "a number", value)
-            return None
-        number = float(value)
-        if not math.isfinite(number):
-            self.fail(path, "must be a finite number")
-            return None
-        too_low = number <= low if low_exclusive else number < low
-        if too_low or number > high:
-            lower = f"greater than {low:g}" if low_exclusive else f"at least {low:g}"
-            self.fail(path, f"must be {lower} and at most {high:g}, got {value}")
-            return None
-        return number
-
-    def boolean(self, value: object, path: str) -> bool | None:
-        if not isinstance(value, bool):
-            self.wrong_type(path, "true or false", value)
-            return None
-        return value
-
-    def choice(self, value: object, path: str, options: Sequence[str]) -> str | None:
-        text = self.string(value, path)
-        if text is None:
-            return None
-        if text not in options:
-            self.fail(path, f"must be one of {', '.join(options)}, got {text!r}")
-            return None
-        return text
-
-    def mapping(self, value: object, path: str, fields: Sequence[str]) -> _Section | None:
-        """Check C{value} is a mapping holding only C{fields}."""
-        if not isinstance(value, Mapping):
-            self.wrong_type(path, "a mapping", value)
-            return None
-        known: dict[str, object] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                self.fail(
-                    _join(path, str(key)),
-                    f"field names must be strings, got {_describe(key)}",
-                )
-            elif key not in fields:
-                self.fail(_join(path, key), "unknown field" + _suggest(key, fields))
-            else:
-                known[key] = item
-        return _Section(self, path, known)
-
-    def entries(self, value: object, path: str, max_entries: int) -> list[tuple[str, str, object]]:
-        """A mapping with free-form string keys, as (key, path, value)."""
-        if not isinstance(value, Mapping):
-            self.wrong_type(path, "a mapping", value)
-            return []
-        if len(value) > max_entries:
-            self.fail(path, f"at most {max_entries} entries are allowed, got {len(value)}")
-            return []
-        result = []
-        for key, item in value.items():
-            if isinstance(key, str):
-                result.append((key, _join(path, key), item))
-            else:
-                self.fail(_join(path, str(key)), f"names must be strings, got {_describe(key)}")
-        return result
-
-
-def _suggest(key: str, fields: Sequence[str]) -> str:
-    by_case = {field.lower(): field for field in fields}
-    close = by_case.get(key.lower()) or next(
-        iter(difflib.get_close_matches(key, fields, n=1, cutoff=0.7)), None
-    )
-    return f" (did you mean {close!r}?)" if close else ""
-
-
-@define
-class _Section:
-    """A mapping of the document that passed L{_Checker.mapping}, with its path."""
-
-    checker: _Checker
-    path: str
-    fields: Mapping[str, object]
-
-    def at(self, key: str) -> str:
-        return _join(self.path, key)
-
-    def has(self, key: str) -> bool:
-        # An explicit null is the same as leaving the field out.
-        return self.fields.get(key) is not None
-
-    def raw(self, key: str) -> object:
-        return self.fields.get(key)
-
-    def missing(self, key: str) -> None:
-        self.checker.fail(self.at(key), "required field is missing")
-
-    def string(
-        self,
-        key: str,
-        validate: Callable[[str], str] | None = None,
-        *,
-        required: bool = False,
-    ) -> str | None:
-        if not self.has(key):
-            if required:
-                self.missing(key)
-            return None
-        return self.checker.string(self.raw(key), self.at(key), validate)
-
-    def integer(self, key: str, low: int, high: int) -> int | None:
-        if not self.has(key):
-            return None
-        return self.checker.integer(self.raw(key), self.at(key), low, high)
-
-    def number(
-        self, key: str, low: float, high: float, *, low_exclusive: bool = False
-    ) -> float | None:
-        if not self.has(key):
-            return None
-        return self.checker.number(
-            self.raw(key), self.at(key), low, high, low_exclusive=low_exclusive
-        )
-
-    def boolean(self, key: str) -> bool | None:
-        if not self.has(key):
-            return None
-        return self.checker.boolean(self.raw(key), self.at(key))
-
-    def choice(self, key: str, options: Sequence[str]) -> str | None:
-        if not self.has(key):
-            return None
-        return self.checker.choice(self.raw(key), self.at(key), options)
-
-    def section(self, key: str, fields: Sequence[str]) -> _Section | None:
-        if not self.has(key):
-            return None
-        return self.checker.mapping(self.raw(key), self.at(key), fields)
-
-    def items(self, key: str, max_items: int) -> list[tuple[str, object]]:
-        """The elements of a list field, each with its own path."""
-        if not self.has(key):
-            return []
-        value, path = self.raw(key), self.at(key)
-        if not isinstance(value, list):
-            self.checker.wrong_type(path, "a list", value)
-            return []
-        if len(value) > max_items:
-            self.checker.fail(path, f"at most {max_items} items are allowed, got {len(value)}")
-            return []
-        return [(f"{path}[{index}]", item) for index, item in enumerate(value)]
-
-
 # --- the tenant file, top down ----------------------------------------------
 
 
-def _parse_tenant(c: _Checker, doc: object) -> TenantSpec:
+def _parse_tenant(c: Checker, doc: object) -> TenantSpec:
     if doc is None:
         return TenantSpec()
     if not isinstance(doc, Mapping):
         c.fail(
             "",
             f"tenant.yaml must be a mapping of fields ({', '.join(TENANT_FIELDS)}), "
-            f"got {_describe(doc)}",
+            f"got {describe(doc)}",
         )
         return TenantSpec()
     top = c.mapping(doc, "", TENANT_FIELDS)
@@ -581,7 +331,7 @@ def _parse_tenant(c: _Checker, doc: object) -> TenantSpec:
     return TenantSpec(hosts=hosts, tls=tls, quota=quota, access=access, routes=_parse_routes(top))
 
 
-def _parse_hosts(top: _Section) -> tuple[str, ...]:
+def _parse_hosts(top: Section) -> tuple[str, ...]:
     c = top.checker
     validate = partial(names.validate_hostname, allow_wildcard=True)
     first_seen: dict[str, str] = {}
@@ -596,15 +346,15 @@ def _parse_hosts(top: _Section) -> tuple[str, ...]:
     return tuple(first_seen)
 
 
-def _parse_tls(section: _Section) -> TLS:
+def _parse_tls(section: Section) -> TLS:
     secret = section.string("secretName", names.validate_secret_name, required=True)
     return TLS(
-        secret_name=_or(secret, ""),
-        http_redirect=_or(section.boolean("httpRedirect"), True),
+        secret_name=or_default(secret, ""),
+        http_redirect=or_default(section.boolean("httpRedirect"), True),
     )
 
 
-def _parse_quota(section: _Section) -> Quota:
+def _parse_quota(section: Section) -> Quota:
     per_client = section.section("perClient", RATE_FIELDS)
     return Quota(
         rate=_parse_rate(section, rate_required=False),
@@ -614,7 +364,7 @@ def _parse_quota(section: _Section) -> Quota:
     )
 
 
-def _parse_rate(section: _Section, *, rate_required: bool) -> RateLimit | None:
+def _parse_rate(section: Section, *, rate_required: bool) -> RateLimit | None:
     """
     A token bucket.  Burst defaults to one second's worth of requests
     (at least one), the smallest bucket that can sustain the rate.
@@ -629,10 +379,10 @@ def _parse_rate(section: _Section, *, rate_required: bool) -> RateLimit | None:
         return None
     if rate is None:
         return None
-    return RateLimit(requests_per_second=rate, burst=_or(burst, math.ceil(rate)))
+    return RateLimit(requests_per_second=rate, burst=or_default(burst, math.ceil(rate)))
 
 
-def _parse_access(section: _Section) -> Access:
+def _parse_access(section: Section) -> Access:
     basic_auth = section.section("basicAuth", BASIC_AUTH_FIELDS)
     api_keys = section.section("apiKeys", API_KEYS_FIELDS)
     return Access(
@@ -643,7 +393,7 @@ def _parse_access(section: _Section) -> Access:
     )
 
 
-def _parse_cidrs(section: _Section, key: str) -> tuple[IPNetwork, ...]:
+def _parse_cidrs(section: Section, key: str) -> tuple[IPNetwork, ...]:
     networks = []
     for path, raw in section.items(key, MAX_CIDRS):
         network = _parse_cidr(section.checker, raw, path)
@@ -652,7 +402,7 @@ def _parse_cidrs(section: _Section, key: str) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
-def _parse_cidr(c: _Checker, raw: object, path: str) -> IPNetwork | None:
+def _parse_cidr(c: Checker, raw: object, path: str) -> IPNetwork | None:
     """
     Strict: C{10.0.0.1/8} is refused rather than widened to C{10.0.0.0/8},
     because the tenant most likely meant a single address and silently
@@ -683,18 +433,18 @@ def _validate_realm(realm: str) -> str:
     return realm
 
 
-def _parse_basic_auth(section: _Section) -> BasicAuthRef:
+def _parse_basic_auth(section: Section) -> BasicAuthRef:
     secret = section.string("secretName", names.validate_secret_name, required=True)
     realm = section.string("realm", _validate_realm)
-    return BasicAuthRef(secret_name=_or(secret, ""), realm=_or(realm, "tenantgw"))
+    return BasicAuthRef(secret_name=or_default(secret, ""), realm=or_default(realm, "tenantgw"))
 
 
-def _parse_secret_ref(section: _Section) -> SecretRef:
+def _parse_secret_ref(section: Section) -> SecretRef:
     secret = section.string("secretName", names.validate_secret_name, required=True)
-    return SecretRef(secret_name=_or(secret, ""))
+    return SecretRef(secret_name=or_default(secret, ""))
 
 
-def _parse_routes(top: _Section) -> tuple[Route, ...]:
+def _parse_routes(top: Section) -> tuple[Route, ...]:
     c = top.checker
     routes: list[tuple[int, Route, bool]] = []  # (position, route, name given)
     first_seen: dict[str, str] = {}
@@ -738,7 +488,7 @@ def _default_route_name(position: int, taken: Mapping[str, str]) -> str:
     return candidate
 
 
-def _parse_route(route: _Section) -> Route:
+def _parse_route(route: Section) -> Route:
     c = route.checker
     # Optional (contract section 4); _parse_routes names the unnamed.
     name = route.string("name", names.validate_dns1123_label)
@@ -770,7 +520,7 @@ def _parse_route(route: _Section) -> Route:
     quota = route.section("quota", RATE_FIELDS)
     cache = route.section("cache", CACHE_FIELDS)
     return Route(
-        name=_or(name, ""),
+        name=or_default(name, ""),
         match=match,
         backends=backends,
         rewrite=rewrite,
@@ -797,27 +547,27 @@ def _parse_route(route: _Section) -> Route:
     )
 
 
-def _parse_match(section: _Section) -> RouteMatch:
+def _parse_match(section: Section) -> RouteMatch:
     return RouteMatch(
-        path=_or(section.string("path", names.validate_path), "/"),
-        path_type=_or(section.choice("pathType", PATH_TYPES), PATH_PREFIX),
+        path=or_default(section.string("path", names.validate_path), "/"),
+        path_type=or_default(section.choice("pathType", PATH_TYPES), PATH_PREFIX),
         methods=_parse_methods(section),
         headers=tuple(
             HeaderMatch(name=name, value=value)
             for name, value in _parse_name_value_list(
-                section, "headers", _validate_header_name, names.validate_header_value
+                section, "headers", names.validate_header_name, names.validate_header_value
             )
         ),
         query_params=tuple(
             QueryParamMatch(name=name, value=value)
             for name, value in _parse_name_value_list(
-                section, "queryParams", _validate_query_name, _validate_query_value
+                section, "queryParams", names.validate_query_name, names.validate_query_value
             )
         ),
     )
 
 
-def _parse_methods(section: _Section) -> tuple[str, ...]:
+def _parse_methods(section: Section) -> tuple[str, ...]:
     c = section.checker
     methods: list[str] = []
     for path, raw in section.items("methods", MAX_MATCH_CONDITIONS):
@@ -832,26 +582,8 @@ def _parse_methods(section: _Section) -> tuple[str, ...]:
     return tuple(methods)
 
 
-def _validate_header_name(name: str) -> str:
-    return names.validate_token(name).lower()
-
-
-def _validate_query_name(name: str) -> str:
-    if len(name) > MAX_QUERY_NAME_LENGTH:
-        raise ValueError(f"must be at most {MAX_QUERY_NAME_LENGTH} characters")
-    return names.validate_token(name)
-
-
-def _validate_query_value(value: str) -> str:
-    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise ValueError("must not contain control characters (CR, LF, NUL, ...)")
-    if len(value) > MAX_QUERY_VALUE_LENGTH:
-        raise ValueError(f"must be at most {MAX_QUERY_VALUE_LENGTH} characters")
-    return value
-
-
 def _parse_name_value_list(
-    section: _Section,
+    section: Section,
     key: str,
     validate_name: Callable[[str], str],
     validate_value: Callable[[str], str],
@@ -880,7 +612,7 @@ def _parse_name_value_list(
     return pairs
 
 
-def _parse_backends(route: _Section) -> tuple[BackendRef, ...]:
+def _parse_backends(route: Section) -> tuple[BackendRef, ...]:
     c = route.checker
     if route.raw("backends") == []:
         c.fail(route.at("backends"), "must not be empty")
@@ -893,15 +625,15 @@ def _parse_backends(route: _Section) -> tuple[BackendRef, ...]:
         port = _parse_port(section)
         backends.append(
             BackendRef(
-                service=_or(service, ""),
+                service=or_default(service, ""),
                 port=0 if port is None else port,
-                weight=_or(section.integer("weight", 0, MAX_WEIGHT), 1),
+                weight=or_default(section.integer("weight", 0, MAX_WEIGHT), 1),
             )
         )
     return tuple(backends)
 
 
-def _parse_port(section: _Section) -> int | str | None:
+def _parse_port(section: Section) -> int | str | None:
     """A Service port: its number, or its name (IANA service name)."""
     if not section.has("port"):
         section.missing("port")
@@ -912,7 +644,7 @@ def _parse_port(section: _Section) -> int | str | None:
     return section.checker.integer(raw, path, *PORT_RANGE)
 
 
-def _parse_rewrite(section: _Section, match: RouteMatch) -> Rewrite | None:
+def _parse_rewrite(section: Section, match: RouteMatch) -> Rewrite | None:
     replace_prefix = section.string("replacePrefix", names.validate_path)
     if section.has("replacePrefix") and match.path_type != PATH_PREFIX:
         # Gateway API: there is no matched prefix to replace on an Exact match.
@@ -925,7 +657,7 @@ def _parse_rewrite(section: _Section, match: RouteMatch) -> Rewrite | None:
     return Rewrite(replace_prefix=replace_prefix, host=host)
 
 
-def _parse_header_modifier(section: _Section) -> HeaderModifier:
+def _parse_header_modifier(section: Section) -> HeaderModifier:
     return HeaderModifier(
         set=_parse_header_values(section, "set"),
         add=_parse_header_values(section, "add"),
@@ -933,22 +665,14 @@ def _parse_header_modifier(section: _Section) -> HeaderModifier:
     )
 
 
-def _validate_modifiable_header(name: str) -> str:
-    lowered = _validate_header_name(name)
-    reason = UNMODIFIABLE_HEADERS.get(lowered)
-    if reason is not None:
-        raise ValueError(f"{lowered} cannot be modified: {reason}")
-    return lowered
-
-
-def _parse_header_values(section: _Section, key: str) -> tuple[tuple[str, str], ...]:
+def _parse_header_values(section: Section, key: str) -> tuple[tuple[str, str], ...]:
     c = section.checker
     if not section.has(key):
         return ()
     result: list[tuple[str, str]] = []
     first_seen: dict[str, str] = {}
     for raw_name, path, raw_value in c.entries(section.raw(key), section.at(key), MAX_HEADER_EDITS):
-        name = c.string(raw_name, path, _validate_modifiable_header)
+        name = c.string(raw_name, path, names.validate_modifiable_header)
         value = c.string(raw_value, path, names.validate_header_value)
         if name is None or value is None:
             continue
@@ -964,11 +688,11 @@ def _parse_header_values(section: _Section, key: str) -> tuple[tuple[str, str], 
     return tuple(result)
 
 
-def _parse_header_removals(section: _Section) -> tuple[str, ...]:
+def _parse_header_removals(section: Section) -> tuple[str, ...]:
     c = section.checker
     removed: list[str] = []
     for path, raw in section.items("remove", MAX_HEADER_EDITS):
-        name = c.string(raw, path, _validate_modifiable_header)
+        name = c.string(raw, path, names.validate_modifiable_header)
         if name is None:
             continue
         if name in removed:
@@ -978,14 +702,7 @@ def _parse_header_removals(section: _Section) -> tuple[str, ...]:
     return tuple(removed)
 
 
-def _validate_scheme(scheme: str) -> str:
-    lowered = scheme.lower()
-    if lowered not in REDIRECT_SCHEMES:
-        raise ValueError(f"must be one of {', '.join(REDIRECT_SCHEMES)}, got {scheme!r}")
-    return lowered
-
-
-def _parse_redirect(section: _Section) -> Redirect:
+def _parse_redirect(section: Section) -> Redirect:
     c = section.checker
     status_code = section.integer("statusCode", 0, 999)
     if status_code is not None and status_code not in REDIRECT_STATUSES:
@@ -994,11 +711,11 @@ def _parse_redirect(section: _Section) -> Redirect:
             f"must be one of {', '.join(map(str, REDIRECT_STATUSES))}, got {status_code}",
         )
     redirect = Redirect(
-        scheme=section.string("scheme", _validate_scheme),
+        scheme=section.string("scheme", names.validate_scheme),
         host=section.string("host", partial(names.validate_hostname, allow_wildcard=False)),
         port=section.integer("port", *PORT_RANGE),
         path=section.string("path", names.validate_path),
-        status_code=_or(status_code, 302),
+        status_code=or_default(status_code, 302),
     )
     if not any(section.has(key) for key in ("scheme", "host", "port", "path")):
         # Sending a client back to the URL it asked for is a redirect loop.
@@ -1006,30 +723,36 @@ def _parse_redirect(section: _Section) -> Redirect:
     return redirect
 
 
-def _parse_retries(section: _Section) -> Retries:
-    return Retries(attempts=_or(section.integer("attempts", 0, MAX_RETRY_ATTEMPTS), 0))
+def _parse_retries(section: Section) -> Retries:
+    return Retries(attempts=or_default(section.integer("attempts", 0, MAX_RETRY_ATTEMPTS), 0))
 
 
-def _parse_load_balancer(section: _Section) -> LoadBalancer:
-    return LoadBalancer(policy=_or(section.choice("policy", LB_POLICIES), LB_ROUND_ROBIN))
+def _parse_load_balancer(section: Section) -> LoadBalancer:
+    return LoadBalancer(policy=or_default(section.choice("policy", LB_POLICIES), LB_ROUND_ROBIN))
 
 
-def _parse_health_check(section: _Section) -> HealthCheck:
+def _parse_health_check(section: Section) -> HealthCheck:
     return HealthCheck(
-        path=_or(section.string("path", names.validate_path), "/healthz"),
-        interval_seconds=_or(
+        path=or_default(section.string("path", names.validate_path), "/healthz"),
+        interval_seconds=or_default(
             section.number(
                 "intervalSeconds", MIN_HEALTH_INTERVAL_SECONDS, MAX_HEALTH_INTERVAL_SECONDS
             ),
             5.0,
         ),
-        unhealthy_threshold=_or(section.integer("unhealthyThreshold", 1, MAX_HEALTH_THRESHOLD), 3),
-        healthy_threshold=_or(section.integer("healthyThreshold", 1, MAX_HEALTH_THRESHOLD), 2),
+        unhealthy_threshold=or_default(
+            section.integer("unhealthyThreshold", 1, MAX_HEALTH_THRESHOLD), 3
+        ),
+        healthy_threshold=or_default(
+            section.integer("healthyThreshold", 1, MAX_HEALTH_THRESHOLD), 2
+        ),
     )
 
 
-def _parse_cache(section: _Section) -> Cache:
+def _parse_cache(section: Section) -> Cache:
     return Cache(
-        max_age_seconds=_or(section.integer("maxAgeSeconds", 1, MAX_CACHE_AGE_SECONDS), 60),
-        max_body_bytes=_or(section.integer("maxBodyBytes", 1, MAX_CACHE_BODY_BYTES), 1048576),
+        max_age_seconds=or_default(section.integer("maxAgeSeconds", 1, MAX_CACHE_AGE_SECONDS), 60),
+        max_body_bytes=or_default(
+            section.integer("maxBodyBytes", 1, MAX_CACHE_BODY_BYTES), 1048576
+        ),
     )

@@ -28,6 +28,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
 from tenantgw.compile.snapshot import (
+    ANY_HOST,
     EMPTY_SNAPSHOT,
     CompiledAccess,
     CompiledBackend,
@@ -57,22 +58,31 @@ from tenantgw.dataplane.cache import (
     request_may_use_cache,
 )
 from tenantgw.dataplane.channel import GatewayChannel
+from tenantgw.dataplane.cors import CorsPolicy, is_preflight
 from tenantgw.dataplane.deadlines import Deadlines
 from tenantgw.dataplane.health import ActiveChecks, EndpointHealth, ProbeTarget
 from tenantgw.dataplane.limits import Bucket, Denial, InFlight, RateLimiter
 from tenantgw.dataplane.matching import Matcher, first_match
+from tenantgw.dataplane.mirror import Mirrors, MirrorTarget
 from tenantgw.dataplane.proxy import Exchange, upgrade_requested
 from tenantgw.dataplane.quota_redis import Decision, RedisQuota
 from tenantgw.dataplane.quota_redis import connect as connect_redis
 from tenantgw.dataplane.request import GatewayRequest
-from tenantgw.dataplane.responses import respond
+from tenantgw.dataplane.responses import respond, respond_empty
 from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
 from tenantgw.http2.client import H2UpstreamPool
 from tenantgw.http2.negotiate import NegotiatingProtocol, PriorKnowledgeProtocol
 from tenantgw.http2.server import H2ServerConnection
 from tenantgw.tls.upstream import UpstreamTrust
 from tenantgw.wire.fields import HOP_BY_HOP, UNDERSCORES_DROP, connection_options
-from tenantgw.wire.paths import DEFAULT_POLICY, PathPolicy, normalize_path, valid_query
+from tenantgw.wire.paths import (
+    DEFAULT_POLICY,
+    PathPolicy,
+    expand_target,
+    normalize_path,
+    replace_prefix,
+    valid_query,
+)
 
 if TYPE_CHECKING:
     from tenantgw.admin.access_log import AccessLog
@@ -203,22 +213,48 @@ class RouteHandler:
         self.checks_address = any(a.checks_address for a in compiled.access)
         self.address_verdicts = AddressVerdicts(compiled.access)
         self.checks_credentials = any(a.checks_credentials for a in compiled.access)
-        self.timeout = route.timeout_seconds or tenant.gateway.upstream_timeout
+        # Gateway API backendRequest bounds one attempt; else the route's timeout.
+        self.timeout = (
+            route.backend_timeout_seconds
+            or route.timeout_seconds
+            or tenant.gateway.upstream_timeout
+        )
         self.redirect: Redirect | None = route.redirect
         rewrite = route.rewrite
         self.replace_prefix = (
             rewrite.replace_prefix.encode("ascii") if rewrite and rewrite.replace_prefix else None
         )
+        self.full_path = (
+            rewrite.full_path.encode("ascii") if rewrite and rewrite.full_path else None
+        )
+        self.regex_target = (
+            rewrite.regex_target.encode("ascii") if rewrite and rewrite.regex_target else None
+        )
+        # ingress-nginx proxy-body-size: the smaller of the route's and the tenant's.
+        limits = [n for n in (tenant.max_body, route.max_request_body_bytes) if n is not None]
+        self.max_body = min(limits) if limits else None
+        cookie_name = route.load_balancer.cookie_name
+        self.affinity_cookie = cookie_name.encode("ascii") if cookie_name else AFFINITY_COOKIE
         self.rewrite_host = rewrite.host.encode("ascii") if rewrite and rewrite.host else None
         self.request_edits = route.request_headers if not route.request_headers.is_empty() else None
         response_edits = route.response_headers
         self.edit_response = None if response_edits.is_empty() else self._edit_response
+        self.cors = CorsPolicy.of(route.cors) if route.cors is not None else None
+        self.mirrors = tuple(MirrorTarget(b, percent) for b, percent in compiled.mirrors)
+        # Share of requests answered 500 for backends that were refused at
+        # compile time (Gateway API: invalid backendRefs keep their weight).
+        usable_weight = sum(b.weight for b in compiled.backends)
+        refused = route.refused_backend_weight
+        self.refused_share = refused / (refused + usable_weight) if refused else 0.0
         self.cache = route.cache
         self.rate_bucket = (
             Bucket(("route", tenant.namespace, route.name), compiled.rate, "route")
             if compiled.rate
             else None
         )
+        # ingress-nginx limit-rps and limit-connections: per client, on this route.
+        self.per_client_rate = route.per_client_rate
+        self.max_client_concurrent = route.max_client_concurrent
 
     def _edit_response(self, headers: ResponseHeaders) -> ResponseHeaders:
         """Remove, then set (replacing every value), then add; names are lower case."""
@@ -235,12 +271,15 @@ class RouteHandler:
         return endpoint_key(*picked) if picked is not None else None
 
     def target_for(self, path: bytes, query: bytes) -> bytes:
+        if self.full_path is not None:
+            return self.full_path + query
+        if self.regex_target is not None and self.matcher.path_regex is not None:
+            found = self.matcher.path_regex.match(path)
+            if found is not None:
+                return expand_target(self.regex_target, found.groups()) + query
         replace = self.replace_prefix
         if replace is not None:
-            rest = path[len(self.matcher.path) :]
-            if replace.endswith(b"/") and rest.startswith(b"/"):
-                rest = rest[1:]
-            path = (replace + rest) or b"/"
+            path = replace_prefix(path, self.matcher.path, replace)
         return path + query
 
 
@@ -257,10 +296,34 @@ class TenantHandler:
         self.max_concurrent = quota.max_concurrent_requests
         self.max_body = quota.max_request_body_bytes
         self.address_verdicts = AddressVerdicts((compiled.access,))
-        self.routes = tuple(
-            (handler.matcher, handler)
-            for handler in (RouteHandler(self, route) for route in compiled.routes)
+        handlers = {id(route): RouteHandler(self, route) for route in compiled.routes}
+        self.routes = tuple((h.matcher, h) for h in handlers.values())
+        # (scheme, exact host) and (scheme, ".suffix") -> routes, when the
+        # tenant's hosts serve different routes (Gateway API hostnames).
+        self.host_routes = {
+            (scheme, key[1:] if key.startswith("*.") else key): tuple(
+                (handlers[id(r)].matcher, handlers[id(r)]) for r in routes
+            )
+            for (scheme, key), routes in compiled.host_routes.items()
+        }
+        self.wildcard_keys = sorted(
+            {key[1:] for _, key in compiled.host_routes if key.startswith("*.")},
+            key=len,
+            reverse=True,
         )
+
+    def routes_for(self, request: GatewayRequest, host: str) -> tuple[Any, ...]:
+        host_routes = self.host_routes
+        if not host_routes:
+            return self.routes
+        scheme = "https" if request.isSecure() else "http"
+        routes = host_routes.get((scheme, host))
+        if routes is not None:
+            return routes
+        for suffix in self.wildcard_keys:
+            if host.endswith(suffix):
+                return host_routes.get((scheme, suffix), ())
+        return host_routes.get((scheme, ANY_HOST), ())
 
     def handle(self, request: GatewayRequest, host: str) -> None:
         gateway = self.gateway
@@ -276,7 +339,7 @@ class TenantHandler:
         # it less its path parameters (see tenantgw.wire.paths).
         path = normalized.forward
         route: RouteHandler | None = first_match(
-            self.routes,
+            self.routes_for(request, host),
             request.method,
             normalized.match,
             request.requestHeaders.getRawHeaders,
@@ -288,6 +351,8 @@ class TenantHandler:
         request.route_name = route.name
         if route.checks_address and not route.address_verdicts.allowed(request.client_address):
             respond(request, 403)
+            return
+        if route.cors is not None and self._answered_cors(request, route.cors):
             return
         if route.checks_credentials:
             verdict = gateway.check_credentials(request, route.access)
@@ -302,6 +367,24 @@ class TenantHandler:
                 self._unauthorized(request, route)
                 return
         self._admit(request, route, host, path, query)
+
+    def _answered_cors(self, request: GatewayRequest, cors: CorsPolicy) -> bool:
+        """
+        A preflight is answered here, before credentials are asked for
+        (browsers send none with it); an actual request's response gets the
+        CORS headers added.
+        """
+        headers = request.requestHeaders
+        origin = headers.getRawHeaders(b"origin", [None])[0]
+        if origin is None:
+            return False
+        asked = headers.getRawHeaders(b"access-control-request-method", [None])[0]
+        if is_preflight(request.method, origin, asked):
+            requested = headers.getRawHeaders(b"access-control-request-headers", [])
+            respond_empty(request, 200, cors.preflight_headers(origin, asked or b"", requested))
+            return True
+        request.cors_headers = cors.response_headers(origin)
+        return False
 
     def _after_credentials(
         self,
@@ -337,7 +420,7 @@ class TenantHandler:
         query: bytes,
     ) -> None:
         gateway = self.gateway
-        max_body = self.max_body
+        max_body = route.max_body
         if max_body is not None:
             declared = request.declared_length
             if declared is not None and declared > max_body:
@@ -363,6 +446,21 @@ class TenantHandler:
             )
         if route.rate_bucket is not None:
             buckets.append(route.rate_bucket)
+        if route.per_client_rate is not None:
+            buckets.append(
+                Bucket(
+                    ("route-client", namespace, route.name, request.client_address),
+                    route.per_client_rate,
+                    "route-client",
+                )
+            )
+        if route.max_client_concurrent is not None:
+            slot = ("route-client", namespace, route.name, request.client_address)
+            if not gateway.in_flight.try_enter(slot, route.max_client_concurrent):
+                self._release_slot(entered)
+                respond(request, 503, [(b"retry-after", b"1")])
+                return
+            request.client_slot = slot
         if buckets:
             shared = gateway.shared_quota
             if shared is not None:
@@ -373,7 +471,7 @@ class TenantHandler:
                 return
             denial = gateway.limiter.try_acquire(buckets)
             if denial is not None:
-                self._release_slot(entered)
+                self._release_slot(entered, request)
                 respond(request, 429, _rate_policy_headers(denial))
                 return
         self._forward(request, route, host, path, query, entered)
@@ -391,7 +489,7 @@ class TenantHandler:
         if request.finished or request.channel is None or decision is not None:
             # Refused, or the client left while Redis decided: no exchange
             # will release the concurrency slot, so it is released here.
-            self._release_slot(entered)
+            self._release_slot(entered, request)
         if request.finished or request.channel is None:
             return
         if decision is not None:
@@ -402,9 +500,11 @@ class TenantHandler:
             return
         self._forward(request, route, host, path, query, entered)
 
-    def _release_slot(self, entered: bool) -> None:
+    def _release_slot(self, entered: bool, request: GatewayRequest | None = None) -> None:
         if entered:
             self.gateway.in_flight.leave(self.namespace)
+        if request is not None:
+            self.gateway.release_client_slot(request)
 
     def _forward(
         self,
@@ -418,8 +518,13 @@ class TenantHandler:
         gateway = self.gateway
         done = gateway.exchange_done_releasing if entered else gateway.exchange_done
         if route.redirect is not None:
-            self._redirect(request, route.redirect, host, path, query)
+            self._redirect(request, route.redirect, host, path, query, route.matcher.path)
             done(request, request.code)
+            return
+        share = route.refused_share
+        if share and (share >= 1.0 or gateway.chance() < share):
+            respond(request, 500)
+            done(request, 500)
             return
         cache_fill = None
         cache_header: ResponseHeaders = []
@@ -445,7 +550,7 @@ class TenantHandler:
                 )
         picker = route.picker
         affinity = (
-            cookie_value(request.requestHeaders.getRawHeaders(b"cookie"), AFFINITY_COOKIE)
+            cookie_value(request.requestHeaders.getRawHeaders(b"cookie"), route.affinity_cookie)
             if picker.sticky
             else None
         )
@@ -462,7 +567,10 @@ class TenantHandler:
             token = affinity_token(key)
             if token != affinity:
                 sticky_cookie = [
-                    (b"set-cookie", AFFINITY_COOKIE + b"=" + token + b"; Path=/; HttpOnly")
+                    (
+                        b"set-cookie",
+                        route.affinity_cookie + b"=" + token + b"; Path=/; HttpOnly",
+                    )
                 ]
         headers = request.requestHeaders
         if route.checks_credentials:
@@ -488,14 +596,27 @@ class TenantHandler:
             (b"X-Forwarded-Host", original_host),
             (b"X-Request-Id", request.request_id),
         )
+        target = route.target_for(path, query)
+        upstream_host = route.rewrite_host or original_host
+        if route.mirrors and request.declared_length == 0:
+            gateway.mirrors.send(
+                route.mirrors,
+                request.method,
+                target,
+                [
+                    *((n, v) for n, v in headers.getAllRawHeaders() if n.lower() != b"host"),
+                    (b"Host", [upstream_host]),
+                    *((n, [v]) for n, v in forwarded),
+                ],
+            )
         exchange = Exchange(
             request,
             gateway.pool,
             gateway.deadlines,
             key,
             request.method,
-            route.target_for(path, query),
-            route.rewrite_host or original_host,
+            target,
+            upstream_host,
             forwarded,
             route.timeout,
             route.edit_response,
@@ -504,7 +625,7 @@ class TenantHandler:
             load=gateway.endpoint_load if picker.policy == LB_LEAST_REQUEST else None,
             retry=route.another_endpoint if route.retry_attempts else None,
             attempts=route.retry_attempts,
-            extra_response_headers=(sticky_cookie or []) + cache_header,
+            extra_response_headers=(sticky_cookie or []) + cache_header + request.cors_headers,
             health=gateway.health,
             cache_fill=cache_fill,
             protocols=route.protocols,
@@ -534,14 +655,25 @@ class TenantHandler:
         respond(request, 413, close=True)
 
     def _redirect(
-        self, request: GatewayRequest, redirect: Redirect, host: str, path: bytes, query: bytes
+        self,
+        request: GatewayRequest,
+        redirect: Redirect,
+        host: str,
+        path: bytes,
+        query: bytes,
+        matched: bytes,
     ) -> None:
         scheme = redirect.scheme or ("https" if request.isSecure() else "http")
         target_host = redirect.host or host
         port = redirect.port
         default_port = 443 if scheme == "https" else 80
         authority = target_host if port in (None, default_port) else f"{target_host}:{port}"
-        target_path = redirect.path.encode("ascii") if redirect.path else path
+        if redirect.path:
+            target_path = redirect.path.encode("ascii")
+        elif redirect.replace_prefix is not None:
+            target_path = replace_prefix(path, matched, redirect.replace_prefix.encode("ascii"))
+        else:
+            target_path = path
         location = f"{scheme}://{authority}".encode("ascii") + target_path + query
         respond(request, redirect.status_code, [(b"location", location)])
 
@@ -561,6 +693,9 @@ class HostTable:
         self.wildcards = tuple(
             (suffix, handlers[t.namespace]) for suffix, t in snapshot.wildcard_hosts
         )
+        self.catch_all = (
+            handlers[snapshot.catch_all.namespace] if snapshot.catch_all is not None else None
+        )
 
     def lookup(self, host: str) -> TenantHandler | None:
         exact = self.exact
@@ -569,7 +704,7 @@ class HostTable:
         for suffix, candidate in self.wildcards:
             if host.endswith(suffix):
                 return candidate
-        return None
+        return self.catch_all
 
 
 class Gateway:
@@ -593,6 +728,10 @@ class Gateway:
         self.trusted_proxies = trusted_proxies
         self.upstream_timeout = upstream_timeout
         self.limiter = RateLimiter(clock)
+        # Draws the share of requests answered 500 for refused backends, and
+        # which requests are mirrored.
+        self.chance = random.random
+        self.mirrors = Mirrors(reactor, lambda: self.chance())
         # Set when --redis is given: rate limits are then decided by Redis,
         # asynchronously, and C{limiter} is only its fallback.
         self.shared_quota: RedisQuota | None = None
@@ -636,6 +775,7 @@ class Gateway:
         self.pool.stop()
         if self.h2_pool is not None:
             self.h2_pool.stop()
+        self.mirrors.stop()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -692,7 +832,7 @@ class Gateway:
                 if named is not None and named is not tenant:
                     respond(request, 421)
                     return
-        elif host in compiled.https_hosts and compiled.spec.tls and compiled.spec.tls.http_redirect:
+        elif host in compiled.redirect_hosts:
             self._redirect_to_https(request, host)
             return
         if compiled.access.checks_address and not tenant.address_verdicts.allowed(
@@ -736,10 +876,20 @@ class Gateway:
         return gatherResults(pending).addCallback(all)
 
     def exchange_done(self, request: GatewayRequest, status: int) -> None:
-        pass
+        if request.client_slot is not None:
+            self.release_client_slot(request)
 
     def exchange_done_releasing(self, request: GatewayRequest, status: int) -> None:
         self.in_flight.leave(request.tenant_namespace)
+        if request.client_slot is not None:
+            self.release_client_slot(request)
+
+    def release_client_slot(self, request: GatewayRequest) -> None:
+        """A route's per-client concurrency slot (limit-connections), released once."""
+        slot = request.client_slot
+        if slot is not None:
+            request.client_slot = None
+            self.in_flight.leave(slot)
 
     def internal_error(self, request: GatewayRequest, reason: object) -> None:
         _log.failure("request failed inside the gateway", reason)  # type: ignore[arg-type]

@@ -9,12 +9,14 @@ all hold is the most specific one.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
-from attrs import frozen
+import re2
+from attrs import field, frozen
 
-from tenantgw.config.model import PATH_EXACT, RouteMatch
+from tenantgw.config.model import PATH_EXACT, PATH_REGEX, RouteMatch
+from tenantgw.dataplane.balancing import cookie_value
 
 T = TypeVar("T")
 
@@ -34,23 +36,45 @@ class Matcher:
     methods: frozenset[bytes]
     headers: tuple[tuple[bytes, bytes], ...]
     query_params: tuple[tuple[str, str], ...]
+    # RE2 only (linear time whatever the tenant wrote): a regular-expression
+    # path, header patterns, and cookie values to match.
+    path_regex: Any | None = field(default=None, eq=False)
+    header_patterns: tuple[tuple[bytes, Any], ...] = field(default=(), eq=False)
+    cookies: tuple[tuple[bytes, bytes], ...] = ()
 
     @classmethod
     def for_route(cls, match: RouteMatch) -> Matcher:
         path = match.path.encode("ascii")
-        if match.path_type != PATH_EXACT:
+        regex = None
+        if match.path_type == PATH_REGEX:
+            # nginx "location ~*": case-insensitive, anchored at the start only.
+            regex = re2.compile(b"(?i)" + path)
+        elif match.path_type != PATH_EXACT:
             path = path.rstrip(b"/")
         return cls(
             exact=match.path_type == PATH_EXACT,
             path=path,
             methods=frozenset(m.encode("ascii") for m in match.methods),
             headers=tuple(
-                (h.name.encode("ascii"), h.value.encode("latin-1")) for h in match.headers
+                (h.name.encode("ascii"), h.value.encode("latin-1"))
+                for h in match.headers
+                if not h.regex
             ),
             query_params=tuple((q.name, q.value) for q in match.query_params),
+            path_regex=regex,
+            header_patterns=tuple(
+                (h.name.encode("ascii"), re2.compile(h.value.encode("latin-1")))
+                for h in match.headers
+                if h.regex
+            ),
+            cookies=tuple(
+                (c.name.encode("ascii"), c.value.encode("latin-1")) for c in match.cookies
+            ),
         )
 
     def matches_path(self, path: bytes) -> bool:
+        if self.path_regex is not None:
+            return self.path_regex.match(path) is not None
         if self.exact:
             return path == self.path
         prefix = self.path
@@ -73,6 +97,15 @@ class Matcher:
             values = header_lookup(name)
             if not values or (value not in values and b", ".join(values) != value):
                 return False
+        for name, pattern in self.header_patterns:
+            values = header_lookup(name)
+            if not values or pattern.search(b", ".join(values)) is None:
+                return False
+        if self.cookies:
+            cookie_headers = header_lookup(b"cookie")
+            for name, value in self.cookies:
+                if cookie_value(cookie_headers, name) != value:
+                    return False
         if self.query_params:
             params = first_query_values(query)
             for qname, qvalue in self.query_params:

@@ -59,6 +59,10 @@ class GatewayRequest(server.Request):
     accepts_trailers = False
     # Trailers for an HTTP/1.1 chunked response, written by finish().
     _trailers: list[tuple[bytes, bytes]] | None = None
+    # The route's per-client concurrency slot held by this request, if any.
+    client_slot: tuple[str, ...] | None = None
+    # CORS headers for the response, decided when the route matched.
+    cors_headers: list[tuple[bytes, bytes]] = []
     _body_idle: IDelayedCall | None = None
     _last_body_at = 0.0
     _body_starts: Callable[[], None] | None = None

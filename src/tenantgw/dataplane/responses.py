@@ -122,3 +122,24 @@ def _respond_grpc(
     assert channel is not None
     channel.write_head_only(200, block)  # type: ignore[attr-defined]
     request.finish()
+
+
+def respond_empty(
+    request: GatewayRequest, status: int, headers: Iterable[tuple[bytes, bytes]]
+) -> None:
+    """
+    A gateway-made answer with no body (a CORS preflight): only the status
+    and C{headers}, so nothing of the request is echoed.
+    """
+    if request.finished or request.channel is None or request.startedWriting or request.refused:
+        return
+    request.setResponseCode(status, RESPONSES.get(status, b"OK"))
+    response_headers = request.responseHeaders
+    response_headers.setRawHeaders(b"content-length", [b"0"])
+    response_headers.setRawHeaders(b"x-request-id", [request.request_id])
+    for name, value in headers:
+        response_headers.addRawHeader(name, value)
+    if not request.body_complete:
+        response_headers.setRawHeaders(b"connection", [b"close"])
+        request.channel.persistent = False
+    request.finish()

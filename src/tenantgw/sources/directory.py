@@ -19,11 +19,13 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from tenantgw.sources.kinds import KIND_NAMES
+
 KubeObject = Mapping[str, Any]
 ObjectsCallback = Callable[[list[KubeObject]], None]
 
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
-WATCHED_KINDS = frozenset({"Namespace", "ConfigMap", "Secret", "Service", "EndpointSlice"})
+WATCHED_KINDS = KIND_NAMES
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 
 _log = Logger()

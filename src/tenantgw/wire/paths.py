@@ -28,6 +28,7 @@ checked for the same characters.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from attrs import frozen
 
@@ -129,3 +130,37 @@ def _decode_unreserved(raw: bytes, escaped_slashes: str) -> bytes | None:
         else:
             out.append(b"%" + part[:2].upper() + rest)
     return b"".join(out)
+
+
+def replace_prefix(path: bytes, matched: bytes, replacement: bytes) -> bytes:
+    """
+    Gateway API ReplacePrefixMatch: the matched prefix (element-wise, its
+    trailing slash ignored) becomes C{replacement}, the rest is kept.
+    C{/foo/bar} with C{/foo} -> C{/xyz} is C{/xyz/bar}; with C{/foo} -> C{/}
+    (or empty) it is C{/bar}; C{/foo} itself becomes C{/xyz}.
+    """
+    rest = path[len(matched.rstrip(b"/")) :]
+    result = replacement.rstrip(b"/") + rest
+    if not result.startswith(b"/"):
+        result = b"/" + result
+    return result
+
+
+_GROUP_REFERENCE = re.compile(rb"\$(\d)")
+
+
+def expand_target(template: bytes, groups: Sequence[bytes | None]) -> bytes:
+    """
+    ingress-nginx rewrite-target: C{$1}..C{$9} become the path expression's
+    groups (an unmatched or missing group is empty), as nginx's rewrite does.
+    The result always starts with C{/}.
+    """
+
+    def group(found: re.Match[bytes]) -> bytes:
+        number = int(found.group(1))
+        if 1 <= number <= len(groups):
+            return groups[number - 1] or b""
+        return b""
+
+    result = _GROUP_REFERENCE.sub(group, template)
+    return result if result.startswith(b"/") else b"/" + result

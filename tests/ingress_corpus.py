@@ -1,0 +1,581 @@
+"""
+A corpus of realistic annotated Ingresses, each with the requests that show
+what it became.  Written for tenantgw's tests (shapes as platform teams
+write them for ingress-nginx); every listed annotation and the canary
+combinations appear at least once.
+
+Each case: Ingress manifests (the corpus namespace is ``shop``, allowed
+``shop.test`` and ``*.shop.test``; Services ``web``, ``canary`` and ``api``
+answer with their name), and probes ``(method, host, path, headers,
+expected)`` where ``expected`` holds ``status``, optionally ``upstream``
+(which Service answered), ``uri`` (what it received), ``location``,
+``response_headers`` and ``request_headers`` (what the upstream saw).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NGINX = "nginx.ingress.kubernetes.io/"
+
+
+def ingress(
+    name: str,
+    paths: list[tuple[str, str, str]] | None = None,
+    host: str | None = "shop.test",
+    annotations: dict[str, str] | None = None,
+    tls: list[dict[str, Any]] | None = None,
+    default_backend: str | None = None,
+    class_name: str | None = "tenantgw",
+    created: str = "2026-01-01T00:00:00Z",
+) -> dict[str, Any]:
+    """C{paths}: (path, pathType, service); services listen on port 80."""
+    spec: dict[str, Any] = {}
+    if class_name is not None:
+        spec["ingressClassName"] = class_name
+    if paths is not None:
+        rule: dict[str, Any] = {
+            "http": {
+                "paths": [
+                    {
+                        "path": path,
+                        "pathType": path_type,
+                        "backend": {"service": {"name": service, "port": {"number": 80}}},
+                    }
+                    for path, path_type, service in paths
+                ]
+            }
+        }
+        if host is not None:
+            rule["host"] = host
+        spec["rules"] = [rule]
+    if tls is not None:
+        spec["tls"] = tls
+    if default_backend is not None:
+        spec["defaultBackend"] = {"service": {"name": default_backend, "port": {"number": 80}}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {
+            "name": name,
+            "namespace": "shop",
+            "creationTimestamp": created,
+            "annotations": {
+                NGINX + k if "/" not in k else k: v for k, v in (annotations or {}).items()
+            },
+        },
+        "spec": spec,
+    }
+
+
+def probe(
+    path: str,
+    status: int = 200,
+    host: str = "shop.test",
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    **expected: Any,
+) -> dict[str, Any]:
+    return {
+        "method": method,
+        "host": host,
+        "path": path,
+        "headers": headers or {},
+        "status": status,
+        **expected,
+    }
+
+
+SITE = [("/", "Prefix", "web")]
+
+CORPUS: list[dict[str, Any]] = [
+    {
+        "name": "plain-prefix",
+        "ingresses": [ingress("site", SITE)],
+        "probes": [probe("/", upstream="web"), probe("/a/b?x=1", upstream="web", uri="/a/b?x=1")],
+    },
+    {
+        "name": "exact-and-prefix",
+        "ingresses": [ingress("mix", [("/login", "Exact", "api"), ("/", "Prefix", "web")])],
+        "probes": [probe("/login", upstream="api"), probe("/login/x", upstream="web")],
+    },
+    {
+        "name": "implementation-specific-is-prefix",
+        "ingresses": [ingress("impl", [("/api", "ImplementationSpecific", "api")])],
+        "probes": [probe("/api/v1", upstream="api"), probe("/apix", 404)],
+    },
+    {
+        "name": "two-ingresses-merge-on-a-host",
+        "ingresses": [ingress("site", SITE), ingress("api", [("/api", "Prefix", "api")])],
+        "probes": [probe("/api/x", upstream="api"), probe("/", upstream="web")],
+    },
+    {
+        "name": "default-backend-only",
+        "ingresses": [ingress("fallback", None, default_backend="web", host=None)],
+        "probes": [probe("/anything", 404)],  # hostless: refused in a multi-tenant gateway
+        "rejected": "rule without host",
+    },
+    {
+        "name": "default-backend-with-rules",
+        "ingresses": [ingress("both", [("/api", "Prefix", "api")], default_backend="web")],
+        "probes": [probe("/api", upstream="api"), probe("/other", upstream="web")],
+    },
+    {
+        "name": "rewrite-target-capture-groups",
+        "ingresses": [
+            ingress(
+                "rewrite",
+                [("/something(/|$)(.*)", "ImplementationSpecific", "api")],
+                annotations={"rewrite-target": "/$2", "use-regex": "true"},
+            )
+        ],
+        "probes": [
+            probe("/something/new", upstream="api", uri="/new"),
+            probe("/something", upstream="api", uri="/"),
+            probe("/SOMETHING/x", upstream="api", uri="/x"),
+        ],
+    },
+    {
+        "name": "use-regex-paths",
+        "ingresses": [
+            ingress(
+                "regex",
+                [("/v[0-9]+/users", "ImplementationSpecific", "api")],
+                annotations={"use-regex": "true"},
+            )
+        ],
+        "probes": [probe("/v2/users/7", upstream="api"), probe("/vx/users", 404)],
+    },
+    {
+        "name": "rewrite-target-on-exact",
+        "ingresses": [
+            ingress("exact", [("/old", "Exact", "api")], annotations={"rewrite-target": "/new"})
+        ],
+        "probes": [probe("/old", upstream="api", uri="/new")],
+    },
+    {
+        "name": "ssl-redirect-false-keeps-http",
+        "ingresses": [ingress("plain", SITE, annotations={"ssl-redirect": "false"})],
+        "probes": [probe("/", upstream="web")],
+    },
+    {
+        "name": "force-ssl-redirect",
+        "ingresses": [ingress("forced", SITE, annotations={"force-ssl-redirect": "true"})],
+        "probes": [probe("/pay?x=1", 308, location="https://shop.test/pay?x=1")],
+    },
+    {
+        "name": "proxy-body-size",
+        "ingresses": [ingress("upload", SITE, annotations={"proxy-body-size": "1k"})],
+        "probes": [
+            probe("/up", 413, method="POST", body=b"x" * 2048),
+            probe("/up", 200, method="POST", body=b"x" * 512, upstream="web"),
+        ],
+    },
+    {
+        "name": "proxy-timeouts",
+        "ingresses": [
+            ingress(
+                "slow",
+                SITE,
+                annotations={
+                    "proxy-read-timeout": "1",
+                    "proxy-send-timeout": "1",
+                    "proxy-connect-timeout": "5",
+                },
+            )
+        ],
+        "probes": [probe("/hang", 504, upstream="web")],
+    },
+    {
+        "name": "limit-rps",
+        "ingresses": [
+            ingress("limited", SITE, annotations={"limit-rps": "1", "limit-burst-multiplier": "2"})
+        ],
+        "probes": [probe("/", upstream="web"), probe("/", upstream="web"), probe("/", 429)],
+    },
+    {
+        "name": "limit-connections",
+        "ingresses": [ingress("conns", SITE, annotations={"limit-connections": "1"})],
+        "probes": [
+            probe("/", upstream="web"),
+            probe("/", upstream="web"),
+        ],  # sequential: slot released
+    },
+    {
+        "name": "whitelist-source-range-allows",
+        "ingresses": [
+            ingress(
+                "allow", SITE, annotations={"whitelist-source-range": "127.0.0.0/8, 10.0.0.0/8"}
+            )
+        ],
+        "probes": [probe("/", upstream="web")],
+    },
+    {
+        "name": "whitelist-source-range-refuses",
+        "ingresses": [
+            ingress("office", SITE, annotations={"whitelist-source-range": "192.0.2.0/24"})
+        ],
+        "probes": [probe("/", 403)],
+    },
+    {
+        "name": "denylist-source-range",
+        "ingresses": [ingress("deny", SITE, annotations={"denylist-source-range": "127.0.0.1/32"})],
+        "probes": [probe("/", 403)],
+    },
+    {
+        "name": "basic-auth",
+        "ingresses": [
+            ingress(
+                "private",
+                SITE,
+                annotations={
+                    "auth-type": "basic",
+                    "auth-secret": "htpasswd",
+                    "auth-realm": "Staff only",
+                },
+            )
+        ],
+        "probes": [
+            probe(
+                "/",
+                401,
+                response_headers={"www-authenticate": 'Basic realm="Staff only", charset="UTF-8"'},
+            ),
+            probe("/", headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"}, upstream="web"),
+        ],
+    },
+    {
+        "name": "canary-weight-all",
+        "ingresses": [
+            ingress("site", SITE),
+            ingress(
+                "site-canary",
+                [("/", "Prefix", "canary")],
+                annotations={"canary": "true", "canary-weight": "100"},
+            ),
+        ],
+        "probes": [probe("/", upstream="canary"), probe("/", upstream="canary")],
+    },
+    {
+        "name": "canary-weight-total",
+        "ingresses": [
+            ingress("site", SITE),
+            ingress(
+                "site-canary",
+                [("/", "Prefix", "canary")],
+                annotations={
+                    "canary": "true",
+                    "canary-weight": "1000",
+                    "canary-weight-total": "1000",
+                },
+            ),
+        ],
+        "probes": [probe("/", upstream="canary")],
+    },
+    {
+        "name": "canary-weight-zero",
+        "ingresses": [
+            ingress("site", SITE),
+            ingress(
+                "site-canary",
+                [("/", "Prefix", "canary")],
+                annotations={"canary": "true", "canary-weight": "0"},
+            ),
+        ],
+        "probes": [probe("/", upstream="web"), probe("/", upstream="web")],
+    },
+    {
+        "name": "canary-by-header",
+        "ingresses": [
+            ingress("site", SITE),
+            ingress(
+                "site-canary",
+                [("/", "Prefix", "canary")],
+                annotations={
+                    "canary": "true",
+                    "canary-by-header": "X-Canary",
+                    "canary-weight": "100",
+                },
+            ),
+        ],
+        "probes": [
+            probe("/", headers={"X-Canary": "always"}, upstream="canary"),
+            probe("/", headers={"X-Canary": "never"}, upstream="web"),
+            probe("/", upstream="canary"),  # no header: the weight decides
+        ],
+    },
+    {
+        "name": "canary-by-header-value",
+        "ingresses": [
+            ingress("site", SITE),
+            ingress(
+                "site-canary",
+                [("/", "Prefix", "canary")],
+                annotations={
+                    "canary": "true",
+                    "canary-by-header": "X-Region",
+                    "canary-by-header-value": "eu-west",
+                },
+            ),
+        ],
+        "probes": [
+            probe("/", headers={"X-Region": "eu-west"}, upstream="canary"),
+            probe("/", headers={"X-Region": "us"}, upstream="web"),
+        ],
+    },
+    {
+        "name": "canary-by-header-pattern",
+        "ingresses": [
+            ingress("site", SITE),
+            ingress(
+                "site-canary",
+                [("/", "Prefix", "canary")],
+                annotations={
+                    "canary": "true",
+                    "canary-by-header": "X-User",
+                    "canary-by-header-pattern": "^beta-[0-9]+$",
+                },
+            ),
+        ],
+        "probes": [
+            probe("/", headers={"X-User": "beta-42"}, upstream="canary"),
+            probe("/", headers={"X-User": "gamma"}, upstream="web"),
+        ],
+    },
+    {
+        "name": "canary-by-cookie",
+        "ingresses": [
+            ingress("site", SITE),
+            ingress(
+                "site-canary",
+                [("/", "Prefix", "canary")],
+                annotations={"canary": "true", "canary-by-cookie": "try_new"},
+            ),
+        ],
+        "probes": [
+            probe("/", headers={"Cookie": "a=1; try_new=always"}, upstream="canary"),
+            probe("/", headers={"Cookie": "try_new=never"}, upstream="web"),
+            probe("/", upstream="web"),
+        ],
+    },
+    {
+        "name": "canary-header-beats-cookie",
+        "ingresses": [
+            ingress("site", SITE),
+            ingress(
+                "site-canary",
+                [("/", "Prefix", "canary")],
+                annotations={
+                    "canary": "true",
+                    "canary-by-header": "X-Canary",
+                    "canary-by-cookie": "c",
+                },
+            ),
+        ],
+        "probes": [probe("/", headers={"X-Canary": "never", "Cookie": "c=always"}, upstream="web")],
+    },
+    {
+        "name": "canary-without-primary",
+        "ingresses": [
+            ingress(
+                "lonely-canary",
+                [("/", "Prefix", "canary")],
+                annotations={"canary": "true", "canary-weight": "50"},
+            )
+        ],
+        "probes": [probe("/", 404)],
+        "rejected": "canary without a primary",
+    },
+    {
+        "name": "cookie-affinity",
+        "ingresses": [
+            ingress(
+                "sticky", SITE, annotations={"affinity": "cookie", "session-cookie-name": "route"}
+            )
+        ],
+        "probes": [probe("/", upstream="web", set_cookie_prefix="route=")],
+    },
+    {
+        "name": "backend-protocol-http",
+        "ingresses": [ingress("proto", SITE, annotations={"backend-protocol": "HTTP"})],
+        "probes": [probe("/", upstream="web")],
+    },
+    {
+        "name": "enable-cors-defaults",
+        "ingresses": [ingress("cors", SITE, annotations={"enable-cors": "true"})],
+        "probes": [
+            probe(
+                "/",
+                method="OPTIONS",
+                headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"},
+                response_headers={"access-control-allow-origin": "https://app.example"},
+                upstream=None,
+            )
+        ],
+    },
+    {
+        "name": "cors-specific-origin",
+        "ingresses": [
+            ingress(
+                "cors2",
+                SITE,
+                annotations={
+                    "enable-cors": "true",
+                    "cors-allow-origin": "https://shop.example",
+                    "cors-allow-methods": "GET, POST",
+                    "cors-allow-credentials": "false",
+                    "cors-max-age": "60",
+                    "cors-allow-headers": "X-Token, Content-Type",
+                    "cors-expose-headers": "X-Trace",
+                },
+            )
+        ],
+        "probes": [
+            probe(
+                "/",
+                method="OPTIONS",
+                headers={"Origin": "https://shop.example", "Access-Control-Request-Method": "POST"},
+                response_headers={
+                    "access-control-allow-methods": "GET, POST",
+                    "access-control-max-age": "60",
+                },
+                upstream=None,
+            ),
+            probe(
+                "/",
+                headers={"Origin": "https://evil.example"},
+                upstream="web",
+                response_headers={"access-control-allow-origin": None},
+            ),
+        ],
+    },
+    {
+        "name": "app-root",
+        "ingresses": [ingress("app", SITE, annotations={"app-root": "/app1"})],
+        "probes": [
+            probe("/", 302, location="http://shop.test/app1"),
+            probe("/app1", upstream="web"),
+        ],
+    },
+    {
+        "name": "permanent-redirect",
+        "ingresses": [
+            ingress(
+                "moved", SITE, annotations={"permanent-redirect": "https://new.example/landing"}
+            )
+        ],
+        "probes": [probe("/x", 301, location="https://new.example/landing")],
+    },
+    {
+        "name": "permanent-redirect-code",
+        "ingresses": [
+            ingress(
+                "moved308",
+                SITE,
+                annotations={
+                    "permanent-redirect": "https://new.example/",
+                    "permanent-redirect-code": "308",
+                },
+            )
+        ],
+        "probes": [probe("/", 308, location="https://new.example/")],
+    },
+    {
+        "name": "temporal-redirect",
+        "ingresses": [
+            ingress("maint", SITE, annotations={"temporal-redirect": "https://status.example/"})
+        ],
+        "probes": [probe("/", 302, location="https://status.example/")],
+    },
+    {
+        "name": "upstream-vhost",
+        "ingresses": [ingress("vhost", SITE, annotations={"upstream-vhost": "internal.svc"})],
+        "probes": [probe("/", upstream="web", request_headers={"host": ["internal.svc"]})],
+    },
+    {
+        "name": "tenantgw-prefix-wins",
+        "ingresses": [
+            ingress(
+                "both-prefixes",
+                SITE,
+                annotations={
+                    "whitelist-source-range": "192.0.2.0/24",
+                    "tenantgw.io/whitelist-source-range": "127.0.0.0/8",
+                },
+            )
+        ],
+        "probes": [probe("/", upstream="web")],
+    },
+    {
+        "name": "configuration-snippet-refused",
+        "ingresses": [
+            ingress(
+                "snippet", SITE, annotations={"configuration-snippet": "more_set_headers 'X: y';"}
+            )
+        ],
+        "probes": [probe("/", 404)],
+        "rejected": "configuration-snippet",
+    },
+    {
+        "name": "server-alias-refused",
+        "ingresses": [ingress("alias", SITE, annotations={"server-alias": "other.example"})],
+        "probes": [probe("/", 404)],
+        "rejected": "server-alias",
+    },
+    {
+        "name": "auth-url-refused",
+        "ingresses": [
+            ingress("extauth", SITE, annotations={"auth-url": "http://auth.example/verify"})
+        ],
+        "probes": [probe("/", 404)],
+        "rejected": "auth-url",
+    },
+    {
+        "name": "unknown-annotation-served-with-warning",
+        "ingresses": [ingress("extra", SITE, annotations={"proxy-buffering": "on"})],
+        "probes": [probe("/", upstream="web")],
+        "warning": "proxy-buffering",
+    },
+    {
+        "name": "malformed-size-refused",
+        "ingresses": [ingress("badsize", SITE, annotations={"proxy-body-size": "8 megs"})],
+        "probes": [probe("/", 404)],
+        "rejected": "proxy-body-size",
+    },
+    {
+        "name": "regex-re2-refuses",
+        "ingresses": [
+            ingress(
+                "backref",
+                [("/(a)\\1", "ImplementationSpecific", "web")],
+                annotations={"use-regex": "true"},
+            )
+        ],
+        "probes": [probe("/aa", 404)],
+        "rejected": "RE2",
+    },
+    {
+        "name": "tls-secret-in-another-namespace",
+        "ingresses": [
+            ingress("tls-other", SITE, tls=[{"hosts": ["shop.test"], "secretName": "other/cert"}])
+        ],
+        "probes": [probe("/", 404)],
+        "rejected": "another namespace",
+    },
+    {
+        "name": "host-outside-the-allowance",
+        "ingresses": [ingress("grab", SITE, host="bank.example")],
+        "probes": [probe("/", 404, host="bank.example")],
+        "rejected": "not among the hosts",
+    },
+    {
+        "name": "wildcard-host",
+        "ingresses": [ingress("wild", SITE, host="*.shop.test")],
+        "probes": [probe("/", host="eu.shop.test", upstream="web")],
+    },
+    {
+        "name": "other-class-ignored",
+        "ingresses": [ingress("nginx-owned", SITE, class_name="nginx")],
+        "probes": [probe("/", 404)],
+    },
+]
