@@ -127,6 +127,8 @@ resolve=(--resolve "shop.example.com:$HTTP_PORT:127.0.0.1" --resolve "blog.$BASE
     --resolve "docs.apps.example.test:$HTTP_PORT:127.0.0.1")
 show curl -sS -i "${resolve[@]}" "http://shop.example.com:$HTTP_PORT/"
 show curl -sS -i "${resolve[@]}" "http://blog.$BASE_DOMAIN:$HTTP_PORT/"
+# An Ingress kept from ingress-nginx (examples/tenants/blog.yaml): /legacy/ is rewritten to /.
+show curl -sS -i "${resolve[@]}" "http://blog.$BASE_DOMAIN:$HTTP_PORT/legacy/"
 # Gateway API: an HTTPRoute (examples/tenants/docs-gateway-api.yaml) strips /v1.
 show curl -sS -i "${resolve[@]}" "http://docs.apps.example.test:$HTTP_PORT/v1/"
 show curl -sS -i -H "Host: unknown.example.org" "http://127.0.0.1:$HTTP_PORT/"

@@ -74,3 +74,20 @@ class GatewayApiCheckTests(SynchronousTestCase):
         self.assertIn("spec.rules[0].matches[0].path.type", accepted["message"])
         self.assertEqual(accepted["observedGeneration"], 2)
         self.assertFalse(report["ok"])
+
+
+class ExamplesTests(SynchronousTestCase):
+    def test_the_examples_pass_as_the_quick_start_serves_them(self) -> None:
+        """All three dialects of examples/tenants, checked with the quick start's base domain."""
+        examples = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples", "tenants")
+        out = io.StringIO()
+        saved, sys.stdout = sys.stdout, out
+        try:
+            status = main(["check", "--strict", "--base-domain", "example.test", examples])
+        finally:
+            sys.stdout = saved
+        output = out.getvalue()
+        self.assertEqual(status, 0, output)
+        self.assertIn("HTTPRoute docs/docs: Accepted", output)
+        # The Ingress kept by the blog tenant serves next to its ConfigMap's routes.
+        self.assertIn("Ingress legacy spec.rules[0].http.paths[0].backends[0]", output)

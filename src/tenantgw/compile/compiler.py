@@ -722,7 +722,7 @@ def compile_snapshot(
             for host in ingress_route.hosts:
                 if host == ANY_HOST:
                     ingress_refusals[namespace].append(
-                        f"{ingress_route.origin}: {ingress_route.source}: a rule without"
+                        f"{ingress_route.source}: a rule without"
                         " host would serve every host; give the rule a host"
                     )
                 elif _may_claim(host, namespace, policies[namespace], options):

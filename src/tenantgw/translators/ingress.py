@@ -344,7 +344,7 @@ def _parse(ingress: KubeObject, values: Mapping[str, str], warnings: list[str]) 
                         hosts,
                         route,
                         (*age, position),
-                        where,
+                        f"Ingress {name} {where}",
                         ssl_redirect,
                         force_ssl,
                     ),
@@ -364,7 +364,7 @@ def _parse(ingress: KubeObject, values: Mapping[str, str], warnings: list[str]) 
                 for_hosts,
                 route,
                 (*age, 10**6),
-                "spec.defaultBackend",
+                f"Ingress {name} spec.defaultBackend",
                 ssl_redirect,
                 force_ssl,
             )
