@@ -962,8 +962,8 @@ class _Handler(BaseHTTPRequestHandler):
             raw = self._raw_body()
             if any(url.path.startswith(p) for p in set(self.api.fail_paths)):
                 raise APIError(503, "ServiceUnavailable", "the test made this path fail")
-            host, port = self.server.server_address[:2]
-            found = _discovery(url.path, f"{host}:{port}") if method == "GET" else None
+            address = self.api.url.removeprefix("http://")
+            found = _discovery(url.path, address) if method == "GET" else None
             if found is not None:
                 self._send_json(200, found)
                 return
