@@ -22,7 +22,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 # --- 1. system packages -----------------------------------------------------
 # name-of-command:debian-package.  Keep to what the tests actually use.
-APT_NEEDS="${TENANTGW_APT_PACKAGES:-redis-server:redis-server curl:curl openssl:openssl chromium:chromium}"
+APT_NEEDS="${TENANTGW_APT_PACKAGES:-redis-server:redis-server curl:curl openssl:openssl chromium:chromium kubectl:kubernetes-client}"
 missing=()
 for pair in $APT_NEEDS; do
     cmd="${pair%%:*}"
