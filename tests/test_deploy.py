@@ -26,6 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
 from tenantgw.compile.selector import LabelSelector
 from tenantgw.compile.snapshot import STATE_ACCEPTED
+from tenantgw.sources.kinds import KINDS
 from tenantgw.sources.kubernetes import watched_kinds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,14 +94,10 @@ class ManifestTests(SynchronousTestCase):
                 for resource in rule["resources"]:
                     granted.setdefault((group, resource), set()).update(rule["verbs"])
         read = {"get", "list", "watch"}
-        plurals = {
-            "Namespace": ("", "namespaces"),
-            "ConfigMap": ("", "configmaps"),
-            "Secret": ("", "secrets"),
-            "Service": ("", "services"),
-            "EndpointSlice": ("discovery.k8s.io", "endpointslices"),
-        }
-        expected = {plurals[k.kind]: read for k in watched_kinds()}
+        # From the one list of kinds: a kind added to it without RBAC fails here.
+        expected = {(k.group, k.plural): set(k.verbs) for k in KINDS}
+        self.assertEqual({k.kind for k in KINDS}, {k.kind for k in watched_kinds()})
+        self.assertTrue(all(set(k.verbs) == read for k in KINDS))
         expected[("", "events")] = {"create", "patch"}
         expected[("events.k8s.io", "events")] = {"create", "patch"}
         self.assertEqual(granted, expected)

@@ -38,6 +38,7 @@ from tenantgw.sources.kubernetes import (
     ObjectStore,
     api_client_from,
     referenced_secrets,
+    watched_kinds,
 )
 from tenantgw.testing.fake_apiserver import FakeAPIServer
 from tests.support import RecordingUpstream
@@ -53,7 +54,7 @@ from tests.test_compile import (
 )
 
 Obj = dict[str, Any]
-KINDS = ("Namespace", "ConfigMap", "Secret", "Service", "EndpointSlice")
+KINDS = tuple(k.kind for k in watched_kinds())  # the one list (tenantgw.sources.kinds)
 
 
 def keys_spec(secret_name: str) -> Obj:
@@ -562,3 +563,55 @@ class TrafficThroughChangesTests(TestCase):
             response = yield treq.get(url, headers={"Host": "shop.example"}, pool=pool)
             yield response.content()
             self.assertEqual(response.code, 200)
+
+
+class DialectsThroughTheClusterTests(TestCase):
+    """Gateway API and Ingress objects reach the gateway through the watches."""
+
+    timeout = 30
+
+    @inlineCallbacks
+    def test_httproute_and_ingress_are_served_from_the_cluster(self) -> Any:
+        from tests.ingress_corpus import ingress
+        from tests.test_gateway_api_policy import gateway_objects, route_objects
+
+        cluster = Cluster(self)
+        for obj in gateway_objects():
+            cluster.server.create(obj)
+        for obj in route_objects("docs", ["docs.apps.example"]):
+            cluster.server.create(obj)
+        cluster.server.create(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "IngressClass",
+                "metadata": {"name": "tenantgw"},
+                "spec": {"controller": "tenantgw.io/ingress-controller"},
+            }
+        )
+        cluster.server.create(tenant_namespace("shop", {"tenantgw.io/allowed-hosts": "shop.test"}))
+        cluster.server.create(ingress("site", [("/", "Prefix", "web")]))
+        for obj in web_backend("shop") + web_backend("docs"):
+            cluster.server.create(obj)
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        yield eventually(lambda: cluster.snapshot.tenant_for_host("docs.apps.example") is not None)
+        yield eventually(lambda: cluster.snapshot.tenant_for_host("shop.test") is not None)
+        self.assertEqual(cluster.snapshot.tenant_for_host("shop.test").namespace, "shop")
+        # An edit to the HTTPRoute applies live.
+        cluster.server.delete("HTTPRoute", "docs", "web")
+        yield eventually(lambda: cluster.snapshot.tenant_for_host("docs.apps.example") is None)
+
+    @inlineCallbacks
+    def test_a_cluster_without_the_gateway_api_crds_still_serves(self) -> Any:
+        cluster = Cluster(self)
+        for kind in ("GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant"):
+            cluster.server.uninstall(kind)
+        cluster.add_tenant(
+            "shop",
+            simple_spec("shop.example"),
+            annotations={"tenantgw.io/allowed-hosts": "shop.example"},
+        )
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        self.assertEqual(cluster.snapshot.tenant_for_host("shop.example").namespace, "shop")
+        self.assertTrue(cluster.source.watchers["HTTPRoute"].missing)

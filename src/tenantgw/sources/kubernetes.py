@@ -43,12 +43,14 @@ from twisted.logger import Logger
 from tenantgw.compile.compiler import TENANT_KEY, TENANT_LABEL, parse_cached
 from tenantgw.config.model import Access, TenantSpec
 from tenantgw.sources.directory import KubeObject, ObjectsCallback
+from tenantgw.sources.kinds import KINDS, kind_named
 
 _log = Logger()
 
 LIST_PAGE = 500
 WATCH_TIMEOUT_SECONDS = 290  # server side: the API server ends the watch, we re-watch
 READ_TIMEOUT_SECONDS = 330  # client side: longer than the server's, and than its bookmarks
+MISSING_KIND_RETRY_SECONDS = 60.0  # an optional kind not installed: look again this often
 CONNECT_TIMEOUT_SECONDS = 5
 
 Key = tuple[str, str]  # (namespace or "", name)
@@ -60,17 +62,23 @@ class WatchedKind:
     api_version: str
     path: str  # the cluster-wide collection
     label_selector: str = ""
+    # A custom resource that may not be installed (Gateway API): a 404 makes
+    # it an empty list, so the other kinds still sync and serve.
+    optional: bool = False
 
 
 def watched_kinds(namespace_selector: str = "") -> tuple[WatchedKind, ...]:
-    return (
-        WatchedKind("Namespace", "v1", "/api/v1/namespaces", namespace_selector),
-        WatchedKind("ConfigMap", "v1", "/api/v1/configmaps", f"{TENANT_LABEL}=true"),
-        WatchedKind("Secret", "v1", "/api/v1/secrets"),
-        WatchedKind("Service", "v1", "/api/v1/services"),
+    """The kinds of L{tenantgw.sources.kinds.KINDS}, with the selectors a watch uses."""
+    selectors = {"Namespace": namespace_selector, "ConfigMap": f"{TENANT_LABEL}=true"}
+    return tuple(
         WatchedKind(
-            "EndpointSlice", "discovery.k8s.io/v1", "/apis/discovery.k8s.io/v1/endpointslices"
-        ),
+            k.kind,
+            k.api_version,
+            k.collection_path,
+            selectors.get(k.kind, ""),
+            optional=k.optional,
+        )
+        for k in KINDS
     )
 
 
@@ -216,6 +224,7 @@ class KindWatcher:
             target=self.run, name=f"tenantgw-watch-{watched.kind}", daemon=True
         )
         self.lists = 0
+        self.missing = False  # an optional kind the API server does not serve
         self.watches = 0
         self.page_size = LIST_PAGE
 
@@ -244,10 +253,26 @@ class KindWatcher:
 
     def _request(self, **query: Any) -> Any:
         """One call through the official client's typed API, as raw JSON."""
-        api_class, method = _list_methods()[self.watched.kind]
-        function = getattr(api_class(self.api_client), method)
+        arguments = {k: v for k, v in query.items() if v not in (None, "")}
+        typed = _list_methods().get(self.watched.kind)
+        if typed is not None:
+            api_class, method = typed
+            function = getattr(api_class(self.api_client), method)
+        else:
+            # A custom resource (Gateway API): the generic custom-objects call.
+            from kubernetes import client
+
+            kind = kind_named(self.watched.kind)
+            custom = client.CustomObjectsApi(self.api_client).list_cluster_custom_object
+            arguments = {
+                "group": kind.group,
+                "version": kind.version,
+                "plural": kind.plural,
+                **arguments,
+            }
+            function = custom
         return function(
-            **{k: v for k, v in query.items() if v not in (None, "")},
+            **arguments,
             _preload_content=False,
             _request_timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
         )
@@ -265,6 +290,20 @@ class KindWatcher:
                 if self.relist_requested.is_set() or getattr(e, "status", None) == 410:
                     # We closed the watch ourselves to list again, or the API
                     # answered 410 Gone as an HTTP status: no outage, no wait.
+                    continue
+                if self.watched.optional and getattr(e, "status", None) == 404:
+                    # The custom resource is not installed: none of them
+                    # exist, so the dialect serves nothing and the others
+                    # sync.  Look again now and then, in case it is installed.
+                    if not self.missing:
+                        self.missing = True
+                        _log.info(
+                            "{kind} is not served by the API server (CRD not installed):"
+                            " treated as none",
+                            kind=self.watched.kind,
+                        )
+                        self.deliver(self.watched.kind, [])
+                    self.stopping.wait(MISSING_KIND_RETRY_SECONDS)
                     continue
                 failures += 1
                 low, high = self.backoff
@@ -358,6 +397,8 @@ def _list_methods() -> dict[str, tuple[Any, str]]:
         "Secret": (client.CoreV1Api, "list_secret_for_all_namespaces"),
         "Service": (client.CoreV1Api, "list_service_for_all_namespaces"),
         "EndpointSlice": (client.DiscoveryV1Api, "list_endpoint_slice_for_all_namespaces"),
+        "Ingress": (client.NetworkingV1Api, "list_ingress_for_all_namespaces"),
+        "IngressClass": (client.NetworkingV1Api, "list_ingress_class"),
     }
 
 

@@ -76,15 +76,17 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tenantgw.compile.selector import LabelSelector, SelectorError
+from tenantgw.sources.kinds import KINDS
 
 # plural -> (group path prefix, apiVersion, kind, namespaced)
+# The kinds the gateway reads come from the one list (tenantgw.sources.kinds);
+# Events and Leases are what it writes.
 RESOURCES: dict[str, tuple[str, str, str, bool]] = {
-    "namespaces": ("/api/v1", "v1", "Namespace", False),
-    "configmaps": ("/api/v1", "v1", "ConfigMap", True),
-    "secrets": ("/api/v1", "v1", "Secret", True),
-    "services": ("/api/v1", "v1", "Service", True),
+    **{
+        k.plural: (k.collection_path.rsplit("/", 1)[0], k.api_version, k.kind, k.namespaced)
+        for k in KINDS
+    },
     "events": ("/api/v1", "v1", "Event", True),
-    "endpointslices": ("/apis/discovery.k8s.io/v1", "discovery.k8s.io/v1", "EndpointSlice", True),
     "leases": ("/apis/coordination.k8s.io/v1", "coordination.k8s.io/v1", "Lease", True),
 }
 KIND_TO_PLURAL = {kind: plural for plural, (_, _, kind, _) in RESOURCES.items()}
@@ -191,6 +193,8 @@ class FakeAPIServer:
         self.fail_paths: set[str] = set()  # path prefixes answered 503, to play an outage
         # (plural, verb or None for every verb) answered 403, to play missing RBAC
         self.forbidden: set[tuple[str, str | None]] = set()
+        # Plurals answered 404 (a custom resource whose CRD is not installed).
+        self.not_served: set[str] = set()
         self.accepted_connections = 0
         self.nodelay_connections = 0  # read back from the socket, for a test
         self.stall_watches = False  # watches send nothing, as on a half-open connection
@@ -234,6 +238,10 @@ class FakeAPIServer:
         with open(path, "w", encoding="utf-8") as f:
             json.dump(config, f)
         return path
+
+    def uninstall(self, kind: str) -> None:
+        """404 for C{kind}, as an API server without that CRD answers."""
+        self.not_served.add(KIND_TO_PLURAL[kind])
 
     def forbid(self, kind: str, verb: str | None = None) -> None:
         """403 Forbidden for C{kind} (every verb, or only C{verb}: get, list, watch...)."""
@@ -968,6 +976,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(200, found)
                 return
             plural, namespace, name = _parse_path(url.path)
+            if plural in self.api.not_served:
+                raise APIError(404, "NotFound", "the server could not find the requested resource")
             verb = self._verb(method, name, query)
             if (plural, None) in self.api.forbidden or (plural, verb) in self.api.forbidden:
                 where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
