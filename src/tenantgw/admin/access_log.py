@@ -127,6 +127,15 @@ class AccessLog:
         )
 
 
+def host_without_port(host: bytes) -> bytes:
+    """C{a.example:8080} -> C{a.example}, C{[::1]:8080} -> C{[::1]}: the host tenants match on."""
+    if host.startswith(b"["):
+        end = host.find(b"]")
+        return host[: end + 1] if end > 0 else host
+    name, colon, port = host.rpartition(b":")
+    return name if colon and port.isdigit() else host
+
+
 def line_of(
     request: GatewayRequest, second: str, millisecond: int, duration: float, pid: int
 ) -> str:
@@ -140,7 +149,7 @@ def line_of(
     host = request.requestHeaders.getRawHeaders(b"host")
     where = (
         request.tenant_namespace,
-        host[0] if host else b"",
+        host_without_port(host[0]) if host else b"",
         request.route_name,
         request.method,
     )

@@ -3,7 +3,9 @@ Prometheus metrics for the gateway, served at C{/metrics} on the admin endpoint.
 
 Every label value comes from a bounded set: tenant and route names from the
 snapshot (what tenants declared, never what clients sent), the method folded
-into a fixed list, the status into its class.  A request for an unknown host
+into a fixed list, the status as its exact code (100..599; anything else is
+"other"), as ingress-nginx and Traefik label it: 502, 503 and 504 say
+different things.  A request for an unknown host
 is counted under C{tenant=""}, one series however many hosts are tried, so
 a scanner cannot grow the registry.
 
@@ -13,13 +15,24 @@ gateways in one test process never share counters.
 
 from __future__ import annotations
 
+import platform
+import time
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+import twisted
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
@@ -40,10 +53,20 @@ STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # Seconds: from a cached 304 to a long upstream call.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 # Statuses the gateway answers itself when a quota says no.
-QUOTA_REJECTIONS = {429: "rate", 413: "body_size"}
+QUOTA_REJECTIONS = {429: "rate", 413: "body_size", 503: "concurrency"}
 REFUSED_STATES = (STATE_REJECTED, STATE_HOST_CONFLICT)
 # 5xx answers remembered per tenant for the dashboard's "last errors".
 RECENT_ERRORS = 10
+
+
+def code_label(code: int) -> str:
+    return str(code) if 100 <= code <= 599 else "other"
+
+
+def _version() -> str:
+    from tenantgw.app.cli import version
+
+    return version()
 
 
 def status_class(code: int) -> str:
@@ -119,10 +142,8 @@ class _RequestStats(Collector):
         # (tenant, route) -> [count per bucket..., +Inf bucket, sum]
         self.latency: dict[tuple[str, str], list[float]] = {}
 
-    def record(
-        self, tenant: str, route: str, method: bytes, code_class: int, seconds: float
-    ) -> None:
-        key = (tenant, route, method, code_class)
+    def record(self, tenant: str, route: str, method: bytes, code: int, seconds: float) -> None:
+        key = (tenant, route, method, code)
         counts = self.counts
         counts[key] = counts.get(key, 0) + 1
         series = self.latency.get((tenant, route))
@@ -134,13 +155,12 @@ class _RequestStats(Collector):
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         requests = CounterMetricFamily(
             "tenantgw_requests",
-            "Requests answered, by tenant, route, method and status class",
+            "Requests answered, by tenant, route, method and status code",
             labels=["tenant", "route", "method", "code"],
         )
-        for (tenant, route, method, code_class), count in sorted(self.counts.items()):
+        for (tenant, route, method, code), count in sorted(self.counts.items()):
             requests.add_metric(
-                [tenant, route, method_label(method), status_class(code_class * 100)],
-                float(count),
+                [tenant, route, method_label(method), code_label(code)], float(count)
             )
         yield requests
         duration = HistogramMetricFamily(
@@ -193,7 +213,8 @@ class Metrics:
     through C{labels()} costs more than incrementing it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
+        self.wall_clock = wall_clock
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self.request_stats = _RequestStats(LATENCY_BUCKETS)
@@ -206,10 +227,32 @@ class Metrics:
         )
         self.quota_rejections = Counter(
             "tenantgw_quota_rejections",
-            "Requests refused by a tenant's quota",
-            ["tenant", "kind"],
+            "Requests refused by a quota: kind rate (429), body_size (413) or concurrency"
+            " (503); limit: tenant, client, route, route-client, body",
+            ["tenant", "kind", "limit"],
             registry=registry,
         )
+        self.config_last_reload_successful = Gauge(
+            "tenantgw_config_last_reload_successful",
+            "1 when the last compile refused no tenant's config (none Rejected), else 0",
+            registry=registry,
+        )
+        self.config_last_reload_success_timestamp = Gauge(
+            "tenantgw_config_last_reload_success_timestamp_seconds",
+            "When a compile last refused no config (Unix time)",
+            registry=registry,
+        )
+        build = Gauge(
+            "tenantgw_build_info",
+            "1, labelled with the versions serving",
+            ["version", "python", "twisted"],
+            registry=registry,
+        )
+        build.labels(_version(), platform.python_version(), twisted.__version__).set(1)
+        # Process CPU, memory, file descriptors, start time; Python runtime.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
         self.config_rebuilds = Counter(
             "tenantgw_config_rebuilds",
             "Snapshots compiled and applied",
@@ -268,15 +311,16 @@ class Metrics:
         method = request.method
         if method not in METHODS:
             method = b"other"  # the cache key too must not grow with what clients send
-        self.request_stats.record(tenant, route, method, code // 100, duration)
+        self.request_stats.record(tenant, route, method, code, duration)
         error = request.upstream_error
         if error:
             self.upstream_error(tenant, route, error)
         if code >= 500 and tenant:
             self._remember_error(request, now)
         rejected = QUOTA_REJECTIONS.get(code)
-        if rejected is not None and tenant:
-            self.quota_rejections.labels(tenant, rejected).inc()
+        if rejected is not None and tenant and request.quota_limit:
+            # Only the gateway's own refusals (an upstream's 503 is not a quota's).
+            self.quota_rejections.labels(tenant, rejected, request.quota_limit).inc()
 
     def _remember_error(self, request: GatewayRequest, now: float) -> None:
         errors = self._errors.get(request.tenant_namespace)
@@ -322,6 +366,10 @@ class Metrics:
         for namespace, status in current.statuses.items():
             if status.state in REFUSED_STATES and previous.statuses.get(namespace) != status:
                 self.config_rejections.labels(namespace, status.state).inc()
+        refused = any(s.state == STATE_REJECTED for s in current.statuses.values())
+        self.config_last_reload_successful.set(0 if refused else 1)
+        if not refused:
+            self.config_last_reload_success_timestamp.set(self.wall_clock())
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -424,6 +424,7 @@ class TenantHandler:
         if max_body is not None:
             declared = request.declared_length
             if declared is not None and declared > max_body:
+                request.quota_limit = "body"
                 respond(request, 413, close=True)
                 return
             if declared is None:
@@ -434,6 +435,7 @@ class TenantHandler:
         entered = False
         if self.max_concurrent is not None:
             if not gateway.in_flight.try_enter(namespace, self.max_concurrent):
+                request.quota_limit = "tenant"
                 respond(request, 503, [(b"retry-after", b"1")])
                 return
             entered = True
@@ -458,6 +460,7 @@ class TenantHandler:
             slot = ("route-client", namespace, route.name, request.client_address)
             if not gateway.in_flight.try_enter(slot, route.max_client_concurrent):
                 self._release_slot(entered)
+                request.quota_limit = "route-client"
                 respond(request, 503, [(b"retry-after", b"1")])
                 return
             request.client_slot = slot
@@ -472,6 +475,7 @@ class TenantHandler:
             denial = gateway.limiter.try_acquire(buckets)
             if denial is not None:
                 self._release_slot(entered, request)
+                request.quota_limit = denial.policy_name
                 respond(request, 429, _rate_policy_headers(denial))
                 return
         self._forward(request, route, host, path, query, entered)
@@ -494,6 +498,7 @@ class TenantHandler:
             return
         if decision is not None:
             if isinstance(decision, Denial):
+                request.quota_limit = decision.policy_name
                 respond(request, 429, _rate_policy_headers(decision))
             else:
                 respond(request, 503, [(b"retry-after", b"1")])
@@ -652,6 +657,7 @@ class TenantHandler:
         if request.startedWriting:
             request.abort()
             return
+        request.quota_limit = "body"
         respond(request, 413, close=True)
 
     def _redirect(
@@ -833,6 +839,7 @@ class Gateway:
                     respond(request, 421)
                     return
         elif host in compiled.redirect_hosts:
+            request.tenant_namespace = tenant.namespace  # counted for its tenant
             self._redirect_to_https(request, host)
             return
         if compiled.access.checks_address and not tenant.address_verdicts.allowed(

@@ -59,6 +59,9 @@ class GatewayRequest(server.Request):
     accepts_trailers = False
     # Trailers for an HTTP/1.1 chunked response, written by finish().
     _trailers: list[tuple[bytes, bytes]] | None = None
+    # Which limit refused the request (tenant, client, route, route-client,
+    # body), for the quota-rejection metric; "" when no quota refused it.
+    quota_limit = ""
     # The route's per-client concurrency slot held by this request, if any.
     client_slot: tuple[str, ...] | None = None
     # CORS headers for the response, decided when the route matched.
