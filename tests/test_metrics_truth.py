@@ -144,3 +144,32 @@ class AccessLogHostTests(ObservedGateway):
         yield response.content()
         (line,) = self.lines()
         self.assertEqual(line["host"], "t.example")
+
+
+class EjectedEndpointTests(ObservedGateway):
+    @inlineCallbacks
+    def test_an_ejected_endpoint_is_not_ready_in_metrics_or_the_api(self) -> Any:
+        import json
+
+        from tenantgw.admin.resource import tenants_document
+
+        closed = self.upstream()
+        port = closed.number
+        yield closed.stop()  # nothing listens: every attempt is a connect failure
+        gateway = self.serve(_tenant(_route("all")), closed)
+        health = gateway.gateway.health
+        self.metrics.ejected_endpoints = lambda: health.unavailable
+        labels = {"tenant": "team", "route": "all"}
+        self.assertEqual(sample(self.metrics, "tenantgw_route_endpoints_ready", **labels), 1.0)
+        for _ in range(health.passive_threshold):
+            response = yield self.get(gateway, "/")
+            yield response.content()
+            self.assertEqual(response.code, 502)
+        self.assertEqual(health.unavailable, {("127.0.0.1", port, None)})
+        self.assertEqual(sample(self.metrics, "tenantgw_route_endpoints_ready", **labels), 0.0)
+        document = json.loads(json.dumps(tenants_document(gateway.gateway.snapshot, self.metrics)))
+        (tenant,) = document["tenants"]
+        (backend,) = tenant["routes"][0]["backends"]
+        self.assertEqual(backend["endpoints"], [])
+        self.assertEqual(backend["ejected"], [f"127.0.0.1:{port}"])
+        self.assertEqual(tenant["readyEndpoints"], 0)

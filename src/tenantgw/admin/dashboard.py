@@ -72,8 +72,11 @@ function row(t) {
   const routes = el("td");
   routes.appendChild(list(t.routes.map(r => {
     const eps = r.backends.flatMap(b => b.endpoints);
+    const out = r.backends.flatMap(b => b.ejected || []).map(e => e + " (ejected)");
+    const all = eps.concat(out);
     return r.name + " " + r.path + " \u2192 " +
-      (r.backends.length ? (eps.length ? eps.join(", ") : "no ready endpoint") : "redirect");
+      (r.backends.length ? (eps.length ? all.join(", ") : "no ready endpoint" +
+        (out.length ? ": " + out.join(", ") : "")) : "redirect");
   })));
   routes.appendChild(el("div", t.readyEndpoints + " ready endpoints",
                         t.readyEndpoints ? "muted" : "err"));

@@ -81,8 +81,13 @@ def method_label(method: bytes) -> str:
 class _SnapshotCollector(Collector):
     """State read from the serving snapshot at scrape time, so it is never stale."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        ejected: Callable[[], frozenset[tuple[str, int, str | None]] | set[Any]],
+    ) -> None:
         self.snapshot = snapshot
+        self.ejected = ejected
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snapshot = self.snapshot()
@@ -93,7 +98,8 @@ class _SnapshotCollector(Collector):
         )
         endpoints = GaugeMetricFamily(
             "tenantgw_route_endpoints_ready",
-            "Ready endpoints behind each route, over all its backends",
+            "Ready endpoints behind each route, over all its backends, less those ejected"
+            " by health checks or passive outlier detection",
             labels=["tenant", "route"],
         )
         expiry = GaugeMetricFamily(
@@ -103,9 +109,15 @@ class _SnapshotCollector(Collector):
         )
         for namespace, status in sorted(snapshot.statuses.items()):
             states.add_metric([namespace, status.state, "true" if status.serving else "false"], 1.0)
+        ejected = self.ejected()
         for namespace, tenant in sorted(snapshot.tenants.items()):
             for route in tenant.routes:
-                ready = sum(len(b.endpoints) for b in route.backends)
+                ready = sum(
+                    1
+                    for b in route.backends
+                    for e in b.endpoints
+                    if (e.address, e.port, b.tls_name) not in ejected
+                )
                 endpoints.add_metric([namespace, route.name], float(ready))
         for namespace, expires in sorted(certificate_expiry(snapshot).items()):
             expiry.add_metric([namespace], expires)
@@ -286,6 +298,9 @@ class Metrics:
         self._errors: dict[str, deque[dict[str, object]]] = {}
         # Set by whoever holds the quota state: requests in flight per tenant.
         self.tenant_in_flight: Callable[[str], int] = lambda namespace: 0
+        # Set by whoever holds endpoint health: the (address, port, tls name)
+        # of endpoints ejected now, which do not count as ready.
+        self.ejected_endpoints: Callable[[], set[Any]] = set
 
     def count_from(self, name: str, documentation: str, count: Callable[[], float]) -> None:
         """
@@ -299,7 +314,7 @@ class Metrics:
         self.registry.register(_ConnectionGauge(count))
 
     def watch_snapshot(self, snapshot: Callable[[], Snapshot]) -> None:
-        self.registry.register(_SnapshotCollector(snapshot))
+        self.registry.register(_SnapshotCollector(snapshot, lambda: self.ejected()))
 
     def count_in_flight(self, count: Callable[[], int]) -> None:
         self.requests_in_flight.set_function(lambda: float(count()))
@@ -341,6 +356,9 @@ class Metrics:
 
     def in_flight(self, namespace: str) -> int:
         return self.tenant_in_flight(namespace)
+
+    def ejected(self) -> set[Any]:
+        return self.ejected_endpoints()
 
     def recent_errors(self, namespace: str) -> list[dict[str, object]]:
         return list(self._errors.get(namespace, ()))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 from attrs import define
 from twisted.web.resource import Resource
@@ -72,6 +72,8 @@ class LiveState(Protocol):
 
     def recent_errors(self, namespace: str) -> list[dict[str, object]]: ...
 
+    def ejected(self) -> set[Any]: ...
+
 
 def _quota_document(quota: Quota, in_flight: int | None) -> dict[str, object]:
     def rate(limit: RateLimit | None) -> dict[str, object] | None:
@@ -93,6 +95,7 @@ def tenants_document(
 ) -> dict[str, list[dict[str, object]]]:
     rows: list[dict[str, object]] = []
     expiry = certificate_expiry(snapshot)
+    ejected = live.ejected() if live is not None else set()
     for namespace in sorted(snapshot.statuses):
         status = snapshot.statuses[namespace]
         tenant = snapshot.tenants.get(namespace)
@@ -109,7 +112,17 @@ def tenants_document(
                                 "service": b.service,
                                 "port": b.port,
                                 "weight": b.weight,
-                                "endpoints": [f"{e.address}:{e.port}" for e in b.endpoints],
+                                "endpoints": [
+                                    f"{e.address}:{e.port}"
+                                    for e in b.endpoints
+                                    if (e.address, e.port, b.tls_name) not in ejected
+                                ],
+                                # Out of rotation (health checks, outlier ejection).
+                                "ejected": [
+                                    f"{e.address}:{e.port}"
+                                    for e in b.endpoints
+                                    if (e.address, e.port, b.tls_name) in ejected
+                                ],
                             }
                             for b in route.backends
                         ],
@@ -132,6 +145,7 @@ def tenants_document(
                         for r in (tenant.routes if tenant else ())
                         for b in r.backends
                         for e in b.endpoints
+                        if (e.address, e.port, b.tls_name) not in ejected
                     }
                 ),
                 "quota": _quota_document(tenant.quota, live.in_flight(namespace) if live else None)

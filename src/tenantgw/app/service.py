@@ -152,6 +152,7 @@ class GatewayServices(MultiService):
         self.metrics.count_in_flight(lambda: self.gateway.requests_open)
         self.gateway.metrics = self.metrics
         self.metrics.tenant_in_flight = self.gateway.in_flight.current
+        self.metrics.ejected_endpoints = lambda: self.gateway.health.unavailable
         self.pipeline.listeners.append(self.metrics.snapshot_applied)
         _count_elsewhere(self.metrics, self.gateway, self.source)
         # Factory a listening port was given -> the listener's name, for metrics.
