@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import yaml
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -333,3 +334,44 @@ class DirectorySourceTests(SynchronousTestCase):
         self.tick()
         self.assertEqual(self.calls, [[]])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class RefusedManifestVisibilityTests(SynchronousTestCase):
+    """A refused file shows in /api/tenants, not only in the log."""
+
+    def test_the_tenant_of_a_refused_file_is_shown_rejected_while_serving(self) -> None:
+        from tenantgw.admin.metrics import Metrics
+        from tenantgw.admin.resource import tenants_document
+        from tenantgw.compile.compiler import compile_snapshot
+        from tests.dataplane_support import tenant_objects
+
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = os.path.join(directory, "shop.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump_all(
+                tenant_objects("shop", "routes: [{backends: [{service: web, port: 80}]}]\n"), f
+            )
+        delivered: list[Any] = []
+        clock = Clock()
+        source = DirectorySource(directory, clock, delivered.append)
+        source.startService()
+        self.addCleanup(source.stopService)
+        with open(path, "a") as f:
+            f.write("---\nkind: [unclosed\n")
+        os.utime(path, ns=(1, 1))
+        clock.advance(1)
+        metrics = Metrics()
+        metrics.source_problems = source.problems
+        document = tenants_document(compile_snapshot(delivered[-1]), metrics)
+        (shop,) = document["tenants"]
+        self.assertEqual((shop["state"], shop["serving"]), ("Rejected", True))
+        self.assertIn("refused", shop["messages"][0])
+        self.assertIn("shop.yaml", shop["messages"][0])
+        # A file that never held anything good is listed on its own.
+        with open(os.path.join(directory, "new.yaml"), "w") as f:
+            f.write("kind: [unclosed\n")
+        clock.advance(1)
+        document = tenants_document(compile_snapshot(delivered[-1]), metrics)
+        self.assertEqual(len(document["sourceErrors"]), 1)
+        self.assertIn("new.yaml", document["sourceErrors"][0])

@@ -301,6 +301,9 @@ class Metrics:
         # Set by whoever holds endpoint health: the (address, port, tls name)
         # of endpoints ejected now, which do not count as ready.
         self.ejected_endpoints: Callable[[], set[Any]] = set
+        # Set by a dir: source: refused manifest files by namespace ("" when
+        # the file held nothing that serves).
+        self.source_problems: Callable[[], dict[str, list[str]]] = dict
 
     def count_from(self, name: str, documentation: str, count: Callable[[], float]) -> None:
         """
@@ -359,6 +362,9 @@ class Metrics:
 
     def ejected(self) -> set[Any]:
         return self.ejected_endpoints()
+
+    def source_errors(self) -> dict[str, list[str]]:
+        return self.source_problems()
 
     def recent_errors(self, namespace: str) -> list[dict[str, object]]:
         return list(self._errors.get(namespace, ()))

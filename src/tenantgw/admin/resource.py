@@ -19,7 +19,8 @@ from twisted.web.server import Request
 
 from tenantgw.admin.dashboard import DashboardResource
 from tenantgw.admin.metrics import Metrics, MetricsResource, certificate_expiry
-from tenantgw.compile.snapshot import Snapshot
+from tenantgw.compile.gateway_api import status_json
+from tenantgw.compile.snapshot import STATE_REJECTED, Snapshot
 from tenantgw.config.model import Quota, RateLimit
 
 
@@ -74,6 +75,8 @@ class LiveState(Protocol):
 
     def ejected(self) -> set[Any]: ...
 
+    def source_errors(self) -> dict[str, list[str]]: ...
+
 
 def _quota_document(quota: Quota, in_flight: int | None) -> dict[str, object]:
     def rate(limit: RateLimit | None) -> dict[str, object] | None:
@@ -92,10 +95,11 @@ def _quota_document(quota: Quota, in_flight: int | None) -> dict[str, object]:
 
 def tenants_document(
     snapshot: Snapshot, live: LiveState | None = None
-) -> dict[str, list[dict[str, object]]]:
+) -> dict[str, list[Any]]:
     rows: list[dict[str, object]] = []
     expiry = certificate_expiry(snapshot)
     ejected = live.ejected() if live is not None else set()
+    source_errors = live.source_errors() if live is not None else {}
     for namespace in sorted(snapshot.statuses):
         status = snapshot.statuses[namespace]
         tenant = snapshot.tenants.get(namespace)
@@ -129,16 +133,19 @@ def tenants_document(
                     }
                 )
         expires = expiry.get(namespace)
+        refused_files = source_errors.get(namespace, [])
         rows.append(
             {
                 "namespace": namespace,
                 "configMap": status.config_map,
-                "state": status.state,
+                # A refused manifest: what serves is its last good version, as
+                # for a refused tenant.yaml.
+                "state": STATE_REJECTED if refused_files else status.state,
                 "serving": status.serving,
                 "generation": tenant.generation if tenant else None,
                 "hosts": list(status.hosts),
                 "routes": routes,
-                "messages": list(status.messages),
+                "messages": [*refused_files, *status.messages],
                 "readyEndpoints": len(
                     {
                         (e.address, e.port)
@@ -157,7 +164,21 @@ def tenants_document(
                 "recentErrors": live.recent_errors(namespace) if live else [],
             }
         )
-    return {"tenants": rows}
+    return {
+        "tenants": rows,
+        # Refused files that serve nothing (never good), by file.
+        "sourceErrors": [m for ns, ms in sorted(source_errors.items()) for m in ms if ns == ""],
+        # Gateway API objects' statuses, shaped as their status subresource.
+        "gatewayApi": [
+            {
+                "kind": s.key.kind,
+                "namespace": s.key.namespace,
+                "name": s.key.name,
+                "status": status_json(s),
+            }
+            for s in snapshot.object_statuses
+        ],
+    }
 
 
 def admin_root(

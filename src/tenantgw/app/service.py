@@ -153,6 +153,8 @@ class GatewayServices(MultiService):
         self.gateway.metrics = self.metrics
         self.metrics.tenant_in_flight = self.gateway.in_flight.current
         self.metrics.ejected_endpoints = lambda: self.gateway.health.unavailable
+        if isinstance(self.source, DirectorySource):
+            self.metrics.source_problems = self.source.problems
         self.pipeline.listeners.append(self.metrics.snapshot_applied)
         _count_elsewhere(self.metrics, self.gateway, self.source)
         # Factory a listening port was given -> the listener's name, for metrics.

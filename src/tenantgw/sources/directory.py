@@ -155,6 +155,30 @@ class DirectorySource(Service):
             except Exception:
                 _log.failure("applying the objects read from {path} failed", path=self.path)
 
+    def problems(self) -> dict[str, list[str]]:
+        """
+        Refused files, by the namespaces of the objects each still serves
+        from its last good version ("" for a file that never was good), so
+        that a tenant's status shows that what serves is not what is on disk.
+        """
+        found: dict[str, list[str]] = {}
+        for file_path, error in sorted(self.errors.items()):
+            kept = self._objects.get(file_path, [])
+            message = (
+                f"manifest {file_path} refused ({error});"
+                f" serving the {len(kept)} objects it last held"
+            )
+            namespaces = {
+                str(
+                    (o.get("metadata") or {}).get("namespace")
+                    or (o.get("metadata") or {}).get("name")
+                )
+                for o in kept
+            } or {""}
+            for namespace in sorted(namespaces):
+                found.setdefault(namespace, []).append(message)
+        return found
+
     def _read(self, file_path: str, size: int) -> None:
         try:
             if size > MAX_MANIFEST_BYTES:
