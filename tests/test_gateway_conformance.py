@@ -76,3 +76,46 @@ class BasicConformance(ConformanceCase):
         yield self.expect(gw, "/v2", backend="infra-backend-v2")
         yield self.expect(gw, "/v2/example", backend="infra-backend-v2")
         yield self.expect(gw, "/", headers={"Version": "two"}, backend="infra-backend-v2")
+
+    @inlineCallbacks
+    def test_HTTPRouteMethodMatching(self) -> Any:
+        gw = self.serve(
+            http_route(
+                "method-matching",
+                [
+                    {"matches": [{"method": "POST"}], "backendRefs": [backend("infra-backend-v1")]},
+                    {"matches": [{"method": "GET"}], "backendRefs": [backend("infra-backend-v2")]},
+                ],
+            )
+        )
+        yield self.expect(gw, "/", method="POST", backend="infra-backend-v1")
+        yield self.expect(gw, "/", method="GET", backend="infra-backend-v2")
+        yield self.expect(gw, "/", method="HEAD", status=404)
+
+    @inlineCallbacks
+    def test_HTTPRouteQueryParamMatching(self) -> Any:
+        def q(**values: str) -> dict[str, Any]:
+            return {"queryParams": [{"name": k, "value": v} for k, v in values.items()]}
+
+        gw = self.serve(
+            http_route(
+                "query-param-matching",
+                [
+                    {"matches": [q(animal="whale")], "backendRefs": [backend("infra-backend-v1")]},
+                    {
+                        "matches": [q(animal="dolphin")],
+                        "backendRefs": [backend("infra-backend-v2")],
+                    },
+                    {
+                        "matches": [q(animal="dolphin", color="blue"), q(ANIMAL="Whale")],
+                        "backendRefs": [backend("infra-backend-v3")],
+                    },
+                ],
+            )
+        )
+        yield self.expect(gw, "/?animal=whale", backend="infra-backend-v1")
+        yield self.expect(gw, "/?animal=dolphin", backend="infra-backend-v2")
+        yield self.expect(gw, "/?animal=dolphin&color=blue", backend="infra-backend-v3")
+        yield self.expect(gw, "/?ANIMAL=Whale", backend="infra-backend-v3")
+        for p in ("/?animal=elephant", "/?animal=dolphinblue", "/?ANIMAL=whale", "/"):
+            yield self.expect(gw, p, status=404)
