@@ -1,0 +1,268 @@
+"""
+Fixtures for the Gateway API conformance port: an echo backend answering
+the way the upstream suite's echo server does (JSON naming what it received
+and which backend it is), the base objects (GatewayClass, Gateways, the
+infra / app-backend / web-backend namespaces and their backends), all
+compiled through the real compile step and served on real sockets.
+Manifests are our own, written from the upstream suite's scenarios.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import treq
+from twisted.internet import reactor as global_reactor
+from twisted.internet.defer import inlineCallbacks
+from twisted.trial.unittest import TestCase
+from twisted.web.client import HTTPConnectionPool
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from tenantgw.compile.compiler import CompileOptions, compile_snapshot
+from tenantgw.compile.snapshot import Snapshot
+from tests.dataplane_support import GatewayUnderTest
+
+GW_API = "gateway.networking.k8s.io/v1"
+INFRA = "gateway-conformance-infra"
+APP = "gateway-conformance-app-backend"
+WEB = "gateway-conformance-web-backend"
+BACKENDS = {
+    INFRA: ("infra-backend-v1", "infra-backend-v2", "infra-backend-v3"),
+    APP: ("app-backend-v1", "app-backend-v2"),
+    WEB: ("web-backend",),
+}
+
+
+class EchoResource(Resource):
+    """
+    Answers with JSON: path, host, method, headers, namespace, pod and
+    service, like echo-basic.  ``?delay=S`` (or an ``x-delay`` header)
+    answers after S seconds, for the timeout tests.
+    """
+
+    isLeaf = True
+
+    def __init__(self, namespace: str, service: str, reactor: Any) -> None:
+        super().__init__()
+        self.namespace, self.service, self.reactor = namespace, service, reactor
+        self.seen = 0
+
+    def render(self, request: Request) -> Any:
+        self.seen += 1
+        body = json.dumps(
+            {
+                "path": request.uri.decode(),
+                "host": (request.getHeader(b"host") or b"").decode(),
+                "method": request.method.decode(),
+                "proto": request.clientproto.decode(),
+                "headers": {
+                    k.decode().lower(): [v.decode() for v in vs]
+                    for k, vs in request.requestHeaders.getAllRawHeaders()
+                },
+                "namespace": self.namespace,
+                "service": self.service,
+                "pod": f"{self.service}-0",
+            }
+        ).encode()
+        request.setHeader(b"content-type", b"application/json")
+        delay = request.args.get(b"delay", [None])[0] or request.getHeader(b"x-delay")
+        if delay:
+            call = self.reactor.callLater(float(delay), self._finish, request, body)
+            request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())
+            return NOT_DONE_YET
+        return body
+
+    @staticmethod
+    def _finish(request: Request, body: bytes) -> None:
+        if not request.finished and request.channel is not None:
+            request.write(body)
+            request.finish()
+
+
+def service_objects(namespace: str, name: str, port: int) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"ports": [{"name": "http", "port": 8080}]},
+        },
+        {
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": f"{name}-ep",
+                "namespace": namespace,
+                "labels": {"kubernetes.io/service-name": name},
+            },
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": port}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
+        },
+    ]
+
+
+def listener(
+    name: str, hostname: str | None = None, same_ns: bool = False, **extra: Any
+) -> dict[str, Any]:
+    result: dict[str, Any] = {"name": name, "protocol": "HTTP", "port": 80, **extra}
+    if hostname is not None:
+        result["hostname"] = hostname
+    result.setdefault("allowedRoutes", {"namespaces": {"from": "Same" if same_ns else "All"}})
+    return result
+
+
+def gateway(name: str, *listeners: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": GW_API,
+        "kind": "Gateway",
+        "metadata": {"name": name, "namespace": INFRA, "generation": 1},
+        "spec": {"gatewayClassName": "gateway-conformance", "listeners": list(listeners)},
+    }
+
+
+def base_objects(ports: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
+    """The base manifests: class, namespaces, backends, and the two shared Gateways."""
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": GW_API,
+            "kind": "GatewayClass",
+            "metadata": {"name": "gateway-conformance", "generation": 1},
+            "spec": {"controllerName": "tenantgw.io/gateway-controller"},
+        },
+        gateway("same-namespace", listener("http", same_ns=True)),
+        gateway("all-namespaces", listener("http")),
+        gateway(
+            "backend-namespaces",
+            listener(
+                "http",
+                allowedRoutes={
+                    "namespaces": {
+                        "from": "Selector",
+                        "selector": {"matchLabels": {"gateway-conformance": "backend"}},
+                    }
+                },
+            ),
+        ),
+    ]
+    for ns in BACKENDS:
+        labels = {"gateway-conformance": "backend"} if ns != INFRA else {}
+        objects.append({"kind": "Namespace", "metadata": {"name": ns, "labels": labels}})
+    for (ns, name), port in ports.items():
+        objects.extend(service_objects(ns, name, port))
+    return objects
+
+
+def http_route(
+    name: str,
+    rules: list[dict[str, Any]],
+    namespace: str = INFRA,
+    gateway_name: str = "same-namespace",
+    hostnames: list[str] | None = None,
+    parents: list[dict[str, Any]] | None = None,
+    created: str = "2026-01-01T00:00:00Z",
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "parentRefs": parents or [{"name": gateway_name, "namespace": INFRA}],
+        "rules": rules,
+    }
+    if hostnames is not None:
+        spec["hostnames"] = hostnames
+    return {
+        "apiVersion": GW_API,
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "generation": 1,
+            "creationTimestamp": created,
+        },
+        "spec": spec,
+    }
+
+
+def backend(name: str, port: int = 8080, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "port": port, **extra}
+
+
+class ConformanceCase(TestCase):
+    """One real echo backend per base Service, a gateway per test's manifests."""
+
+    timeout = 20
+
+    def setUp(self) -> None:
+        self.pool = HTTPConnectionPool(global_reactor, persistent=False)
+        self.echo: dict[tuple[str, str], EchoResource] = {}
+        self.ports: dict[tuple[str, str], int] = {}
+        for ns, names in BACKENDS.items():
+            for name in names:
+                resource = EchoResource(ns, name, global_reactor)
+                port = global_reactor.listenTCP(0, Site(resource), interface="127.0.0.1")
+                self.addCleanup(port.stopListening)
+                self.echo[(ns, name)] = resource
+                self.ports[(ns, name)] = port.getHost().port
+
+    def compile(self, *objects: dict[str, Any], extra: list[dict[str, Any]] = ()) -> Snapshot:  # type: ignore[assignment]
+        everything = base_objects(self.ports) + list(extra) + list(objects)
+        return compile_snapshot(everything, CompileOptions())
+
+    def serve(self, *objects: dict[str, Any], upstream_timeout: float = 10.0) -> GatewayUnderTest:
+        self.snapshot = self.compile(*objects)
+        gw = GatewayUnderTest(self.snapshot, upstream_timeout=upstream_timeout)
+        self.addCleanup(gw.stop)
+        return gw
+
+    @inlineCallbacks
+    def request(
+        self,
+        gw: GatewayUnderTest,
+        path: str = "/",
+        host: str = "example.com",
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+    ) -> Any:
+        all_headers = {"Host": [host], **{k: [v] for k, v in (headers or {}).items()}}
+        response = yield treq.request(
+            method, gw.url(path), headers=all_headers, pool=self.pool, allow_redirects=False
+        )
+        body = yield response.content()
+        echoed = None
+        if response.headers.getRawHeaders("content-type") == ["application/json"]:
+            try:
+                echoed = json.loads(body)
+            except ValueError:
+                echoed = None
+        return response, echoed
+
+    @inlineCallbacks
+    def expect(
+        self,
+        gw: GatewayUnderTest,
+        path: str = "/",
+        host: str = "example.com",
+        status: int = 200,
+        backend: str | None = None,
+        namespace: str = INFRA,
+        method: str = "GET",
+        headers: dict[str, str] | None = None,
+        expect_path: str | None = None,
+    ) -> Any:
+        """One upstream ExpectedResponse: status, and for 200 which backend saw what."""
+        response, echoed = yield self.request(gw, path, host, method, headers)
+        case = f"{method} {host}{path} {headers or ''}"
+        self.assertEqual(response.code, status, case)
+        if backend is not None:
+            self.assertIsNotNone(echoed, case)
+            self.assertEqual((echoed["namespace"], echoed["service"]), (namespace, backend), case)
+            if expect_path is not None:
+                self.assertEqual(echoed["path"], expect_path, case)
+        return response, echoed
+
+    def parent_conditions(self, namespace: str, name: str) -> dict[str, tuple[str, str]]:
+        status = next(
+            s
+            for s in self.snapshot.object_statuses
+            if (s.key.kind, s.key.namespace, s.key.name) == ("HTTPRoute", namespace, name)
+        )
+        (parent,) = status.parents
+        return {c.type: (c.status, c.reason) for c in parent.conditions}
