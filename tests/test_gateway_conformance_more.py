@@ -1,0 +1,705 @@
+"""
+More ports of the upstream GATEWAY-HTTP conformance tests (see
+tests/test_gateway_conformance.py): hostnames, weights, header edits,
+redirects, rewrites, cross-namespace references, invalid backends, timeouts.
+Scenarios and expected responses as the upstream tests state them, written
+with our own manifests and echo backend.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+
+from tests.gateway_conformance_support import (
+    APP,
+    INFRA,
+    WEB,
+    ConformanceCase,
+    backend,
+    gateway,
+    http_route,
+    listener,
+)
+
+
+def prefix(value: str) -> dict[str, Any]:
+    return {"path": {"type": "PathPrefix", "value": value}}
+
+
+def filters(*items: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(items)
+
+
+class HostnameConformance(ConformanceCase):
+    @inlineCallbacks
+    def test_HTTPRouteListenerHostnameMatching(self) -> Any:
+        gw = gateway(
+            "httproute-listener-hostname-matching",
+            listener("listener-1", "bar.com", same_ns=True),
+            listener("listener-2", "foo.bar.com", same_ns=True),
+            listener("listener-3", "*.bar.com", same_ns=True),
+            listener("listener-4", "*.foo.com", same_ns=True),
+        )
+
+        def parent(section: str) -> dict[str, Any]:
+            return {
+                "name": "httproute-listener-hostname-matching",
+                "namespace": INFRA,
+                "sectionName": section,
+            }
+
+        served = self.serve(
+            gw,
+            http_route(
+                "backend-v1",
+                [{"backendRefs": [backend("infra-backend-v1")]}],
+                parents=[parent("listener-1")],
+            ),
+            http_route(
+                "backend-v2",
+                [{"backendRefs": [backend("infra-backend-v2")]}],
+                parents=[parent("listener-2")],
+            ),
+            http_route(
+                "backend-v3",
+                [{"backendRefs": [backend("infra-backend-v3")]}],
+                parents=[parent("listener-3"), parent("listener-4")],
+            ),
+        )
+        yield self.expect(served, host="bar.com", backend="infra-backend-v1")
+        yield self.expect(served, host="foo.bar.com", backend="infra-backend-v2")
+        for host in (
+            "baz.bar.com",
+            "boo.bar.com",
+            "multiple.prefixes.bar.com",
+            "multiple.prefixes.foo.com",
+        ):
+            yield self.expect(served, host=host, backend="infra-backend-v3")
+        for host in ("foo.com", "no.matching.host"):
+            yield self.expect(served, host=host, status=404)
+
+    @inlineCallbacks
+    def test_HTTPRouteHostnameIntersection(self) -> Any:
+        gw = gateway(
+            "httproute-hostname-intersection",
+            listener("listener-1", "very.specific.com", same_ns=True),
+            listener("listener-2", "*.wildcard.io", same_ns=True),
+            listener("listener-3", "*.anotherwildcard.io", same_ns=True),
+        )
+        parents = [{"name": "httproute-hostname-intersection", "namespace": INFRA}]
+        served = self.serve(
+            gw,
+            http_route(
+                "specific-host-matches-listener-specific-host",
+                [{"matches": [prefix("/s1")], "backendRefs": [backend("infra-backend-v1")]}],
+                hostnames=["non.matching.com", "*.nonmatchingwildcard.io", "very.specific.com"],
+                parents=parents,
+            ),
+            http_route(
+                "specific-host-matches-listener-wildcard-host",
+                [{"matches": [prefix("/s2")], "backendRefs": [backend("infra-backend-v2")]}],
+                hostnames=[
+                    "non.matching.com",
+                    "wildcard.io",
+                    "foo.wildcard.io",
+                    "bar.wildcard.io",
+                    "*.bar.wildcard.io",
+                ],
+                parents=parents,
+            ),
+            http_route(
+                "wildcard-host-matches-listener-specific-host",
+                [{"matches": [prefix("/s3")], "backendRefs": [backend("infra-backend-v3")]}],
+                hostnames=["non.matching.com", "*.specific.com"],
+                parents=parents,
+            ),
+            http_route(
+                "wildcard-host-matches-listener-wildcard-host",
+                [{"matches": [prefix("/s4")], "backendRefs": [backend("infra-backend-v1")]}],
+                hostnames=["*.anotherwildcard.io"],
+                parents=parents,
+            ),
+            http_route(
+                "no-intersecting-hosts",
+                [{"backendRefs": [backend("infra-backend-v1")]}],
+                hostnames=["specific.but.wrong.com", "wildcard.io"],
+                parents=parents,
+            ),
+        )
+        yield self.expect(served, "/s1", host="very.specific.com", backend="infra-backend-v1")
+        yield self.expect(served, "/s1", host="non.matching.com", status=404)
+        yield self.expect(served, "/s1", host="foo.nonmatchingwildcard.io", status=404)
+        for host in ("foo.wildcard.io", "bar.wildcard.io", "foo.bar.wildcard.io"):
+            yield self.expect(served, "/s2", host=host, backend="infra-backend-v2")
+        yield self.expect(served, "/s2", host="wildcard.io", status=404)
+        yield self.expect(served, "/s3", host="very.specific.com", backend="infra-backend-v3")
+        yield self.expect(served, "/s4", host="anotherwildcard.io", status=404)
+        for host in ("foo.anotherwildcard.io", "foo.bar.anotherwildcard.io"):
+            yield self.expect(served, "/s4", host=host, backend="infra-backend-v1")
+        self.assertEqual(
+            self.parent_conditions(INFRA, "no-intersecting-hosts")["Accepted"],
+            ("False", "NoMatchingListenerHostname"),
+        )
+
+
+class TrafficConformance(ConformanceCase):
+    @inlineCallbacks
+    def test_HTTPRouteWeight(self) -> Any:
+        served = self.serve(
+            http_route(
+                "weighted-backends",
+                [
+                    {
+                        "backendRefs": [
+                            backend("infra-backend-v1", weight=70),
+                            backend("infra-backend-v2", weight=30),
+                            backend("infra-backend-v3", weight=0),
+                        ]
+                    }
+                ],
+            )
+        )
+        seen: Counter[str] = Counter()
+        for _ in range(100):
+            _, echoed = yield self.expect(served)
+            seen[echoed["service"]] += 1
+        self.assertEqual(seen["infra-backend-v3"], 0)
+        # The spec allows a tolerance; a smooth weighted round robin is exact.
+        self.assertAlmostEqual(seen["infra-backend-v1"], 70, delta=5)
+        self.assertAlmostEqual(seen["infra-backend-v2"], 30, delta=5)
+
+    @inlineCallbacks
+    def test_HTTPRouteRequestHeaderModifier(self) -> Any:
+        served = self.serve(
+            http_route(
+                "request-header-modifier",
+                [
+                    {
+                        "filters": [
+                            {
+                                "type": "RequestHeaderModifier",
+                                "requestHeaderModifier": {
+                                    "set": [
+                                        {"name": "X-Header-Set", "value": "set-overwrites-values"}
+                                    ],
+                                    "add": [
+                                        {"name": "X-Header-Add", "value": "add-appends-values"}
+                                    ],
+                                    "remove": ["X-Header-Remove"],
+                                },
+                            }
+                        ],
+                        "backendRefs": [backend("infra-backend-v1")],
+                    }
+                ],
+            )
+        )
+        _, echoed = yield self.expect(
+            served,
+            headers={
+                "X-Header-Set": "some-other-value",
+                "X-Header-Add": "add-val-0",
+                "X-Header-Remove": "val",
+            },
+            backend="infra-backend-v1",
+        )
+        headers = echoed["headers"]
+        self.assertEqual(headers["x-header-set"], ["set-overwrites-values"])
+        self.assertEqual(headers["x-header-add"], ["add-val-0", "add-appends-values"])
+        self.assertNotIn("x-header-remove", headers)
+
+    @inlineCallbacks
+    def test_HTTPRouteInvalidNonExistentBackendRef(self) -> Any:
+        served = self.serve(
+            http_route(
+                "invalid-nonexistent-backend-ref", [{"backendRefs": [backend("nonexistent")]}]
+            )
+        )
+        yield self.expect(served, status=500)
+        conditions = self.parent_conditions(INFRA, "invalid-nonexistent-backend-ref")
+        self.assertEqual(conditions["ResolvedRefs"], ("False", "BackendNotFound"))
+        self.assertEqual(conditions["Accepted"], ("True", "Accepted"))
+
+    @inlineCallbacks
+    def test_HTTPRouteTimeoutRequest(self) -> Any:
+        served = self.serve(
+            http_route(
+                "request-timeout",
+                [
+                    {
+                        "matches": [prefix("/request-timeout")],
+                        "timeouts": {"request": "500ms"},
+                        "backendRefs": [backend("infra-backend-v1")],
+                    },
+                    {
+                        "matches": [prefix("/disable-request-timeout")],
+                        "timeouts": {"request": "0s"},
+                        "backendRefs": [backend("infra-backend-v1")],
+                    },
+                ],
+            )
+        )
+        yield self.expect(served, "/request-timeout", backend="infra-backend-v1")
+        yield self.expect(served, "/request-timeout?delay=1", status=504)
+
+    @inlineCallbacks
+    def test_HTTPRouteTimeoutBackendRequest(self) -> Any:
+        served = self.serve(
+            http_route(
+                "backend-request-timeout",
+                [
+                    {
+                        "matches": [prefix("/backend-timeout")],
+                        "timeouts": {"request": "2s", "backendRequest": "500ms"},
+                        "backendRefs": [backend("infra-backend-v1")],
+                    }
+                ],
+            )
+        )
+        yield self.expect(served, "/backend-timeout", backend="infra-backend-v1")
+        yield self.expect(served, "/backend-timeout?delay=1", status=504)
+
+
+class RedirectRewriteConformance(ConformanceCase):
+    def redirect_route(self, rules: list[dict[str, Any]]) -> Any:
+        return self.serve(http_route("redirect", rules))
+
+    @inlineCallbacks
+    def test_HTTPRouteRedirectHostAndStatus(self) -> Any:
+        served = self.redirect_route(
+            [
+                {
+                    "matches": [prefix("/hostname-redirect")],
+                    "filters": [
+                        {"type": "RequestRedirect", "requestRedirect": {"hostname": "example.org"}}
+                    ],
+                },
+                {
+                    "matches": [prefix("/host-and-status")],
+                    "filters": [
+                        {
+                            "type": "RequestRedirect",
+                            "requestRedirect": {"hostname": "example.org", "statusCode": 301},
+                        }
+                    ],
+                },
+            ]
+        )
+        response, _ = yield self.expect(served, "/hostname-redirect", status=302)
+        self.assertEqual(
+            response.headers.getRawHeaders("location"), ["http://example.org/hostname-redirect"]
+        )
+        response, _ = yield self.expect(served, "/host-and-status", status=301)
+        self.assertEqual(
+            response.headers.getRawHeaders("location"), ["http://example.org/host-and-status"]
+        )
+
+    @inlineCallbacks
+    def test_HTTPRouteRedirectPath(self) -> Any:
+        served = self.redirect_route(
+            [
+                {
+                    "matches": [prefix("/original-prefix")],
+                    "filters": [
+                        {
+                            "type": "RequestRedirect",
+                            "requestRedirect": {
+                                "path": {
+                                    "type": "ReplacePrefixMatch",
+                                    "replacePrefixMatch": "/replacement-prefix",
+                                }
+                            },
+                        }
+                    ],
+                },
+                {
+                    "matches": [prefix("/full")],
+                    "filters": [
+                        {
+                            "type": "RequestRedirect",
+                            "requestRedirect": {
+                                "path": {
+                                    "type": "ReplaceFullPath",
+                                    "replaceFullPath": "/full-path-replacement",
+                                }
+                            },
+                        }
+                    ],
+                },
+            ]
+        )
+        response, _ = yield self.expect(served, "/original-prefix/lemon", status=302)
+        self.assertEqual(
+            response.headers.getRawHeaders("location"),
+            ["http://example.com/replacement-prefix/lemon"],
+        )
+        response, _ = yield self.expect(served, "/full/path/original", status=302)
+        self.assertEqual(
+            response.headers.getRawHeaders("location"), ["http://example.com/full-path-replacement"]
+        )
+
+    @inlineCallbacks
+    def test_HTTPRouteRedirectPortAndScheme(self) -> Any:
+        served = self.redirect_route(
+            [
+                {
+                    "matches": [prefix("/scheme-https")],
+                    "filters": [
+                        {"type": "RequestRedirect", "requestRedirect": {"scheme": "https"}}
+                    ],
+                },
+                {
+                    "matches": [prefix("/port-8443")],
+                    "filters": [{"type": "RequestRedirect", "requestRedirect": {"port": 8443}}],
+                },
+                {
+                    "matches": [prefix("/scheme-https-port-443")],
+                    "filters": [
+                        {
+                            "type": "RequestRedirect",
+                            "requestRedirect": {"scheme": "https", "port": 443},
+                        }
+                    ],
+                },
+            ]
+        )
+        cases = {
+            "/scheme-https": "https://example.com/scheme-https",
+            "/port-8443": "http://example.com:8443/port-8443",
+            "/scheme-https-port-443": "https://example.com/scheme-https-port-443",
+        }
+        for path, location in cases.items():
+            response, _ = yield self.expect(served, path, status=302)
+            self.assertEqual(response.headers.getRawHeaders("location"), [location], path)
+
+    @inlineCallbacks
+    def test_HTTPRouteRewritePath(self) -> Any:
+        def rewrite(kind: str, value: str) -> list[dict[str, Any]]:
+            key = "replacePrefixMatch" if kind == "ReplacePrefixMatch" else "replaceFullPath"
+            return [{"type": "URLRewrite", "urlRewrite": {"path": {"type": kind, key: value}}}]
+
+        served = self.serve(
+            http_route(
+                "rewrite-path",
+                [
+                    {
+                        "matches": [prefix("/prefix/one")],
+                        "filters": rewrite("ReplacePrefixMatch", "/one"),
+                        "backendRefs": [backend("infra-backend-v1")],
+                    },
+                    {
+                        "matches": [prefix("/strip-prefix")],
+                        "filters": rewrite("ReplacePrefixMatch", "/"),
+                        "backendRefs": [backend("infra-backend-v1")],
+                    },
+                    {
+                        "matches": [prefix("/full/one")],
+                        "filters": rewrite("ReplaceFullPath", "/one"),
+                        "backendRefs": [backend("infra-backend-v1")],
+                    },
+                ],
+            )
+        )
+        cases = {
+            "/prefix/one/two": "/one/two",
+            "/strip-prefix/three": "/three",
+            "/strip-prefix": "/",
+            "/full/one/two": "/one",
+        }
+        for path, forwarded in cases.items():
+            yield self.expect(served, path, backend="infra-backend-v1", expect_path=forwarded)
+
+    @inlineCallbacks
+    def test_HTTPRouteRewriteHost(self) -> Any:
+        served = self.serve(
+            http_route(
+                "rewrite-host",
+                [
+                    {
+                        "matches": [prefix("/one")],
+                        "filters": [
+                            {"type": "URLRewrite", "urlRewrite": {"hostname": "one.example.org"}}
+                        ],
+                        "backendRefs": [backend("infra-backend-v1")],
+                    }
+                ],
+            )
+        )
+        _, echoed = yield self.expect(served, "/one", backend="infra-backend-v1")
+        self.assertEqual(echoed["host"], "one.example.org")
+
+
+class ReferenceConformance(ConformanceCase):
+    @inlineCallbacks
+    def test_HTTPRouteCrossNamespace(self) -> Any:
+        served = self.serve(
+            http_route(
+                "cross-namespace",
+                [{"backendRefs": [backend("web-backend")]}],
+                namespace=WEB,
+                gateway_name="backend-namespaces",
+            )
+        )
+        yield self.expect(served, backend="web-backend", namespace=WEB)
+
+    def grant(self) -> dict[str, Any]:
+        return {
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": {"name": "reference-grant", "namespace": APP},
+            "spec": {
+                "from": [
+                    {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": INFRA}
+                ],
+                "to": [{"group": "", "kind": "Service", "name": "app-backend-v1"}],
+            },
+        }
+
+    @inlineCallbacks
+    def test_HTTPRouteReferenceGrant(self) -> Any:
+        route = http_route(
+            "reference-grant", [{"backendRefs": [backend("app-backend-v1", namespace=APP)]}]
+        )
+        served = self.serve(route, self.grant())
+        yield self.expect(served, backend="app-backend-v1", namespace=APP)
+        self.assertEqual(
+            self.parent_conditions(INFRA, "reference-grant")["ResolvedRefs"],
+            ("True", "ResolvedRefs"),
+        )
+
+    @inlineCallbacks
+    def test_HTTPRouteInvalidCrossNamespaceBackendRef(self) -> Any:
+        route = http_route(
+            "invalid-cross-namespace-backend-ref",
+            [{"backendRefs": [backend("app-backend-v2", namespace=APP)]}],
+        )
+        served = self.serve(route, self.grant())  # the grant names app-backend-v1 only
+        yield self.expect(served, status=500)
+        conditions = self.parent_conditions(INFRA, "invalid-cross-namespace-backend-ref")
+        self.assertEqual(conditions["ResolvedRefs"], ("False", "RefNotPermitted"))
+        self.assertEqual(self.echo[(APP, "app-backend-v2")].seen, 0)
+
+
+class MatchingConformance(ConformanceCase):
+    @inlineCallbacks
+    def test_HTTPRouteHeaderMatching(self) -> Any:
+        def headers(*pairs: tuple[str, str]) -> dict[str, Any]:
+            return {"headers": [{"name": n, "value": v} for n, v in pairs]}
+
+        served = self.serve(
+            http_route(
+                "header-matching",
+                [
+                    {
+                        "matches": [headers(("version", "one"))],
+                        "backendRefs": [backend("infra-backend-v1")],
+                    },
+                    {
+                        "matches": [headers(("version", "two"))],
+                        "backendRefs": [backend("infra-backend-v2")],
+                    },
+                    {
+                        "matches": [headers(("version", "two"), ("color", "orange"))],
+                        "backendRefs": [backend("infra-backend-v1")],
+                    },
+                    {
+                        "matches": [headers(("color", "blue")), headers(("color", "green"))],
+                        "backendRefs": [backend("infra-backend-v1")],
+                    },
+                    {
+                        "matches": [headers(("color", "red")), headers(("color", "yellow"))],
+                        "backendRefs": [backend("infra-backend-v2")],
+                    },
+                ],
+            )
+        )
+        cases = [
+            ({"version": "one"}, "infra-backend-v1"),
+            ({"version": "two"}, "infra-backend-v2"),
+            ({"version": "two", "color": "orange"}, "infra-backend-v1"),
+            ({"version": "two", "color": "blue"}, "infra-backend-v2"),
+            ({"color": "blue"}, "infra-backend-v1"),
+            ({"color": "green"}, "infra-backend-v1"),
+            ({"color": "red"}, "infra-backend-v2"),
+            ({"color": "yellow"}, "infra-backend-v2"),
+        ]
+        for sent, expected in cases:
+            yield self.expect(served, headers=sent, backend=expected)
+        for sent in ({"version": "three"}, {"color": "purple"}, {}):
+            yield self.expect(served, headers=sent, status=404)
+
+    @inlineCallbacks
+    def test_HTTPRouteMatchingAcrossRoutes(self) -> Any:
+        served = self.serve(
+            http_route(
+                "matching-part1",
+                [
+                    {"matches": [prefix("/")], "backendRefs": [backend("infra-backend-v1")]},
+                    {"matches": [prefix("/v2")], "backendRefs": [backend("infra-backend-v2")]},
+                ],
+                gateway_name="same-namespace",
+                hostnames=["example.com", "example.net"],
+            ),
+            http_route(
+                "matching-part2",
+                [
+                    {
+                        "matches": [{"headers": [{"name": "version", "value": "two"}]}],
+                        "backendRefs": [backend("infra-backend-v2")],
+                    }
+                ],
+                hostnames=["example.com"],
+                created="2026-01-02T00:00:00Z",
+            ),
+        )
+        yield self.expect(served, "/", host="example.com", backend="infra-backend-v1")
+        yield self.expect(served, "/example", host="example.com", backend="infra-backend-v1")
+        yield self.expect(served, "/", host="example.net", backend="infra-backend-v1")
+        yield self.expect(
+            served, "/", host="example.com", headers={"Version": "two"}, backend="infra-backend-v2"
+        )
+        yield self.expect(served, "/v2", host="example.com", backend="infra-backend-v2")
+        yield self.expect(
+            served, "/", host="example.net", headers={"Version": "two"}, backend="infra-backend-v1"
+        )
+
+    @inlineCallbacks
+    def test_HTTPRoutePathMatchOrder(self) -> Any:
+        rules = []
+        for path, service in [
+            ("/match", "infra-backend-v1"),
+            ("/match/exact", "infra-backend-v2"),
+            ("/match/exact/one", "infra-backend-v3"),
+        ]:
+            rules.append({"matches": [prefix(path)], "backendRefs": [backend(service)]})
+        rules.append(
+            {
+                "matches": [{"path": {"type": "Exact", "value": "/match/exact"}}],
+                "backendRefs": [backend("infra-backend-v1")],
+            }
+        )
+        served = self.serve(http_route("path-match-order", rules))
+        yield self.expect(served, "/match", backend="infra-backend-v1")
+        yield self.expect(served, "/match/exact", backend="infra-backend-v1")  # Exact beats prefix
+        yield self.expect(served, "/match/exact/two", backend="infra-backend-v2")
+        yield self.expect(served, "/match/exact/one", backend="infra-backend-v3")
+        yield self.expect(served, "/match/exact/one/and", backend="infra-backend-v3")
+
+
+class MirrorCorsConformance(ConformanceCase):
+    @inlineCallbacks
+    def test_HTTPRouteRequestMirror(self) -> Any:
+        served = self.serve(
+            http_route(
+                "request-mirror",
+                [
+                    {
+                        "matches": [prefix("/mirror")],
+                        "filters": [
+                            {
+                                "type": "RequestMirror",
+                                "requestMirror": {"backendRef": backend("infra-backend-v2")},
+                            }
+                        ],
+                        "backendRefs": [backend("infra-backend-v1")],
+                    }
+                ],
+            )
+        )
+        yield self.expect(served, "/mirror", backend="infra-backend-v1")
+        from tests.eventually import eventually
+
+        mirror = self.echo[(INFRA, "infra-backend-v2")]
+        yield eventually(lambda: mirror.seen == 1, "the mirror backend saw the copy")
+        yield served.gateway.mirrors.stop()
+
+    @inlineCallbacks
+    def test_HTTPRouteCORS(self) -> Any:
+        served = self.serve(
+            http_route(
+                "cors",
+                [
+                    {
+                        "matches": [prefix("/cors")],
+                        "filters": [
+                            {
+                                "type": "CORS",
+                                "cors": {
+                                    "allowOrigins": ["https://www.foo.com", "https://*.bar.com"],
+                                    "allowMethods": ["GET", "OPTIONS"],
+                                    "allowHeaders": ["x-header-1", "x-header-2"],
+                                    "exposeHeaders": ["x-header-3"],
+                                    "allowCredentials": True,
+                                    "maxAge": 3600,
+                                },
+                            }
+                        ],
+                        "backendRefs": [backend("infra-backend-v1")],
+                    }
+                ],
+            )
+        )
+        response, _ = yield self.expect(
+            served,
+            "/cors",
+            method="OPTIONS",
+            headers={"Origin": "https://www.foo.com", "Access-Control-Request-Method": "GET"},
+        )
+        get = response.headers.getRawHeaders
+        self.assertEqual(get("access-control-allow-origin"), ["https://www.foo.com"])
+        self.assertEqual(get("access-control-allow-methods"), ["GET, OPTIONS"])
+        self.assertEqual(get("access-control-allow-headers"), ["x-header-1, x-header-2"])
+        self.assertEqual(get("access-control-allow-credentials"), ["true"])
+        self.assertEqual(get("access-control-max-age"), ["3600"])
+        self.assertEqual(self.echo[(INFRA, "infra-backend-v1")].seen, 0)
+        response, _ = yield self.expect(
+            served,
+            "/cors",
+            method="OPTIONS",
+            headers={"Origin": "https://www.baz.com", "Access-Control-Request-Method": "GET"},
+        )
+        self.assertIsNone(response.headers.getRawHeaders("access-control-allow-origin"))
+        response, _ = yield self.expect(
+            served, "/cors", headers={"Origin": "https://a.bar.com"}, backend="infra-backend-v1"
+        )
+        self.assertEqual(
+            response.headers.getRawHeaders("access-control-allow-origin"), ["https://a.bar.com"]
+        )
+        self.assertEqual(
+            response.headers.getRawHeaders("access-control-expose-headers"), ["x-header-3"]
+        )
+
+
+class ResponseHeaderConformance(ConformanceCase):
+    @inlineCallbacks
+    def test_HTTPRouteResponseHeaderModifier(self) -> Any:
+        served = self.serve(
+            http_route(
+                "response-header-modifier",
+                [
+                    {
+                        "filters": [
+                            {
+                                "type": "ResponseHeaderModifier",
+                                "responseHeaderModifier": {
+                                    "set": [{"name": "X-Header-Set", "value": "set-value"}],
+                                    "add": [
+                                        {"name": "X-Header-Add", "value": "add-appends-values"}
+                                    ],
+                                    "remove": ["Server"],
+                                },
+                            }
+                        ],
+                        "backendRefs": [backend("infra-backend-v1")],
+                    }
+                ],
+            )
+        )
+        response, _ = yield self.expect(served, backend="infra-backend-v1")
+        get = response.headers.getRawHeaders
+        self.assertEqual(get("x-header-set"), ["set-value"])
+        self.assertEqual(get("x-header-add"), ["add-appends-values"])
+        self.assertIsNone(get("server"))
