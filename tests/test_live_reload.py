@@ -100,6 +100,10 @@ class LiveReloadTests(TestCase):
         yield deferLater(reactor, 1.0, lambda: None)
         still = yield self.served_by()
         self.assertEqual(still, "green")
+        # ... and /api/tenants says so: Rejected while serving, naming the file.
+        tenants = yield self.tenants()
+        self.assertEqual((tenants["team"]["state"], tenants["team"]["serving"]), ("Rejected", True))
+        self.assertIn("team.yaml refused", tenants["team"]["messages"][0])
 
         # A rejected tenant update keeps the last good config serving, and
         # says why, naming the field path.
@@ -110,6 +114,12 @@ class LiveReloadTests(TestCase):
         def state() -> Any:
             return self.tenants().addCallback(lambda t: t["team"]["state"])
 
+        def port_refused() -> Any:
+            return self.tenants().addCallback(
+                lambda t: any("routes[0].backends[0].port" in m for m in t["team"]["messages"])
+            )
+
+        yield self.eventually(port_refused, True)
         yield self.eventually(state, "Rejected")
         tenants = yield self.tenants()
         self.assertTrue(tenants["team"]["serving"])
