@@ -53,7 +53,7 @@ STOP_TIMEOUT = 10.0
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
-TARGET_KEYS = ("direct", "tenantgw", "tenantgw_log", "rpr", "bare", "nginx", "haproxy")
+TARGET_KEYS = ("direct", "tenantgw", "tenantgw_log", "lean", "rpr", "bare", "nginx", "haproxy")
 
 
 class StartError(Exception):
@@ -712,6 +712,12 @@ TARGETS = [
         "tenantgw, JSON access log on",
         lambda ctx: start_tenantgw(ctx, access_log=True),
     ),
+    # The Python/Twisted ceiling: Protocol + httptools both ways, pooled upstream.
+    Target(
+        "lean",
+        "lean Twisted+httptools proxy",
+        lambda ctx: start_twisted_peer(ctx, "lean_proxy.py"),
+    ),
     Target(
         "rpr",
         "twisted ReverseProxyResource",
@@ -768,7 +774,7 @@ def ratios(results: Sequence[Result]) -> list[tuple[str, float | None, float | N
     by_key = {r.key: r for r in results}
     gw = by_key.get("tenantgw")
     out: list[tuple[str, float | None, float | None]] = []
-    for peer in ("rpr", "bare", "nginx", "haproxy"):
+    for peer in ("lean", "rpr", "bare", "nginx", "haproxy"):
         other = by_key.get(peer)
         if other is None:
             continue
