@@ -173,3 +173,28 @@ class EjectedEndpointTests(ObservedGateway):
         self.assertEqual(backend["endpoints"], [])
         self.assertEqual(backend["ejected"], [f"127.0.0.1:{port}"])
         self.assertEqual(tenant["readyEndpoints"], 0)
+
+
+class ExchangeHistogramTests(ObservedGateway):
+    @inlineCallbacks
+    def test_upstream_latency_and_sizes(self) -> Any:
+        upstream = self.upstream()
+        gateway = self.serve(_tenant(_route("all")), upstream)
+        response = yield self.get(gateway, "/upload", method="POST", data=b"x" * 1500)
+        body = yield response.content()
+        response = yield self.get(gateway, "/nothing", host="unknown.example")
+        yield response.content()
+        labels = {"tenant": "team", "route": "all"}
+        m = self.metrics
+        self.assertEqual(sample(m, "tenantgw_upstream_response_seconds_count", **labels), 1.0)
+        self.assertGreater(sample(m, "tenantgw_upstream_response_seconds_sum", **labels) or 0, 0)
+        self.assertEqual(sample(m, "tenantgw_request_size_bytes_sum", **labels), 1500.0)
+        self.assertEqual(
+            sample(m, "tenantgw_request_size_bytes_bucket", le="1000.0", **labels), 0.0
+        )
+        self.assertEqual(
+            sample(m, "tenantgw_request_size_bytes_bucket", le="10000.0", **labels), 1.0
+        )
+        self.assertEqual(sample(m, "tenantgw_response_size_bytes_sum", **labels), float(len(body)))
+        # A request no tenant took is in none of them.
+        self.assertIsNone(sample(m, "tenantgw_request_size_bytes_count", tenant="", route=""))

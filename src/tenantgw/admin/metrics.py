@@ -52,6 +52,8 @@ METHODS = frozenset({b"GET", b"HEAD", b"POST", b"PUT", b"PATCH", b"DELETE", b"OP
 STATUS_CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
 # Seconds: from a cached 304 to a long upstream call.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Bytes, as ingress-nginx's request_size / response_size buckets go: 10 B .. 100 MB.
+SIZE_BUCKETS = (10, 100, 1000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000)
 # Statuses the gateway answers itself when a quota says no.
 QUOTA_REJECTIONS = {429: "rate", 413: "body_size", 503: "concurrency"}
 REFUSED_STATES = (STATE_REJECTED, STATE_HOST_CONFLICT)
@@ -153,6 +155,36 @@ class _RequestStats(Collector):
         self.counts: dict[tuple[str, str, bytes, int], int] = {}
         # (tenant, route) -> [count per bucket..., +Inf bucket, sum]
         self.latency: dict[tuple[str, str], list[float]] = {}
+        self.upstream_latency: dict[tuple[str, str], list[float]] = {}
+        self.request_sizes: dict[tuple[str, str], list[float]] = {}
+        self.response_sizes: dict[tuple[str, str], list[float]] = {}
+
+    @staticmethod
+    def _observe(
+        table: dict[tuple[str, str], list[float]],
+        key: tuple[str, str],
+        bounds: tuple[float, ...],
+        value: float,
+    ) -> None:
+        series = table.get(key)
+        if series is None:
+            series = table[key] = [0.0] * (len(bounds) + 2)
+        series[bisect_left(bounds, value)] += 1
+        series[-1] += value
+
+    def record_exchange(
+        self,
+        tenant: str,
+        route: str,
+        upstream_seconds: float | None,
+        request_bytes: int,
+        response_bytes: int,
+    ) -> None:
+        key = (tenant, route)
+        if upstream_seconds is not None:
+            self._observe(self.upstream_latency, key, self.bounds, upstream_seconds)
+        self._observe(self.request_sizes, key, SIZE_BUCKETS, request_bytes)
+        self._observe(self.response_sizes, key, SIZE_BUCKETS, response_bytes)
 
     def record(self, tenant: str, route: str, method: bytes, code: int, seconds: float) -> None:
         key = (tenant, route, method, code)
@@ -188,6 +220,36 @@ class _RequestStats(Collector):
                 buckets.append((_bound_text(bound), cumulative))
             duration.add_metric([tenant, route], buckets, series[-1])
         yield duration
+        for name, help_text, table, bounds in (
+            (
+                "tenantgw_upstream_response_seconds",
+                "From a request's headers to its upstream's response head (requests an"
+                " upstream answered)",
+                self.upstream_latency,
+                self.bounds,
+            ),
+            (
+                "tenantgw_request_size_bytes",
+                "Request body bytes received",
+                self.request_sizes,
+                SIZE_BUCKETS,
+            ),
+            (
+                "tenantgw_response_size_bytes",
+                "Response body bytes sent",
+                self.response_sizes,
+                SIZE_BUCKETS,
+            ),
+        ):
+            family = HistogramMetricFamily(name, help_text, labels=["tenant", "route"])
+            for (tenant, route), series in sorted(table.items()):
+                cumulative = 0.0
+                points: list[tuple[str, float]] = []
+                for bound, in_bucket in zip((*bounds, float("inf")), series[:-1]):
+                    cumulative += in_bucket
+                    points.append((_bound_text(bound), cumulative))
+                family.add_metric([tenant, route], points, series[-1])
+            yield family
 
 
 def _bound_text(bound: float) -> str:
@@ -330,6 +392,15 @@ class Metrics:
         if method not in METHODS:
             method = b"other"  # the cache key too must not grow with what clients send
         self.request_stats.record(tenant, route, method, code, duration)
+        if tenant:
+            answered = request.upstream_answered_at
+            self.request_stats.record_exchange(
+                tenant,
+                route,
+                answered - request.started if answered else None,
+                request.body_received,
+                request.sentLength,
+            )
         error = request.upstream_error
         if error:
             self.upstream_error(tenant, route, error)

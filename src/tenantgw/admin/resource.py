@@ -93,9 +93,7 @@ def _quota_document(quota: Quota, in_flight: int | None) -> dict[str, object]:
     }
 
 
-def tenants_document(
-    snapshot: Snapshot, live: LiveState | None = None
-) -> dict[str, list[Any]]:
+def tenants_document(snapshot: Snapshot, live: LiveState | None = None) -> dict[str, list[Any]]:
     rows: list[dict[str, object]] = []
     expiry = certificate_expiry(snapshot)
     ejected = live.ejected() if live is not None else set()

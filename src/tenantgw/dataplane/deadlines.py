@@ -28,6 +28,9 @@ class Deadlines:
         self._timer: IDelayedCall | None = None
         self._timer_slot = 0
 
+    def now(self) -> float:
+        return self._clock.seconds()
+
     def add(self, seconds: float, expire: Expiry) -> int:
         """Calls C{expire} once C{seconds} have passed; returns a slot for L{discard}."""
         slot = math.ceil((self._clock.seconds() + seconds) / self._resolution)

@@ -455,6 +455,8 @@ class Exchange:
         assert self.connection is not None
         self.throttle = _UpstreamThrottle(self.connection)
         request.registerProducer(self.throttle, True)
+        # For the upstream latency histogram: when the upstream's head arrived.
+        request.upstream_answered_at = self.deadlines.now()
         # Headers go out now, even for an empty or slow body, so a client
         # sees the status as soon as the upstream has decided it.
         request.start_response(

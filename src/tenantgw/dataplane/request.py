@@ -62,6 +62,8 @@ class GatewayRequest(server.Request):
     # Which limit refused the request (tenant, client, route, route-client,
     # body), for the quota-rejection metric; "" when no quota refused it.
     quota_limit = ""
+    # When the upstream's response head arrived (0: no upstream answered).
+    upstream_answered_at = 0.0
     # The route's per-client concurrency slot held by this request, if any.
     client_slot: tuple[str, ...] | None = None
     # CORS headers for the response, decided when the route matched.
