@@ -570,9 +570,14 @@ class MirrorTests(TestCase):
                 "backendRefs": [{"name": "web", "port": 80}],
             }
         ]
-        closed = Upstream("closed")
-        port = closed.number
-        yield closed.stop()  # nothing listens there any more
+        # A bound socket that never listens: connecting is refused, and no
+        # other listener (the gateway's own) can take the port meanwhile.
+        import socket
+
+        refusing = socket.socket()
+        refusing.bind(("127.0.0.1", 0))
+        self.addCleanup(refusing.close)
+        port = refusing.getsockname()[1]
         snapshot = compile_all(
             gateway_objects(),
             route_objects("docs", [f"docs.{BASE}"], rules, backend_port=primary.number),
@@ -587,3 +592,39 @@ class MirrorTests(TestCase):
         mirrors = gateway.gateway.mirrors
         yield eventually(lambda: mirrors.in_flight == 0, "the failed mirror settled")
         self.assertEqual(mirrors.sent, 1)
+
+    @inlineCallbacks
+    def test_a_mirror_pointing_back_at_the_gateway_does_not_loop(self) -> Any:
+        primary = Upstream("docs/web")
+        self.addCleanup(primary.stop)
+        rules = [
+            {
+                "filters": [
+                    {
+                        "type": "RequestMirror",
+                        "requestMirror": {"backendRef": {"name": "shadow", "port": 80}},
+                    }
+                ],
+                "backendRefs": [{"name": "web", "port": 80}],
+            }
+        ]
+        gateway = GatewayUnderTest()
+        self.addCleanup(gateway.stop)
+        gateway.gateway.apply(
+            compile_all(
+                gateway_objects(),
+                route_objects("docs", [f"docs.{BASE}"], rules, backend_port=primary.number),
+                service_objects("docs", "shadow", gateway.port),  # the gateway itself
+            )
+        )
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        response = yield treq.get(gateway.url("/"), headers={"Host": [f"docs.{BASE}"]}, pool=pool)
+        yield response.content()
+        self.assertEqual(response.code, 200)
+        mirrors = gateway.gateway.mirrors
+        yield eventually(lambda: len(primary.received) == 2, "the mirrored copy was served once")
+        yield eventually(lambda: mirrors.in_flight == 0, "the mirror settled")
+        # The copy came back through the gateway and was not mirrored again.
+        self.assertEqual(mirrors.sent, 1)
+        self.assertEqual(primary.received[1]["headers"].get("x-tenantgw-mirror"), ["1"])
+        yield mirrors.stop()

@@ -63,7 +63,7 @@ from tenantgw.dataplane.deadlines import Deadlines
 from tenantgw.dataplane.health import ActiveChecks, EndpointHealth, ProbeTarget
 from tenantgw.dataplane.limits import Bucket, Denial, InFlight, RateLimiter
 from tenantgw.dataplane.matching import Matcher, first_match
-from tenantgw.dataplane.mirror import Mirrors, MirrorTarget
+from tenantgw.dataplane.mirror import MIRROR_HEADER, Mirrors, MirrorTarget
 from tenantgw.dataplane.proxy import Exchange, upgrade_requested
 from tenantgw.dataplane.quota_redis import Decision, RedisQuota
 from tenantgw.dataplane.quota_redis import connect as connect_redis
@@ -603,7 +603,13 @@ class TenantHandler:
         )
         target = route.target_for(path, query)
         upstream_host = route.rewrite_host or original_host
-        if route.mirrors and request.declared_length == 0:
+        if (
+            route.mirrors
+            and request.declared_length == 0
+            # A copy is never mirrored again: a mirror that leads back here
+            # (directly or through other gateways) must not multiply.
+            and not request.requestHeaders.hasHeader(MIRROR_HEADER)
+        ):
             gateway.mirrors.send(
                 route.mirrors,
                 request.method,
@@ -611,6 +617,7 @@ class TenantHandler:
                 [
                     *((n, v) for n, v in headers.getAllRawHeaders() if n.lower() != b"host"),
                     (b"Host", [upstream_host]),
+                    (MIRROR_HEADER, [b"1"]),
                     *((n, [v]) for n, v in forwarded),
                 ],
             )

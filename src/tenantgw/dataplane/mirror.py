@@ -23,6 +23,8 @@ from twisted.web.http_headers import Headers
 from tenantgw.compile.snapshot import CompiledBackend
 
 MAX_MIRRORS_IN_FLIGHT = 256
+# Marks a copy: a request carrying it is never mirrored again (loops).
+MIRROR_HEADER = b"X-Tenantgw-Mirror"
 MIRROR_TIMEOUT_SECONDS = 10.0
 
 _log = Logger()
