@@ -29,9 +29,11 @@ if TYPE_CHECKING:
     from tenantgw.dataplane.gateway import GatewaySite
 
 
-@implementer(IHandshakeListener)
-class NegotiatingProtocol(Protocol):
+class _HeldUntilChosen(Protocol):
     """
+    A connection whose protocol is not known yet (ALPN, or the first bytes):
+    an idle timer until then, and once chosen, the connection handed over
+    whole, every later call going straight to the chosen protocol.
     C{http1} builds the HTTP/1.1 channel (configured as the site configures
     it); C{clock} is the gateway's reactor, for timers.
     """
@@ -53,19 +55,14 @@ class NegotiatingProtocol(Protocol):
         if self.chosen is None and self.transport is not None:
             self.transport.abortConnection()  # type: ignore[attr-defined]
 
-    def handshakeCompleted(self) -> None:
-        if self.chosen is None:
-            self._choose()
-
-    def _choose(self) -> IProtocol:
+    def _hand_over(self, http2: bool) -> IProtocol:
         idle = self._idle
         if idle is not None:
             self._idle = None
             if idle.active():
                 idle.cancel()
-        negotiated = getattr(self.transport, "negotiatedProtocol", None)
         chosen: IProtocol
-        if negotiated == b"h2":
+        if http2:
             chosen = H2ServerConnection(self.site, self.clock)
         else:
             chosen = self._http1()
@@ -77,10 +74,6 @@ class NegotiatingProtocol(Protocol):
         chosen.makeConnection(self.transport)
         return chosen
 
-    def dataReceived(self, data: bytes) -> None:
-        chosen = self.chosen if self.chosen is not None else self._choose()
-        chosen.dataReceived(data)
-
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         idle = self._idle
         if idle is not None and idle.active():
@@ -90,11 +83,28 @@ class NegotiatingProtocol(Protocol):
             self.chosen.connectionLost(reason)
 
 
+@implementer(IHandshakeListener)
+class NegotiatingProtocol(_HeldUntilChosen):
+    """The HTTPS listener's protocol: HTTP/2 or HTTP/1.1, as ALPN decided."""
+
+    def handshakeCompleted(self) -> None:
+        if self.chosen is None:
+            self._choose()
+
+    def _choose(self) -> IProtocol:
+        negotiated = getattr(self.transport, "negotiatedProtocol", None)
+        return self._hand_over(negotiated == b"h2")
+
+    def dataReceived(self, data: bytes) -> None:
+        chosen = self.chosen if self.chosen is not None else self._choose()
+        chosen.dataReceived(data)
+
+
 # RFC 9113 section 3.4: what a client with prior knowledge sends first.
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 
-class PriorKnowledgeProtocol(Protocol):
+class PriorKnowledgeProtocol(_HeldUntilChosen):
     """
     The protocol the plain HTTP listener builds per connection: HTTP/2
     (h2c with prior knowledge, RFC 9113 section 3.3, what gRPC clients in a
@@ -109,22 +119,8 @@ class PriorKnowledgeProtocol(Protocol):
     """
 
     def __init__(self, site: GatewaySite, clock: Any, http1: Callable[[], IProtocol]) -> None:
-        self.site = site
-        self.clock = clock
-        self._http1 = http1
-        self.chosen: IProtocol | None = None
+        super().__init__(site, clock, http1)
         self._held = b""
-        self._idle: IDelayedCall | None = None
-
-    def connectionMade(self) -> None:
-        timeout = self.site.timeOut
-        if timeout:
-            self._idle = self.clock.callLater(timeout, self._idle_hit)
-
-    def _idle_hit(self) -> None:
-        self._idle = None
-        if self.chosen is None and self.transport is not None:
-            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
         held = self._held + data
@@ -132,25 +128,4 @@ class PriorKnowledgeProtocol(Protocol):
             self._held = held  # could still be the preface
             return
         self._held = b""
-        idle = self._idle
-        if idle is not None:
-            self._idle = None
-            if idle.active():
-                idle.cancel()
-        chosen: IProtocol
-        if held.startswith(PREFACE):
-            chosen = H2ServerConnection(self.site, self.clock)
-        else:
-            chosen = self._http1()
-        self.chosen = chosen
-        self.dataReceived = chosen.dataReceived  # type: ignore[method-assign]
-        self.connectionLost = chosen.connectionLost  # type: ignore[method-assign,assignment]
-        assert self.transport is not None
-        chosen.makeConnection(self.transport)
-        chosen.dataReceived(held)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        idle = self._idle
-        if idle is not None and idle.active():
-            idle.cancel()
-        self._idle = None
+        self._hand_over(held.startswith(PREFACE)).dataReceived(held)
