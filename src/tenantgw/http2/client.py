@@ -50,6 +50,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tenantgw.dataplane.upstream import EndpointKey, ExchangeHandler, ResponseHeaders
+from tenantgw.http2.flow import next_chunk
 from tenantgw.tls.upstream import UpstreamTrust
 from tenantgw.wire.fields import is_token, valid_field_value
 
@@ -259,16 +260,10 @@ class H2UpstreamStream:
         out = self._out
         sent = 0
         while out and sent < budget:
-            window = machine.local_flow_control_window(stream_id)
-            if window <= 0:
+            chunk = next_chunk(out, machine, stream_id, budget - sent)
+            if chunk is None:
                 break
-            chunk = out[0]
-            size = min(len(chunk), window, machine.max_outbound_frame_size, budget - sent)
-            if size < len(chunk):
-                out[0] = chunk[size:]
-                chunk = chunk[:size]
-            else:
-                out.popleft()
+            size = len(chunk)
             self._out_bytes -= size
             sent += size
             last = not out and self._end_body

@@ -55,6 +55,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tenantgw.dataplane.transport import sni_name
+from tenantgw.http2.flow import next_chunk
 from tenantgw.http2.frames import MAX_HEADER_BLOCK_BYTES, FrameScanner
 from tenantgw.http2.hpack_out import StaticEncoder
 from tenantgw.http2.request_head import (
@@ -412,16 +413,10 @@ class H2Stream:
         sent = 0
         try:
             while out and sent < budget:
-                window = h2conn.local_flow_control_window(stream_id)
-                if window <= 0:
+                chunk = next_chunk(out, h2conn, stream_id, budget - sent)
+                if chunk is None:
                     break
-                chunk = out[0]
-                size = min(len(chunk), window, h2conn.max_outbound_frame_size, budget - sent)
-                if size < len(chunk):
-                    out[0] = chunk[size:]
-                    chunk = chunk[:size]
-                else:
-                    out.popleft()
+                size = len(chunk)
                 self._out_bytes -= size
                 sent += size
                 last = not out and self._end_queued and self._trailers is None
