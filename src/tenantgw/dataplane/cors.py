@@ -60,20 +60,29 @@ class CorsPolicy:
             return b"*"
         return origin
 
-    def preflight_headers(
-        self, origin: bytes, method: bytes, requested_headers: Sequence[bytes]
-    ) -> ResponseHeaders:
-        """The headers of the gateway's answer to a preflight (empty: not allowed)."""
+    def _for_origin(self, origin: bytes) -> ResponseHeaders | None:
+        """What every answer to an allowed origin carries; None for any other origin."""
         try:
-            text = origin.decode("ascii")
+            allowed = self.origin_allowed(origin.decode("ascii"))
         except UnicodeDecodeError:
-            return [(b"vary", b"Origin")]
-        if not self.origin_allowed(text):
-            return [(b"vary", b"Origin")]
+            allowed = False
+        if not allowed:
+            return None
         headers: ResponseHeaders = [
             (b"access-control-allow-origin", self._origin_header(origin)),
             (b"vary", b"Origin"),
         ]
+        if self.allow_credentials:
+            headers.append((b"access-control-allow-credentials", b"true"))
+        return headers
+
+    def preflight_headers(
+        self, origin: bytes, method: bytes, requested_headers: Sequence[bytes]
+    ) -> ResponseHeaders:
+        """The headers of the gateway's answer to a preflight (only Vary: not allowed)."""
+        headers = self._for_origin(origin)
+        if headers is None:
+            return [(b"vary", b"Origin")]
         if self.allow_methods:
             if "*" in self.allow_methods:
                 methods = method if self.allow_credentials else b"*"
@@ -87,25 +96,14 @@ class CorsPolicy:
                 allowed = ", ".join(self.allow_headers).encode("ascii")
             if allowed:
                 headers.append((b"access-control-allow-headers", allowed))
-        if self.allow_credentials:
-            headers.append((b"access-control-allow-credentials", b"true"))
         headers.append((b"access-control-max-age", b"%d" % self.max_age_seconds))
         return headers
 
     def response_headers(self, origin: bytes) -> ResponseHeaders:
         """Headers added to a forwarded request's response."""
-        try:
-            text = origin.decode("ascii")
-        except UnicodeDecodeError:
+        headers = self._for_origin(origin)
+        if headers is None:
             return [(b"vary", b"Origin")]
-        if not self.origin_allowed(text):
-            return [(b"vary", b"Origin")]
-        headers: ResponseHeaders = [
-            (b"access-control-allow-origin", self._origin_header(origin)),
-            (b"vary", b"Origin"),
-        ]
-        if self.allow_credentials:
-            headers.append((b"access-control-allow-credentials", b"true"))
         if self.expose_headers:
             headers.append(
                 (b"access-control-expose-headers", ", ".join(self.expose_headers).encode("ascii"))
