@@ -212,13 +212,7 @@ class _RequestStats(Collector):
             "Time from a request's headers to the end of its response",
             labels=["tenant", "route"],
         )
-        for (tenant, route), series in sorted(self.latency.items()):
-            cumulative = 0.0
-            buckets: list[tuple[str, float]] = []
-            for bound, in_bucket in zip((*self.bounds, float("inf")), series[:-1]):
-                cumulative += in_bucket
-                buckets.append((_bound_text(bound), cumulative))
-            duration.add_metric([tenant, route], buckets, series[-1])
+        _add_series(duration, self.latency, self.bounds)
         yield duration
         for name, help_text, table, bounds in (
             (
@@ -242,14 +236,23 @@ class _RequestStats(Collector):
             ),
         ):
             family = HistogramMetricFamily(name, help_text, labels=["tenant", "route"])
-            for (tenant, route), series in sorted(table.items()):
-                cumulative = 0.0
-                points: list[tuple[str, float]] = []
-                for bound, in_bucket in zip((*bounds, float("inf")), series[:-1]):
-                    cumulative += in_bucket
-                    points.append((_bound_text(bound), cumulative))
-                family.add_metric([tenant, route], points, series[-1])
+            _add_series(family, table, bounds)
             yield family
+
+
+def _add_series(
+    family: HistogramMetricFamily,
+    table: dict[tuple[str, str], list[float]],
+    bounds: tuple[float, ...],
+) -> None:
+    """Per-bucket counts (then the sum) of each (tenant, route), as cumulative buckets."""
+    for (tenant, route), series in sorted(table.items()):
+        cumulative = 0.0
+        points: list[tuple[str, float]] = []
+        for bound, in_bucket in zip((*bounds, float("inf")), series[:-1]):
+            cumulative += in_bucket
+            points.append((_bound_text(bound), cumulative))
+        family.add_metric([tenant, route], points, series[-1])
 
 
 def _bound_text(bound: float) -> str:

@@ -383,23 +383,19 @@ def _compile_route(
     another namespace (a Gateway API backendRef the translator found a
     ReferenceGrant for) resolves in that namespace's index, and only there.
     """
-    backends = []
-    for i, backend in enumerate(route.backends):
+
+    def resolve(backend: BackendRef, where: str) -> CompiledBackend:
         target = index
         if backend.namespace is not None and backend.namespace != index.namespace:
             target = (by_namespace or {}).get(backend.namespace) or _NamespaceIndex.empty(
                 backend.namespace
             )
-        backends.append(_resolve_backend(backend, target, f"{path}.backends[{i}]", messages))
-    mirrors = []
-    for i, mirror in enumerate(route.mirrors):
-        target = index
-        if mirror.backend.namespace is not None and mirror.backend.namespace != index.namespace:
-            target = (by_namespace or {}).get(mirror.backend.namespace) or _NamespaceIndex.empty(
-                mirror.backend.namespace
-            )
-        resolved = _resolve_backend(mirror.backend, target, f"{path}.mirrors[{i}]", messages)
-        mirrors.append((resolved, mirror.percent))
+        return _resolve_backend(backend, target, where, messages)
+
+    backends = [resolve(b, f"{path}.backends[{i}]") for i, b in enumerate(route.backends)]
+    mirrors = [
+        (resolve(m.backend, f"{path}.mirrors[{i}]"), m.percent) for i, m in enumerate(route.mirrors)
+    ]
     scopes = [tenant_access]
     if route.access is not None:
         scopes.append(_compile_access(route.access, index, f"{path}.access", messages))
