@@ -14,8 +14,6 @@ could resolve elsewhere.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 import functools
 import hashlib
@@ -70,7 +68,14 @@ from tenantgw.tls.certificates import (
 )
 from tenantgw.translators.gateway_api import GatewayApiOptions
 from tenantgw.translators.ingress import IngressOptions
-from tenantgw.translators.objects import KubeObject, age_key, labels_of, meta, timestamp_key
+from tenantgw.translators.objects import (
+    KubeObject,
+    age_key,
+    labels_of,
+    meta,
+    secret_values,
+    timestamp_key,
+)
 
 TENANT_LABEL = "tenantgw.io/tenant"
 TENANT_KEY = "tenant.yaml"
@@ -156,24 +161,6 @@ def parse_cached(text: str) -> TenantSpec | tuple[FieldError, ...]:
         return tuple(e.errors)
 
 
-def _secret_values(secret: KubeObject) -> dict[str, bytes]:
-    values: dict[str, bytes] = {}
-    data = secret.get("data")
-    if isinstance(data, Mapping):
-        for key, value in data.items():
-            if isinstance(value, str):
-                try:
-                    values[str(key)] = base64.b64decode(value, validate=True)
-                except (binascii.Error, ValueError):
-                    continue
-    string_data = secret.get("stringData")
-    if isinstance(string_data, Mapping):
-        for key, value in string_data.items():
-            if isinstance(value, str):
-                values[str(key)] = value.encode("utf-8")
-    return values
-
-
 def _compile_access(
     access: Access, index: _NamespaceIndex, path: str, messages: list[str]
 ) -> CompiledAccess:
@@ -192,7 +179,7 @@ def _compile_access(
                 " in this namespace; requests are refused until it exists"
             )
         else:
-            htpasswd = _secret_values(secret).get("auth")
+            htpasswd = secret_values(secret).get("auth")
             if htpasswd is None:
                 # Fails closed, and says so: otherwise the tenant could not
                 # learn why every login fails.
@@ -225,7 +212,7 @@ def _compile_access(
             digests = frozenset()
         else:
             digests = frozenset(
-                digest_api_key(v.strip()) for v in _secret_values(secret).values() if v.strip()
+                digest_api_key(v.strip()) for v in secret_values(secret).values() if v.strip()
             )
     return CompiledAccess(
         allow_cidrs=access.allow_cidrs,
@@ -591,7 +578,7 @@ def _tenant_certificates(
             " HTTPS uses the default certificate"
         )
         return True
-    values = _secret_values(secret)
+    values = secret_values(secret)
     try:
         certificate = load_certificate(values.get("tls.crt", b""), values.get("tls.key", b""))
         check_dates(certificate, now)
@@ -623,7 +610,7 @@ def _default_certificate(
     secret = index.secrets.get(name) if index is not None else None
     if secret is None:
         return {"default_certificate_problem": f"Secret {namespace}/{name} not found"}
-    values = _secret_values(secret)
+    values = secret_values(secret)
     try:
         certificate = load_certificate(values.get("tls.crt", b""), values.get("tls.key", b""))
         check_dates(certificate, now)

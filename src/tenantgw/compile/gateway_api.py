@@ -7,8 +7,6 @@ certificate Secret that is missing or invalid).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -41,7 +39,7 @@ from tenantgw.translators.gateway_api import (
     TranslatedRoute,
     translate_gateway_api,
 )
-from tenantgw.translators.objects import KubeObject, name_of, namespace_of
+from tenantgw.translators.objects import KubeObject, name_of, namespace_of, secret_values
 
 # What the translator reads besides its own kinds.
 _CONTEXT_KINDS = ("Namespace", "Service")
@@ -223,19 +221,6 @@ class ListenerCertificates:
     statuses: tuple[ObjectStatus, ...]
 
 
-def _secret_bytes(secret: KubeObject, key: str) -> bytes:
-    data = secret.get("data")
-    if isinstance(data, Mapping) and isinstance(data.get(key), str):
-        try:
-            return base64.b64decode(data[key], validate=True)
-        except (binascii.Error, ValueError):
-            return b""
-    string_data = secret.get("stringData")
-    if isinstance(string_data, Mapping) and isinstance(string_data.get(key), str):
-        return str(string_data[key]).encode("utf-8")
-    return b""
-
-
 def gateway_listener_certificates(
     gateway_api: GatewayApiCompile,
     by_namespace: Mapping[str, _HasSecrets],
@@ -259,8 +244,9 @@ def gateway_listener_certificates(
                 problems[(listener.gateway, listener.name)] = f"Secret {namespace}/{name} not found"
                 continue
             try:
+                values = secret_values(secret)
                 certificate = load_certificate(
-                    _secret_bytes(secret, "tls.crt"), _secret_bytes(secret, "tls.key")
+                    values.get("tls.crt", b""), values.get("tls.key", b"")
                 )
                 check_dates(certificate, now)
             except CertificateProblem as e:

@@ -6,6 +6,8 @@ missing or mistyped field instead of raising.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime
 from collections.abc import Mapping
 from typing import Any
@@ -79,3 +81,26 @@ def age_key(obj: KubeObject) -> tuple[str, str, str]:
     contract use to settle conflicts, which never depends on event order.
     """
     return (timestamp_key(meta(obj).get("creationTimestamp")), namespace_of(obj), name_of(obj))
+
+
+def secret_values(secret: KubeObject) -> dict[str, bytes]:
+    """
+    A Secret's values, decoded: ``data`` (base64; a value that does not
+    decode is left out) with ``stringData`` over it, as the API server
+    merges them on write.
+    """
+    values: dict[str, bytes] = {}
+    data = secret.get("data")
+    if isinstance(data, Mapping):
+        for key, value in data.items():
+            if isinstance(value, str):
+                try:
+                    values[str(key)] = base64.b64decode(value, validate=True)
+                except (binascii.Error, ValueError):
+                    continue
+    string_data = secret.get("stringData")
+    if isinstance(string_data, Mapping):
+        for key, value in string_data.items():
+            if isinstance(value, str):
+                values[str(key)] = value.encode("utf-8")
+    return values
