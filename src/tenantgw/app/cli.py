@@ -50,6 +50,7 @@ from tenantgw.config.namespace import ALLOWED_HOSTS_ANNOTATION
 from tenantgw.config.parse import parse_tenant_yaml
 from tenantgw.sources.directory import ManifestError, load_manifests, manifest_files
 from tenantgw.translators.gateway_api import ObjectStatus
+from tenantgw.translators.objects import labels_of, meta
 
 EXIT_OK = 0
 EXIT_PROBLEMS = 1
@@ -196,18 +197,13 @@ def _expand(paths: Sequence[str]) -> list[str]:
     return files
 
 
-def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta = obj.get("metadata")
-    return meta if isinstance(meta, Mapping) else {}
-
-
 def _namespace_of(obj: Mapping[str, Any]) -> str:
-    namespace = _meta(obj).get("namespace")
+    namespace = meta(obj).get("namespace")
     return namespace if isinstance(namespace, str) and namespace else "default"
 
 
 def _is_tenant_config_map(obj: Mapping[str, Any]) -> bool:
-    labels = _meta(obj).get("labels")
+    labels = meta(obj).get("labels")
     return (
         obj.get("kind") == "ConfigMap"
         and isinstance(labels, Mapping)
@@ -217,9 +213,9 @@ def _is_tenant_config_map(obj: Mapping[str, Any]) -> bool:
 
 def _with_namespace(obj: dict[str, Any], namespace: str) -> dict[str, Any]:
     """C{kubectl apply -n NS}: objects that name no namespace go to NS."""
-    if obj.get("kind") == "Namespace" or _meta(obj).get("namespace"):
+    if obj.get("kind") == "Namespace" or meta(obj).get("namespace"):
         return obj
-    return {**obj, "metadata": {**_meta(obj), "namespace": namespace}}
+    return {**obj, "metadata": {**meta(obj), "namespace": namespace}}
 
 
 def check_report(
@@ -261,20 +257,20 @@ def check_report(
                 obj = _with_namespace(obj, default_namespace)
             objects.append(obj)
             if _is_tenant_config_map(obj):
-                origin[(_namespace_of(obj), str(_meta(obj).get("name")))] = path
+                origin[(_namespace_of(obj), str(meta(obj).get("name")))] = path
 
     # Namespace selection is decided here rather than by the compile step, so
     # that a Namespace missing from the files can be assumed into existence
     # without the selector (which it could never match) dropping it again.
-    present = {str(_meta(o).get("name")): o for o in objects if o.get("kind") == "Namespace"}
+    present = {str(meta(o).get("name")): o for o in objects if o.get("kind") == "Namespace"}
     selector = options.namespace_selector
-    unselected = {name for name, obj in present.items() if not selector.matches(_labels_of(obj))}
+    unselected = {name for name, obj in present.items() if not selector.matches(labels_of(obj))}
     tenant_namespaces = sorted({ns for ns, _ in origin})
     assumed = [ns for ns in tenant_namespaces if ns not in present]
     compiled_objects = [
         o
         for o in objects
-        if not (o.get("kind") == "Namespace" and str(_meta(o).get("name")) in unselected)
+        if not (o.get("kind") == "Namespace" and str(meta(o).get("name")) in unselected)
     ]
     compiled_objects += [
         {
@@ -353,11 +349,6 @@ def _object_report(status: ObjectStatus) -> ObjectReport:
     return ObjectReport(
         status.key.kind, status.key.namespace, status.key.name, summary, status_json(status)
     )
-
-
-def _labels_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
-    labels = _meta(obj).get("labels")
-    return labels if isinstance(labels, Mapping) else {}
 
 
 def _classify(
