@@ -18,8 +18,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
-from tenantgw.compile.snapshot import Snapshot
 from tenantgw.dataplane.gateway import GatewaySite, gateway_on
+from tenantgw.plans.snapshot import Snapshot
 
 
 def tenant_objects(

@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
-from tenantgw.compile.snapshot import Snapshot
+from tenantgw.plans.snapshot import Snapshot
 from tests.dataplane_support import GatewayUnderTest
 
 GW_API = "gateway.networking.k8s.io/v1"

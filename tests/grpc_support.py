@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 
 from tenantgw.compile.compiler import compile_snapshot
-from tenantgw.compile.snapshot import Snapshot
+from tenantgw.plans.snapshot import Snapshot
 
 MAX_MESSAGE = 80 * 1024 * 1024
 _OPTIONS = [

@@ -18,8 +18,8 @@ from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.python.threadpool import ThreadPool
 
 from tenantgw.compile.compiler import compile_snapshot
-from tenantgw.compile.snapshot import Snapshot
 from tenantgw.dataplane.gateway import Gateway, GatewaySite, gateway_on
+from tenantgw.plans.snapshot import Snapshot
 
 
 def tenant_objects(

@@ -19,7 +19,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from tenantgw.admin.resource import Readiness, admin_root
 from tenantgw.app.options import Options
 from tenantgw.app.service import build
-from tenantgw.compile.snapshot import EMPTY_SNAPSHOT
+from tenantgw.plans.snapshot import EMPTY_SNAPSHOT
 from tenantgw.tls.default import self_signed
 from tests.support import one_tenant_snapshot
 

@@ -15,7 +15,6 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from tenantgw.compile.snapshot import CompiledBackend, Endpoint
 from tenantgw.dataplane.balancing import (
     AFFINITY_COOKIE,
     BackendPicker,
@@ -23,6 +22,7 @@ from tenantgw.dataplane.balancing import (
     affinity_token,
     endpoint_key,
 )
+from tenantgw.plans.routes import BackendPlan, Endpoint
 from tests.dataplane_support import (
     GatewayUnderTest,
     Upstream,
@@ -33,7 +33,7 @@ from tests.dataplane_support import (
 )
 
 A, B, C = Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80), Endpoint("10.0.0.3", 80)
-WEB = CompiledBackend("web", 80, 1, (A, B, C))
+WEB = BackendPlan("web", 80, 1, (A, B, C))
 
 
 class PickerTests(SynchronousTestCase):
@@ -59,14 +59,14 @@ class PickerTests(SynchronousTestCase):
         picker = BackendPicker((WEB,), "Cookie", EndpointLoad())
         token = affinity_token(endpoint_key(WEB, B))
         self.assertEqual({picker.pick(token)[1] for _ in range(5)}, {B})
-        shrunk = BackendPicker((CompiledBackend("web", 80, 1, (A, C)),), "Cookie", EndpointLoad())
+        shrunk = BackendPicker((BackendPlan("web", 80, 1, (A, C)),), "Cookie", EndpointLoad())
         self.assertIn(shrunk.pick(token)[1], (A, C))
         self.assertIn(picker.pick(b"forged")[1], (A, B, C))
 
     def test_weighted_split_over_a_thousand_requests(self) -> None:
-        stable = CompiledBackend("stable", 80, 90, (A,))
-        canary = CompiledBackend("canary", 80, 10, (B,))
-        dark = CompiledBackend("dark", 80, 0, (C,))
+        stable = BackendPlan("stable", 80, 90, (A,))
+        canary = BackendPlan("canary", 80, 10, (B,))
+        dark = BackendPlan("dark", 80, 0, (C,))
         picker = BackendPicker((stable, canary, dark), "RoundRobin", EndpointLoad())
         picks = [picker.pick()[0].service for _ in range(1000)]
         self.assertLessEqual(abs(picks.count("canary") - 100), 30)  # within 3 points
@@ -75,8 +75,8 @@ class PickerTests(SynchronousTestCase):
         self.assertNotIn("stable," * 10, ",".join(picks) + ",")
 
     def test_a_backend_with_nothing_left_never_causes_503_while_another_serves(self) -> None:
-        stable = CompiledBackend("stable", 80, 90, (A,))
-        canary = CompiledBackend("canary", 80, 10, (B,))
+        stable = BackendPlan("stable", 80, 90, (A,))
+        canary = BackendPlan("canary", 80, 10, (B,))
         picker = BackendPicker((stable, canary), "RoundRobin", EndpointLoad())
         tried = {endpoint_key(stable, A)}
         self.assertEqual({picker.pick(exclude=tried)[0].service for _ in range(50)}, {"canary"})

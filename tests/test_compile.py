@@ -20,15 +20,15 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
 from tenantgw.compile.selector import LabelSelector
-from tenantgw.compile.snapshot import (
+from tenantgw.config.model import RateLimit
+from tenantgw.plans.routes import Endpoint
+from tenantgw.plans.snapshot import (
     STATE_ACCEPTED,
     STATE_CLAMPED,
     STATE_HOST_CONFLICT,
     STATE_REJECTED,
-    Endpoint,
     Snapshot,
 )
-from tenantgw.config.model import RateLimit
 
 BASE = "apps.example.com"
 OPTIONS = CompileOptions(base_domain=BASE)
@@ -692,7 +692,7 @@ class QuotaCeilingTests(SynchronousTestCase):
         ):
             self.assertIn(field, text)
         # The tenant's own file is not rewritten; only the compiled quota is.
-        self.assertEqual(snapshot.tenants["shop"].spec.quota.max_concurrent_requests, 500)
+        self.assertEqual(snapshot.last_good["shop"][1].quota.max_concurrent_requests, 500)
 
     def test_values_within_ceilings_untouched(self) -> None:
         quota = {

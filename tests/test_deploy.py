@@ -25,7 +25,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
 from tenantgw.compile.selector import LabelSelector
-from tenantgw.compile.snapshot import STATE_ACCEPTED
+from tenantgw.plans.snapshot import STATE_ACCEPTED
 from tenantgw.sources.kinds import KINDS
 from tenantgw.sources.kubernetes import watched_kinds
 

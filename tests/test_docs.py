@@ -12,7 +12,7 @@ import re
 from twisted.trial.unittest import SynchronousTestCase
 
 from tenantgw.app.options import Options
-from tenantgw.compile import snapshot
+from tenantgw.plans import snapshot
 from tenantgw.config import parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,7 +16,7 @@ from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tenantgw.compile.compiler import compile_snapshot
-from tenantgw.compile.snapshot import Snapshot
+from tenantgw.plans.snapshot import Snapshot
 from tenantgw.sources.kubernetes import api_client_from
 from tenantgw.status.events import StatusEvents, kubernetes_poster
 from tenantgw.testing.fake_apiserver import FakeAPIServer

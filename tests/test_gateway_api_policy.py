@@ -20,7 +20,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
 from tenantgw.compile.selector import LabelSelector
-from tenantgw.compile.snapshot import STATE_HOST_CONFLICT, Snapshot
+from tenantgw.plans.snapshot import STATE_HOST_CONFLICT, Snapshot
 from tests.dataplane_support import GatewayUnderTest, Upstream, dump, tenant_objects
 from tests.eventually import eventually
 from tests.tls_support import TestCA
@@ -260,7 +260,7 @@ class LastGoodTests(SynchronousTestCase):
         )
         self.assertEqual(parent_accepted(edited, "docs")[:2], ("False", "UnsupportedValue"))
         routes = edited.tenants["docs"].host_routes[("http", host)]
-        self.assertEqual([r.route.match.path for r in routes], ["/"])
+        self.assertEqual([r.path for r in routes], ["/"])
         self.assertTrue(any("last good version" in m for m in edited.statuses["docs"].messages))
         # Without a previous good version nothing is served, and the status says why.
         fresh = compile_all(gateway_objects(), route_objects("docs", [host], regex, backend_port=9))

@@ -25,14 +25,14 @@ from tenantgw.admin.resource import Readiness
 from tenantgw.app.pipeline import ConfigPipeline
 from tenantgw.app.service import Options, build
 from tenantgw.compile.compiler import CompileOptions
-from tenantgw.compile.snapshot import (
+from tenantgw.dataplane.gateway import GatewaySite, gateway_on
+from tenantgw.plans.snapshot import (
     STATE_ACCEPTED,
     STATE_CLAMPED,
     STATE_HOST_CONFLICT,
     STATE_REJECTED,
     Snapshot,
 )
-from tenantgw.dataplane.gateway import GatewaySite, gateway_on
 from tenantgw.sources.kubernetes import (
     KubernetesSource,
     ObjectStore,

@@ -22,7 +22,7 @@ from twisted.web.client import HTTPConnectionPool
 from tenantgw.admin.access_log import AccessLog
 from tenantgw.admin.metrics import Metrics, method_label, status_class
 from tenantgw.admin.resource import Readiness, admin_root
-from tenantgw.compile.snapshot import EMPTY_SNAPSHOT
+from tenantgw.plans.snapshot import EMPTY_SNAPSHOT
 from tests.dataplane_support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
 from tests.test_admin_and_options import render
 

@@ -10,8 +10,9 @@ import time
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tenantgw.compile.lowering import plan_match
 from tenantgw.config.model import PATH_REGEX, CookieMatch, HeaderMatch, RouteMatch
-from tenantgw.dataplane.matching import Matcher
+from tenantgw.dataplane.matching import matches, matches_path
 from tenantgw.wire.paths import expand_target
 
 
@@ -21,17 +22,17 @@ def lookup(headers: dict[bytes, list[bytes]]):  # type: ignore[no-untyped-def]
 
 class RegexPathTests(SynchronousTestCase):
     def test_anchored_at_the_start_case_insensitive(self) -> None:
-        matcher = Matcher.for_route(RouteMatch(path="/api(/|$)(.*)", path_type=PATH_REGEX))
-        self.assertTrue(matcher.matches_path(b"/api"))
-        self.assertTrue(matcher.matches_path(b"/API/v1"))
-        self.assertFalse(matcher.matches_path(b"/v1/api"))
-        self.assertFalse(matcher.matches_path(b"/apix"))
+        plan = plan_match(RouteMatch(path="/api(/|$)(.*)", path_type=PATH_REGEX))
+        self.assertTrue(matches_path(plan, b"/api"))
+        self.assertTrue(matches_path(plan, b"/API/v1"))
+        self.assertFalse(matches_path(plan, b"/v1/api"))
+        self.assertFalse(matches_path(plan, b"/apix"))
 
     def test_backtracking_pattern_stays_linear(self) -> None:
-        matcher = Matcher.for_route(RouteMatch(path="/(a+)+$", path_type=PATH_REGEX))
+        plan = plan_match(RouteMatch(path="/(a+)+$", path_type=PATH_REGEX))
         hostile = b"/" + b"a" * 100_000 + b"!"
         started = time.perf_counter()
-        self.assertFalse(matcher.matches_path(hostile))
+        self.assertFalse(matches_path(plan, hostile))
         elapsed = time.perf_counter() - started
         # Python's re needs years for this input; RE2 is linear. The bound is
         # generous (a loaded CI machine), the failure mode is not subtle.
@@ -40,22 +41,20 @@ class RegexPathTests(SynchronousTestCase):
 
 class OtherConditionTests(SynchronousTestCase):
     def test_header_pattern_searches_the_value(self) -> None:
-        matcher = Matcher.for_route(
+        plan = plan_match(
             RouteMatch(headers=(HeaderMatch("x-canary", "^(always|beta-.*)$", regex=True),))
         )
-        self.assertTrue(matcher.matches(b"GET", b"/", lookup({b"x-canary": [b"beta-7"]}), None))
-        self.assertFalse(matcher.matches(b"GET", b"/", lookup({b"x-canary": [b"never"]}), None))
-        self.assertFalse(matcher.matches(b"GET", b"/", lookup({}), None))
+        self.assertTrue(matches(plan, b"GET", b"/", lookup({b"x-canary": [b"beta-7"]}), None))
+        self.assertFalse(matches(plan, b"GET", b"/", lookup({b"x-canary": [b"never"]}), None))
+        self.assertFalse(matches(plan, b"GET", b"/", lookup({}), None))
 
     def test_cookie_value(self) -> None:
-        matcher = Matcher.for_route(RouteMatch(cookies=(CookieMatch("canary", "always"),)))
+        plan = plan_match(RouteMatch(cookies=(CookieMatch("canary", "always"),)))
         self.assertTrue(
-            matcher.matches(b"GET", b"/", lookup({b"cookie": [b"a=1; canary=always"]}), None)
+            matches(plan, b"GET", b"/", lookup({b"cookie": [b"a=1; canary=always"]}), None)
         )
-        self.assertFalse(
-            matcher.matches(b"GET", b"/", lookup({b"cookie": [b"canary=never"]}), None)
-        )
-        self.assertFalse(matcher.matches(b"GET", b"/", lookup({}), None))
+        self.assertFalse(matches(plan, b"GET", b"/", lookup({b"cookie": [b"canary=never"]}), None))
+        self.assertFalse(matches(plan, b"GET", b"/", lookup({}), None))
 
 
 class ExpandTargetTests(SynchronousTestCase):

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
-from tenantgw.compile.snapshot import STATE_ACCEPTED, STATE_CERTIFICATE_ERROR
+from tenantgw.plans.snapshot import STATE_ACCEPTED, STATE_CERTIFICATE_ERROR
 from tenantgw.tls.certificates import (
     CertificateProblem,
     check_dates,

@@ -38,12 +38,7 @@ from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from tenantgw.compile.snapshot import (
-    EMPTY_SNAPSHOT,
-    STATE_HOST_CONFLICT,
-    STATE_REJECTED,
-    Snapshot,
-)
+from tenantgw.plans.snapshot import EMPTY_SNAPSHOT, STATE_HOST_CONFLICT, STATE_REJECTED, Snapshot
 
 if TYPE_CHECKING:
     from tenantgw.dataplane.request import GatewayRequest

@@ -20,8 +20,8 @@ from twisted.web.server import Request
 from tenantgw.admin.dashboard import DashboardResource
 from tenantgw.admin.metrics import Metrics, MetricsResource, certificate_expiry
 from tenantgw.compile.gateway_api import status_json
-from tenantgw.compile.snapshot import STATE_REJECTED, Snapshot
-from tenantgw.config.model import Quota, RateLimit
+from tenantgw.plans.snapshot import STATE_REJECTED, Snapshot
+from tenantgw.values import Quota, RateLimit
 
 
 @define
@@ -107,8 +107,8 @@ def tenants_document(snapshot: Snapshot, live: LiveState | None = None) -> dict[
                 routes.append(
                     {
                         "name": route.name,
-                        "path": route.route.match.path,
-                        "pathType": route.route.match.path_type,
+                        "path": route.path,
+                        "pathType": route.path_type,
                         "backends": [
                             {
                                 "service": b.service,

@@ -44,10 +44,10 @@ from attrs import define, evolve, field
 from tenantgw.compile.compiler import TENANT_LABEL, CompileOptions, compile_snapshot
 from tenantgw.compile.gateway_api import status_json
 from tenantgw.compile.selector import MATCH_ALL, LabelSelector, SelectorError
-from tenantgw.compile.snapshot import STATE_HOST_CONFLICT, STATE_REJECTED, Snapshot
 from tenantgw.config.errors import TenantConfigError
 from tenantgw.config.namespace import ALLOWED_HOSTS_ANNOTATION
 from tenantgw.config.parse import parse_tenant_yaml
+from tenantgw.plans.snapshot import STATE_HOST_CONFLICT, STATE_REJECTED, Snapshot
 from tenantgw.sources.directory import ManifestError, load_manifests, manifest_files
 from tenantgw.translators.gateway_api import ObjectStatus
 from tenantgw.translators.objects import labels_of, meta
@@ -365,8 +365,9 @@ def _classify(
     (a port the Service lacks, a certificate that does not serve) and, in
     strict mode, references that do not exist at all.
     """
-    compiled = snapshot.tenants.get(tenant.namespace)
-    hosts = compiled.spec.hosts if compiled is not None else ()
+    # The hosts as the serving spec declares them, to name hosts[i].
+    serving = snapshot.last_good.get(tenant.namespace)
+    hosts: tuple[str, ...] = serving[1].hosts if serving is not None else ()
     for message in messages:
         problem = split_message(message)
         lost = _LOST_HOST.match(message)

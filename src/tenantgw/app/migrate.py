@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from attrs import evolve
 
-from tenantgw.compile.snapshot import ANY_HOST
+from tenantgw.plans.snapshot import ANY_HOST
 from tenantgw.sources.directory import ManifestError, load_manifests, manifest_files
 from tenantgw.translators.ingress import (
     ACCEPTED,

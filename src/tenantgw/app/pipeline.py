@@ -15,8 +15,8 @@ from twisted.logger import Logger
 
 from tenantgw.admin.resource import Readiness
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
-from tenantgw.compile.snapshot import STATE_ACCEPTED, Snapshot, TenantStatus
 from tenantgw.dataplane.gateway import Gateway
+from tenantgw.plans.snapshot import STATE_ACCEPTED, Snapshot, TenantStatus
 
 _log = Logger()
 

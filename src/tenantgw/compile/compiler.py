@@ -31,25 +31,9 @@ from tenantgw.compile.gateway_api import (
 )
 from tenantgw.compile.hosts import SCHEMES, HostClaim, PlacedRoute, routes_by_host, share_hosts
 from tenantgw.compile.ingress import compile_ingresses
+from tenantgw.compile.lowering import plan_route
 from tenantgw.compile.precedence import in_precedence_order
 from tenantgw.compile.selector import MATCH_ALL, LabelSelector
-from tenantgw.compile.snapshot import (
-    ANY_HOST,
-    EMPTY_SNAPSHOT,
-    STATE_ACCEPTED,
-    STATE_CERTIFICATE_ERROR,
-    STATE_CLAMPED,
-    STATE_HOST_CONFLICT,
-    STATE_REJECTED,
-    CompiledAccess,
-    CompiledBackend,
-    CompiledRoute,
-    CompiledTenant,
-    Endpoint,
-    Snapshot,
-    TenantStatus,
-    digest_api_key,
-)
 from tenantgw.config.errors import TenantConfigError
 from tenantgw.config.model import TLS, Access, BackendRef, FieldError, Route, TenantSpec
 from tenantgw.config.namespace import (
@@ -60,6 +44,19 @@ from tenantgw.config.namespace import (
     parse_namespace_policy,
 )
 from tenantgw.config.parse import parse_tenant_yaml
+from tenantgw.plans.routes import AccessPlan, BackendPlan, Endpoint, RoutePlan, digest_api_key
+from tenantgw.plans.snapshot import (
+    ANY_HOST,
+    EMPTY_SNAPSHOT,
+    STATE_ACCEPTED,
+    STATE_CERTIFICATE_ERROR,
+    STATE_CLAMPED,
+    STATE_HOST_CONFLICT,
+    STATE_REJECTED,
+    Snapshot,
+    TenantPlan,
+    TenantStatus,
+)
 from tenantgw.tls.certificates import (
     CertificateProblem,
     ServingCertificate,
@@ -163,7 +160,7 @@ def parse_cached(text: str) -> TenantSpec | tuple[FieldError, ...]:
 
 def _compile_access(
     access: Access, index: _NamespaceIndex, path: str, messages: list[str]
-) -> CompiledAccess:
+) -> AccessPlan:
     """
     Missing or unusable Secrets fail closed: the scope keeps asking for
     credentials and no credential matches, and the tenant is told why.
@@ -214,7 +211,7 @@ def _compile_access(
             digests = frozenset(
                 digest_api_key(v.strip()) for v in secret_values(secret).values() if v.strip()
             )
-    return CompiledAccess(
+    return AccessPlan(
         allow_cidrs=access.allow_cidrs,
         deny_cidrs=access.deny_cidrs,
         basic_auth_realm=realm,
@@ -257,7 +254,7 @@ def _where(backend: BackendRef, index: _NamespaceIndex) -> str:
 
 def _resolve_backend(
     backend: BackendRef, index: _NamespaceIndex, path: str, messages: list[str]
-) -> CompiledBackend:
+) -> BackendPlan:
     service = index.services.get(backend.service)
     if service is None:
         messages.append(
@@ -265,7 +262,7 @@ def _resolve_backend(
             f" {_where(backend, index)};"
             " it receives no traffic"
         )
-        return CompiledBackend(backend.service, 0, backend.weight, ())
+        return BackendPlan(backend.service, 0, backend.weight, ())
     raw_spec = service.get("spec")
     spec: Mapping[str, Any] = raw_spec if isinstance(raw_spec, Mapping) else {}
     ports = _list(spec.get("ports"))
@@ -285,7 +282,7 @@ def _resolve_backend(
             f" {backend.port!r};"
             " it receives no traffic"
         )
-        return CompiledBackend(backend.service, 0, backend.weight, ())
+        return BackendPlan(backend.service, 0, backend.weight, ())
     port_name = chosen.get("name") or ""
     protocol = _INGRESS_PROTOCOLS.get(backend.protocol or "") or backend_protocol(
         port_name, chosen.get("appProtocol")
@@ -316,7 +313,7 @@ def _resolve_backend(
     service_port = chosen.get("port")
     if not isinstance(service_port, int) or isinstance(service_port, bool):
         service_port = 0  # a malformed Service port must not abort the compile
-    return CompiledBackend(
+    return BackendPlan(
         backend.service,
         service_port,
         backend.weight,
@@ -360,18 +357,18 @@ def backend_protocol(port_name: str, app_protocol: object) -> str:
 def _compile_route(
     route: Route,
     path: str,
-    tenant_access: CompiledAccess,
+    tenant_access: AccessPlan,
     index: _NamespaceIndex,
     messages: list[str],
     by_namespace: Mapping[str, _NamespaceIndex] | None = None,
-) -> CompiledRoute:
+) -> RoutePlan:
     """
     C{path} names where the route was declared (C{routes[2]}).  A backend in
     another namespace (a Gateway API backendRef the translator found a
     ReferenceGrant for) resolves in that namespace's index, and only there.
     """
 
-    def resolve(backend: BackendRef, where: str) -> CompiledBackend:
+    def resolve(backend: BackendRef, where: str) -> BackendPlan:
         target = index
         if backend.namespace is not None and backend.namespace != index.namespace:
             target = (by_namespace or {}).get(backend.namespace) or _NamespaceIndex.empty(
@@ -386,14 +383,7 @@ def _compile_route(
     scopes = [tenant_access]
     if route.access is not None:
         scopes.append(_compile_access(route.access, index, f"{path}.access", messages))
-    return CompiledRoute(
-        route=route,
-        backends=tuple(backends),
-        access=tuple(scopes),
-        rate=route.quota,
-        source=path,
-        mirrors=tuple(mirrors),
-    )
+    return plan_route(route, tuple(backends), tuple(scopes), tuple(mirrors), path)
 
 
 @frozen
@@ -729,10 +719,10 @@ def compile_snapshot(
     for host, holder in ownership.owner.items():
         hosts_of[holder].append(host)
 
-    tenants: dict[str, CompiledTenant] = {}
-    exact: dict[str, CompiledTenant] = {}
-    wildcards: list[tuple[str, CompiledTenant]] = []
-    catch_all: CompiledTenant | None = None
+    tenants: dict[str, TenantPlan] = {}
+    exact: dict[str, TenantPlan] = {}
+    wildcards: list[tuple[str, TenantPlan]] = []
+    catch_all: TenantPlan | None = None
     last_good: dict[str, tuple[str, TenantSpec]] = {}
     certificates: dict[str, ServingCertificate] = {}
     for candidate in candidates:
@@ -749,7 +739,7 @@ def compile_snapshot(
         routes = in_precedence_order(zip(candidate.spec.routes, declared))
         owned = hosts_of[namespace]
         hosts = tuple(h for h in owned if h != ANY_HOST)
-        host_routes: dict[tuple[str, str], tuple[CompiledRoute, ...]] = {}
+        host_routes: dict[tuple[str, str], tuple[RoutePlan, ...]] = {}
         translated = gateway_api.routes.get(namespace, ()) if namespace in serving else ()
         from_ingress = ingress.routes.get(namespace, ()) if namespace in serving else ()
         if translated or from_ingress:
@@ -757,8 +747,14 @@ def compile_snapshot(
                 {candidate.derived_host} if candidate.derived_host else set()
             )
             placed = [
-                PlacedRoute(route, config_hosts & frozenset(owned), frozenset(SCHEMES), ("", i))
-                for i, route in enumerate(declared)
+                PlacedRoute(
+                    plan,
+                    route.match,
+                    config_hosts & frozenset(owned),
+                    frozenset(SCHEMES),
+                    ("", i),
+                )
+                for i, (route, plan) in enumerate(zip(candidate.spec.routes, declared))
             ]
             compiled_translated = []
             for position, t in enumerate(translated):
@@ -771,7 +767,13 @@ def compile_snapshot(
                 )
                 compiled_translated.append(compiled)
                 placed.append(
-                    PlacedRoute(compiled, keys, frozenset({t.scheme}), ("~", t.order, position))
+                    PlacedRoute(
+                        compiled,
+                        t.route.match,
+                        keys,
+                        frozenset({t.scheme}),
+                        ("~", t.order, position),
+                    )
                 )
             for position, r in enumerate(from_ingress):
                 lost = ownership.lost.get(str(r.origin), frozenset())
@@ -785,7 +787,9 @@ def compile_snapshot(
                 compiled = _compile_route(r.route, r.source, tenant_access, index, messages)
                 compiled_translated.append(compiled)
                 placed.append(
-                    PlacedRoute(compiled, keys, frozenset(SCHEMES), ("~", r.order, position))
+                    PlacedRoute(
+                        compiled, r.route.match, keys, frozenset(SCHEMES), ("~", r.order, position)
+                    )
                 )
             host_routes = routes_by_host(placed, sorted(owned))
             routes = routes + tuple(compiled_translated)
@@ -813,10 +817,9 @@ def compile_snapshot(
                     redirect_hosts.add(host)
         messages.extend(ingress_refusals.get(namespace, ()))
         messages.extend(ingress.messages.get(namespace, ()))
-        compiled_tenant = CompiledTenant(
+        compiled_tenant = TenantPlan(
             namespace=namespace,
             hosts=tuple(sorted(hosts)),
-            spec=candidate.spec,
             quota=quota,
             routes=routes,
             access=tenant_access,

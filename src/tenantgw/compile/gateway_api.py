@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from attrs import evolve, field, frozen
 
-from tenantgw.compile.snapshot import ANY_HOST, Snapshot
+from tenantgw.plans.snapshot import ANY_HOST, Snapshot
 from tenantgw.tls.certificates import (
     CertificateProblem,
     ServingCertificate,

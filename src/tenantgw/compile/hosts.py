@@ -19,7 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from attrs import frozen
 
 from tenantgw.compile.precedence import precedence_key
-from tenantgw.compile.snapshot import ANY_HOST, CompiledRoute
+from tenantgw.config.model import RouteMatch
+from tenantgw.plans.routes import RoutePlan
+from tenantgw.plans.snapshot import ANY_HOST
 
 SCHEMES = ("http", "https")
 
@@ -85,9 +87,13 @@ def share_hosts(
 
 @frozen
 class PlacedRoute:
-    """A compiled route with the host keys and schemes it serves, and its tie-break order."""
+    """
+    A route's plan with the host keys and schemes it serves, and what orders
+    it among the others: its declared match, then its tie-break order.
+    """
 
-    route: CompiledRoute
+    route: RoutePlan
+    match: RouteMatch
     hosts: frozenset[str]
     schemes: frozenset[str]
     order: tuple[object, ...]
@@ -109,12 +115,12 @@ def _covering_keys(key: str, keys: Sequence[str]) -> list[str]:
 
 
 def _ordered(routes: Iterable[PlacedRoute]) -> list[PlacedRoute]:
-    return sorted(routes, key=lambda p: (precedence_key(p.route.route.match, 0)[:-1], p.order))
+    return sorted(routes, key=lambda p: (precedence_key(p.match, 0)[:-1], p.order))
 
 
 def routes_by_host(
     placed: Sequence[PlacedRoute], keys: Sequence[str]
-) -> dict[tuple[str, str], tuple[CompiledRoute, ...]]:
+) -> dict[tuple[str, str], tuple[RoutePlan, ...]]:
     """(scheme, host key) -> the routes a request for that key tries, first match wins."""
     own: dict[tuple[str, str], list[PlacedRoute]] = {}
     for scheme in SCHEMES:
@@ -122,7 +128,7 @@ def routes_by_host(
             own[(scheme, key)] = _ordered(
                 p for p in placed if key in p.hosts and scheme in p.schemes
             )
-    result: dict[tuple[str, str], tuple[CompiledRoute, ...]] = {}
+    result: dict[tuple[str, str], tuple[RoutePlan, ...]] = {}
     for (scheme, key), first in own.items():
         chain = list(first)
         for above in _covering_keys(key, keys):

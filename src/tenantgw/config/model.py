@@ -13,48 +13,57 @@ lower-cased here because every comparison on them is case-insensitive.
 
 from __future__ import annotations
 
-import ipaddress
-
 from attrs import field, frozen
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-PATH_PREFIX = "Prefix"
-PATH_EXACT = "Exact"
-PATH_TYPES = (PATH_PREFIX, PATH_EXACT)
-# An RE2 expression matched from the start of the path, case-insensitively
-# (ingress-nginx use-regex: nginx's "location ~*"); only the Ingress
-# translator writes it, after RE2 accepted the pattern.
-PATH_REGEX = "RegularExpression"
-
-LB_ROUND_ROBIN = "RoundRobin"
-LB_LEAST_REQUEST = "LeastRequest"
-LB_COOKIE = "Cookie"
-LB_POLICIES = (LB_ROUND_ROBIN, LB_LEAST_REQUEST, LB_COOKIE)
+# Re-exported: the parsers and translators read one module for everything
+# a config can say; the data plane reads tenantgw.values directly.
+from tenantgw.values import (
+    LB_COOKIE as LB_COOKIE,
+)
+from tenantgw.values import (
+    LB_LEAST_REQUEST as LB_LEAST_REQUEST,
+)
+from tenantgw.values import (
+    LB_POLICIES as LB_POLICIES,
+)
+from tenantgw.values import (
+    LB_ROUND_ROBIN as LB_ROUND_ROBIN,
+)
+from tenantgw.values import (
+    PATH_EXACT as PATH_EXACT,
+)
+from tenantgw.values import (
+    PATH_PREFIX as PATH_PREFIX,
+)
+from tenantgw.values import (
+    PATH_REGEX as PATH_REGEX,
+)
+from tenantgw.values import (
+    PATH_TYPES as PATH_TYPES,
+)
+from tenantgw.values import (
+    Cache as Cache,
+)
+from tenantgw.values import (
+    Cors as Cors,
+)
+from tenantgw.values import (
+    HealthCheck as HealthCheck,
+)
+from tenantgw.values import (
+    IPNetwork as IPNetwork,
+)
+from tenantgw.values import (
+    Quota as Quota,
+)
+from tenantgw.values import (
+    RateLimit as RateLimit,
+)
+from tenantgw.values import (
+    Redirect as Redirect,
+)
 
 REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-
-
-@frozen
-class RateLimit:
-    """A token bucket: C{requests_per_second} refill, C{burst} capacity."""
-
-    requests_per_second: float
-    burst: int
-
-
-@frozen
-class Quota:
-    """
-    Tenant-wide limits.  L{None} means "no limit of that kind"; ceilings from
-    the namespace are applied later, at compile time, because they belong to
-    the operator and change independently of the tenant's file.
-    """
-
-    rate: RateLimit | None = None
-    per_client: RateLimit | None = None
-    max_concurrent_requests: int | None = None
-    max_request_body_bytes: int | None = None
 
 
 @frozen
@@ -158,18 +167,6 @@ class HeaderModifier:
 
 
 @frozen
-class Redirect:
-    scheme: str | None = None
-    host: str | None = None
-    port: int | None = None
-    path: str | None = None
-    status_code: int = 302
-    # Gateway API RequestRedirect ReplacePrefixMatch: the matched prefix of
-    # the request's path is replaced, the rest kept.
-    replace_prefix: str | None = None
-
-
-@frozen
 class Retries:
     attempts: int = 0
 
@@ -183,20 +180,6 @@ class LoadBalancer:
 
 
 @frozen
-class HealthCheck:
-    path: str = "/healthz"
-    interval_seconds: float = 5.0
-    unhealthy_threshold: int = 3
-    healthy_threshold: int = 2
-
-
-@frozen
-class Cache:
-    max_age_seconds: int = 60
-    max_body_bytes: int = 1048576
-
-
-@frozen
 class Mirror:
     """
     A copy of each request (or of C{percent} of them) sent to another
@@ -206,23 +189,6 @@ class Mirror:
 
     backend: BackendRef
     percent: float = 100.0
-
-
-@frozen
-class Cors:
-    """
-    CORS answered by the gateway (Gateway API HTTPCORSFilter,
-    ingress-nginx enable-cors): preflights never reach the backend.
-    C{allow_origins} entries are C{*}, an exact origin or one with a
-    C{*.} wildcard host (C{https://*.example.com}).
-    """
-
-    allow_origins: tuple[str, ...] = ()
-    allow_methods: tuple[str, ...] = ()
-    allow_headers: tuple[str, ...] = ()
-    expose_headers: tuple[str, ...] = ()
-    allow_credentials: bool = False
-    max_age_seconds: int = 5
 
 
 @frozen

@@ -25,8 +25,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
 from twisted.python.threadpool import ThreadPool
 
-from tenantgw.compile.snapshot import CompiledAccess, digest_api_key
-from tenantgw.config.model import IPNetwork
+from tenantgw.plans.routes import AccessPlan, digest_api_key
+from tenantgw.values import IPNetwork
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -47,7 +47,7 @@ def parse_address(text: str) -> IPAddress | None:
     return address
 
 
-def address_allowed(address: IPAddress | None, access: CompiledAccess) -> bool:
+def address_allowed(address: IPAddress | None, access: AccessPlan) -> bool:
     """Deny wins over allow; an empty allow list admits everyone."""
     if address is None:
         return not access.allow_cidrs and not access.deny_cidrs
@@ -70,7 +70,7 @@ class AddressVerdicts:
 
     LIMIT = 16384
 
-    def __init__(self, scopes: Sequence[CompiledAccess]) -> None:
+    def __init__(self, scopes: Sequence[AccessPlan]) -> None:
         self.scopes = tuple(scope for scope in scopes if scope.checks_address)
         self.verdicts: dict[str, bool] = {}
 
@@ -122,7 +122,7 @@ class CredentialChecker:
 
     def check(
         self,
-        access: CompiledAccess,
+        access: AccessPlan,
         authorization: bytes | None,
         api_key_header: bytes | None,
     ) -> bool | Deferred[bool]:

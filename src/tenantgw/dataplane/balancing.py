@@ -22,15 +22,15 @@ import hashlib
 import random
 from collections.abc import Callable, Iterable
 
-from tenantgw.compile.snapshot import CompiledBackend, Endpoint
-from tenantgw.config.model import LB_COOKIE, LB_LEAST_REQUEST
+from tenantgw.plans.routes import BackendPlan, Endpoint
+from tenantgw.values import LB_COOKIE, LB_LEAST_REQUEST
 
 AFFINITY_COOKIE = b"tgw-affinity"
 
 EndpointKey = tuple[str, int, "str | None"]
 
 
-def endpoint_key(backend: CompiledBackend, endpoint: Endpoint) -> EndpointKey:
+def endpoint_key(backend: BackendPlan, endpoint: Endpoint) -> EndpointKey:
     return (endpoint.address, endpoint.port, backend.tls_name)
 
 
@@ -77,7 +77,7 @@ class BackendPicker:
 
     def __init__(
         self,
-        backends: tuple[CompiledBackend, ...],
+        backends: tuple[BackendPlan, ...],
         policy: str,
         load: EndpointLoad,
         rng: random.Random | None = None,
@@ -96,7 +96,7 @@ class BackendPicker:
         self.available = available
         self.unavailable = unavailable if unavailable is not None else set()
         self.sticky = policy == LB_COOKIE
-        self.by_token: dict[bytes, tuple[CompiledBackend, Endpoint]] = {}
+        self.by_token: dict[bytes, tuple[BackendPlan, Endpoint]] = {}
         if self.sticky:
             for backend in usable:
                 for endpoint in backend.endpoints:
@@ -107,7 +107,7 @@ class BackendPicker:
 
     def pick(
         self, affinity: bytes | None = None, exclude: Iterable[EndpointKey] = ()
-    ) -> tuple[CompiledBackend, Endpoint] | None:
+    ) -> tuple[BackendPlan, Endpoint] | None:
         if not self.backends:
             return None
         unhealthy = self.unavailable
@@ -163,7 +163,7 @@ class BackendPicker:
 
     @staticmethod
     def _eligible(
-        backend: CompiledBackend, excluded: set[EndpointKey] | None
+        backend: BackendPlan, excluded: set[EndpointKey] | None
     ) -> tuple[Endpoint, ...] | list[Endpoint]:
         if not excluded:
             return backend.endpoints

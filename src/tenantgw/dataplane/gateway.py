@@ -27,16 +27,6 @@ from twisted.python.threadpool import ThreadPool
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 
-from tenantgw.compile.snapshot import (
-    ANY_HOST,
-    EMPTY_SNAPSHOT,
-    CompiledAccess,
-    CompiledBackend,
-    CompiledRoute,
-    CompiledTenant,
-    Snapshot,
-)
-from tenantgw.config.model import LB_LEAST_REQUEST, IPNetwork, RateLimit, Redirect
 from tenantgw.dataplane.access import (
     AddressVerdicts,
     CredentialChecker,
@@ -62,7 +52,7 @@ from tenantgw.dataplane.cors import CorsPolicy, is_preflight
 from tenantgw.dataplane.deadlines import Deadlines
 from tenantgw.dataplane.health import ActiveChecks, EndpointHealth, ProbeTarget
 from tenantgw.dataplane.limits import Bucket, Denial, InFlight, RateLimiter
-from tenantgw.dataplane.matching import Matcher, first_match
+from tenantgw.dataplane.matching import first_match
 from tenantgw.dataplane.mirror import MIRROR_HEADER, Mirrors, MirrorTarget
 from tenantgw.dataplane.proxy import Exchange, upgrade_requested
 from tenantgw.dataplane.quota_redis import Decision, RedisQuota
@@ -73,7 +63,10 @@ from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
 from tenantgw.http2.client import H2UpstreamPool
 from tenantgw.http2.negotiate import NegotiatingProtocol, PriorKnowledgeProtocol
 from tenantgw.http2.server import H2ServerConnection
+from tenantgw.plans.routes import AccessPlan, BackendPlan, RoutePlan
+from tenantgw.plans.snapshot import ANY_HOST, EMPTY_SNAPSHOT, Snapshot, TenantPlan
 from tenantgw.tls.upstream import UpstreamTrust
+from tenantgw.values import LB_LEAST_REQUEST, IPNetwork, RateLimit, Redirect
 from tenantgw.wire.fields import HOP_BY_HOP, UNDERSCORES_DROP, connection_options
 from tenantgw.wire.paths import (
     DEFAULT_POLICY,
@@ -192,78 +185,62 @@ def _rate_policy_headers(denial: Denial) -> list[tuple[bytes, bytes]]:
 
 
 class RouteHandler:
-    def __init__(self, tenant: TenantHandler, compiled: CompiledRoute) -> None:
-        route = compiled.route
+    def __init__(self, tenant: TenantHandler, plan: RoutePlan) -> None:
         self.tenant = tenant
-        self.compiled = compiled
-        self.name = route.name
-        self.matcher = Matcher.for_route(route.match)
+        self.plan = plan
+        self.name = plan.name
+        self.matcher = plan.match
         health = tenant.gateway.health
         self.picker = BackendPicker(
-            compiled.backends,
-            route.load_balancer.policy,
+            plan.backends,
+            plan.balancing,
             tenant.gateway.endpoint_load,
             available=health.available,
             unavailable=health.unavailable,
         )
-        self.retry_attempts = route.retries.attempts
+        self.retry_attempts = plan.retry_attempts
         # Endpoints whose backend is not plain HTTP/1.1 (h2c, TLS), or None.
-        self.protocols = endpoint_protocols(compiled.backends)
-        self.access: tuple[CompiledAccess, ...] = compiled.access
-        self.checks_address = any(a.checks_address for a in compiled.access)
-        self.address_verdicts = AddressVerdicts(compiled.access)
-        self.checks_credentials = any(a.checks_credentials for a in compiled.access)
-        # Gateway API backendRequest bounds one attempt; else the route's timeout.
-        self.timeout = (
-            route.backend_timeout_seconds
-            or route.timeout_seconds
-            or tenant.gateway.upstream_timeout
-        )
-        self.redirect: Redirect | None = route.redirect
-        rewrite = route.rewrite
-        self.replace_prefix = (
-            rewrite.replace_prefix.encode("ascii") if rewrite and rewrite.replace_prefix else None
-        )
-        self.full_path = (
-            rewrite.full_path.encode("ascii") if rewrite and rewrite.full_path else None
-        )
-        self.regex_target = (
-            rewrite.regex_target.encode("ascii") if rewrite and rewrite.regex_target else None
-        )
+        self.protocols = endpoint_protocols(plan.backends)
+        self.access: tuple[AccessPlan, ...] = plan.access
+        self.checks_address = any(a.checks_address for a in plan.access)
+        self.address_verdicts = AddressVerdicts(plan.access)
+        self.checks_credentials = any(a.checks_credentials for a in plan.access)
+        self.timeout = plan.attempt_timeout or tenant.gateway.upstream_timeout
+        self.redirect: Redirect | None = plan.redirect
+        self.replace_prefix = plan.rewrite_prefix
+        self.full_path = plan.rewrite_full_path
+        self.regex_target = plan.rewrite_regex_target
         # ingress-nginx proxy-body-size: the smaller of the route's and the tenant's.
-        limits = [n for n in (tenant.max_body, route.max_request_body_bytes) if n is not None]
+        limits = [n for n in (tenant.max_body, plan.max_request_body_bytes) if n is not None]
         self.max_body = min(limits) if limits else None
-        cookie_name = route.load_balancer.cookie_name
-        self.affinity_cookie = cookie_name.encode("ascii") if cookie_name else AFFINITY_COOKIE
-        self.rewrite_host = rewrite.host.encode("ascii") if rewrite and rewrite.host else None
-        self.request_edits = route.request_headers if not route.request_headers.is_empty() else None
-        response_edits = route.response_headers
-        self.edit_response = None if response_edits.is_empty() else self._edit_response
-        self.cors = CorsPolicy.of(route.cors) if route.cors is not None else None
-        self.mirrors = tuple(MirrorTarget(b, percent) for b, percent in compiled.mirrors)
-        # Share of requests answered 500 for backends that were refused at
-        # compile time (Gateway API: invalid backendRefs keep their weight).
-        usable_weight = sum(b.weight for b in compiled.backends)
-        refused = route.refused_backend_weight
-        self.refused_share = refused / (refused + usable_weight) if refused else 0.0
-        self.cache = route.cache
+        self.affinity_cookie = plan.affinity_cookie or AFFINITY_COOKIE
+        self.rewrite_host = plan.rewrite_host
+        self.request_edits = plan.request_edits
+        response_edits = plan.response_edits
+        if response_edits is not None:
+            self._response_edits = response_edits
+            self._replaced = response_edits.replaced
+        self.edit_response = None if response_edits is None else self._edit_response
+        self.cors = CorsPolicy.of(plan.cors) if plan.cors is not None else None
+        self.mirrors = tuple(MirrorTarget(b, percent) for b, percent in plan.mirrors)
+        self.refused_share = plan.refused_share
+        self.cache = plan.cache
         self.rate_bucket = (
-            Bucket(("route", tenant.namespace, route.name), compiled.rate, "route")
-            if compiled.rate
+            Bucket(("route", tenant.namespace, plan.name), plan.rate, "route")
+            if plan.rate
             else None
         )
         # ingress-nginx limit-rps and limit-connections: per client, on this route.
-        self.per_client_rate = route.per_client_rate
-        self.max_client_concurrent = route.max_client_concurrent
+        self.per_client_rate = plan.per_client_rate
+        self.max_client_concurrent = plan.max_client_concurrent
 
     def _edit_response(self, headers: ResponseHeaders) -> ResponseHeaders:
-        """Remove, then set (replacing every value), then add; names are lower case."""
-        edits = self.compiled.route.response_headers
-        replaced = {name.encode("ascii") for name in edits.remove}
-        replaced.update(name.encode("ascii") for name, _ in edits.set)
+        """Remove, then set (replacing every value), then add."""
+        edits = self._response_edits
+        replaced = self._replaced
         result = [(name, value) for name, value in headers if name not in replaced]
-        result.extend((n.encode("ascii"), v.encode("latin-1")) for n, v in edits.set)
-        result.extend((n.encode("ascii"), v.encode("latin-1")) for n, v in edits.add)
+        result.extend(edits.set)
+        result.extend(edits.add)
         return result
 
     def another_endpoint(self, tried: set[EndpointKey]) -> EndpointKey | None:
@@ -284,7 +261,7 @@ class RouteHandler:
 
 
 class TenantHandler:
-    def __init__(self, gateway: Gateway, compiled: CompiledTenant) -> None:
+    def __init__(self, gateway: Gateway, compiled: TenantPlan) -> None:
         self.gateway = gateway
         self.compiled = compiled
         self.namespace = compiled.namespace
@@ -866,7 +843,7 @@ class Gateway:
         respond(request, 308, [(b"location", location)])
 
     def check_credentials(
-        self, request: GatewayRequest, scopes: tuple[CompiledAccess, ...]
+        self, request: GatewayRequest, scopes: tuple[AccessPlan, ...]
     ) -> bool | Deferred[bool]:
         """Every scope that asks for credentials must accept them."""
         headers = request.requestHeaders
@@ -910,7 +887,7 @@ class Gateway:
         respond(request, 500, close=True)
 
 
-def endpoint_protocols(backends: Iterable[CompiledBackend]) -> dict[EndpointKey, str] | None:
+def endpoint_protocols(backends: Iterable[BackendPlan]) -> dict[EndpointKey, str] | None:
     """Each endpoint's protocol, when any backend of the route is not HTTP/1.1."""
     if all(backend.protocol == "h1" for backend in backends):
         return None
@@ -925,7 +902,7 @@ def probe_targets(snapshot: Snapshot) -> set[ProbeTarget]:
     targets = set()
     for tenant in snapshot.tenants.values():
         for route in tenant.routes:
-            check = route.route.health_check
+            check = route.health_check
             if check is None:
                 continue
             for backend in route.backends:

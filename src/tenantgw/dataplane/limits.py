@@ -22,7 +22,7 @@ from collections.abc import Hashable, Sequence
 from attrs import frozen
 from twisted.internet.interfaces import IReactorTime
 
-from tenantgw.config.model import RateLimit
+from tenantgw.values import RateLimit
 
 # Keys idle for longer than their bucket takes to refill are indistinguishable
 # from absent keys, so they are dropped; this bounds memory by the number of

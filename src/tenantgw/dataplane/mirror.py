@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
-from tenantgw.compile.snapshot import CompiledBackend
+from tenantgw.plans.routes import BackendPlan
 
 MAX_MIRRORS_IN_FLIGHT = 256
 # Marks a copy: a request carrying it is never mirrored again (loops).
@@ -33,7 +33,7 @@ _log = Logger()
 class MirrorTarget:
     """One mirror of a route: its backend's endpoints in turn, and a sampling share."""
 
-    def __init__(self, backend: CompiledBackend, percent: float) -> None:
+    def __init__(self, backend: BackendPlan, percent: float) -> None:
         self.endpoints = backend.endpoints
         self.percent = percent
         self.next = 0

@@ -59,7 +59,7 @@ _NOT_COPIED = frozenset(
 # TE is written by the exchange: "trailers" when the client accepts them.
 _NOT_COPIED_H2 = frozenset(name.lower() for name in _NOT_COPIED)
 
-# Backend protocols (tenantgw.compile.snapshot.CompiledBackend.protocol).
+# Backend protocols (tenantgw.plans.snapshot.BackendPlan.protocol).
 PROTOCOL_HTTP1 = "h1"
 PROTOCOL_H2C = "h2c"
 # TLS, with h2 offered by ALPN: HTTP/2 when the upstream agrees, else HTTP/1.1.

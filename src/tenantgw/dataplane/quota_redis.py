@@ -49,8 +49,8 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tenantgw.config.model import RateLimit
 from tenantgw.dataplane.limits import Bucket, Denial, RateLimiter
+from tenantgw.values import RateLimit
 
 _log = Logger()
 

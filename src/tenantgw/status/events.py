@@ -25,7 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from tenantgw.compile.snapshot import STATE_ACCEPTED, Snapshot, TenantStatus
+from tenantgw.plans.snapshot import STATE_ACCEPTED, Snapshot, TenantStatus
 
 _log = Logger()
 

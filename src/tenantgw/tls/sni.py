@@ -16,7 +16,7 @@ from OpenSSL import SSL, crypto
 from twisted.internet.ssl import CertificateOptions, TLSVersion
 from twisted.logger import Logger
 
-from tenantgw.compile.snapshot import Snapshot
+from tenantgw.plans.snapshot import Snapshot
 from tenantgw.tls.certificates import ServingCertificate
 
 _log = Logger()

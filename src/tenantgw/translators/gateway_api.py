@@ -35,7 +35,6 @@ from typing import Any
 from attrs import frozen
 
 from tenantgw.compile.selector import LabelSelector, SelectorError
-from tenantgw.compile.snapshot import ANY_HOST
 from tenantgw.config import names
 from tenantgw.config.checker import Checker, Section, or_default
 from tenantgw.config.model import (
@@ -52,6 +51,7 @@ from tenantgw.config.model import (
     Route,
     RouteMatch,
 )
+from tenantgw.plans.snapshot import ANY_HOST
 from tenantgw.translators.conditions import (
     FALSE,
     TRUE,

@@ -28,7 +28,6 @@ from urllib.parse import urlsplit
 import re2
 from attrs import evolve, frozen
 
-from tenantgw.compile.snapshot import ANY_HOST
 from tenantgw.config import names
 from tenantgw.config.model import (
     LB_COOKIE,
@@ -48,6 +47,7 @@ from tenantgw.config.model import (
     Route,
     RouteMatch,
 )
+from tenantgw.plans.snapshot import ANY_HOST
 from tenantgw.translators import ingress_annotations as ann
 from tenantgw.translators.conditions import ObjectKey
 from tenantgw.translators.objects import (

@@ -1,5 +1,6 @@
 """
-The routing snapshot: everything the data plane needs, resolved and frozen.
+The routing snapshot: every tenant's plan, resolved and frozen, with the
+host tables that find them.
 
 A snapshot is built by one pure function (L{tenantgw.compile.compiler}) from
 the watched objects and is then only ever read.  The data plane swaps a whole
@@ -9,14 +10,14 @@ or the new one, never half of each.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 from attrs import field, frozen
 
-from tenantgw.config.model import IPNetwork, Quota, RateLimit, Route, TenantSpec
+from tenantgw.plans.routes import AccessPlan, RoutePlan
 from tenantgw.tls.certificates import ServingCertificate
+from tenantgw.values import Quota
 
 STATE_ACCEPTED = "Accepted"
 STATE_CLAMPED = "Clamped"
@@ -30,80 +31,12 @@ ANY_HOST = "*"
 
 
 @frozen
-class Endpoint:
-    """One ready address of a Service, as listed by its EndpointSlices."""
-
-    address: str
-    port: int
-
-
-@frozen
-class CompiledBackend:
-    service: str
-    port: int  # the Service port, for logs and the upstream Host fallback
-    weight: int
-    endpoints: tuple[Endpoint, ...]
-    # For a TLS port (named "https", or appProtocol https): the name the
-    # upstream's certificate must carry, the Service's DNS name.
-    tls_name: str | None = None
-    # What the backend speaks (see tenantgw.compile.compiler.backend_protocol):
-    # "h1" (HTTP/1.1), "h2c" (HTTP/2 cleartext) or "tls" (TLS, HTTP/2 when
-    # the upstream accepts h2 by ALPN, HTTP/1.1 otherwise).
-    protocol: str = "h1"
-
-
-@frozen
-class CompiledAccess:
-    """
-    Access rules with their Secrets resolved.  API keys are kept only as
-    SHA-256 digests: a set lookup on a digest leaks nothing about the key's
-    bytes through timing, and the raw keys never sit in the snapshot.
-    """
-
-    allow_cidrs: tuple[IPNetwork, ...] = ()
-    deny_cidrs: tuple[IPNetwork, ...] = ()
-    basic_auth_realm: str | None = None
-    basic_auth_users: Mapping[str, bytes] = field(factory=dict)  # user -> bcrypt hash
-    api_key_digests: frozenset[bytes] | None = None
-
-    @property
-    def checks_address(self) -> bool:
-        return bool(self.allow_cidrs or self.deny_cidrs)
-
-    @property
-    def checks_credentials(self) -> bool:
-        return self.basic_auth_realm is not None or self.api_key_digests is not None
-
-
-def digest_api_key(key: bytes) -> bytes:
-    return hashlib.sha256(key).digest()
-
-
-@frozen
-class CompiledRoute:
-    route: Route
-    backends: tuple[CompiledBackend, ...]
-    access: tuple[CompiledAccess, ...]  # tenant's, then the route's: every one must pass
-    rate: RateLimit | None = None
-    # Gateway API RequestMirror: (backend, percent of requests copied).
-    mirrors: tuple[tuple[CompiledBackend, float], ...] = ()
-    # Where the route was declared, as a field path: "routes[2]" in
-    # tenant.yaml, "HTTPRoute web spec.rules[0]" for Gateway API.
-    source: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.route.name
-
-
-@frozen
-class CompiledTenant:
+class TenantPlan:
     namespace: str
     hosts: tuple[str, ...]
-    spec: TenantSpec
-    quota: Quota  # after namespace ceilings
-    routes: tuple[CompiledRoute, ...]  # in match precedence order
-    access: CompiledAccess
+    quota: Quota  # after the namespace's ceilings
+    routes: tuple[RoutePlan, ...]  # in match precedence order
+    access: AccessPlan
     generation: str  # identifies the config that serves, for status and metrics
     # Hosts whose certificate is valid and covers them: served over HTTPS
     # with the tenant's own certificate, and redirected there from HTTP.
@@ -114,7 +47,7 @@ class CompiledTenant:
     # (scheme, host key) -> routes, when the tenant's hosts do not all serve
     # the same routes (Gateway API routes name their hostnames and
     # listeners).  Empty: every host and scheme serves C{routes}.
-    host_routes: Mapping[tuple[str, str], tuple[CompiledRoute, ...]] = field(factory=dict)
+    host_routes: Mapping[tuple[str, str], tuple[RoutePlan, ...]] = field(factory=dict)
 
 
 @frozen
@@ -137,14 +70,16 @@ class Snapshot:
     wildcard beats a shorter one" fall out of a linear scan.
     """
 
-    tenants: Mapping[str, CompiledTenant] = field(factory=dict)
-    exact_hosts: Mapping[str, CompiledTenant] = field(factory=dict)
-    wildcard_hosts: tuple[tuple[str, CompiledTenant], ...] = ()
+    tenants: Mapping[str, TenantPlan] = field(factory=dict)
+    exact_hosts: Mapping[str, TenantPlan] = field(factory=dict)
+    wildcard_hosts: tuple[tuple[str, TenantPlan], ...] = ()
     statuses: Mapping[str, TenantStatus] = field(factory=dict)
-    # The specs serving now, kept so that a later rejected update can fall
-    # back to them: this is the "last good config" memory, carried from one
-    # compile to the next instead of being hidden state in a source.
-    last_good: Mapping[str, tuple[str, TenantSpec]] = field(factory=dict)
+    # The specs serving now (generation, TenantSpec), kept so that a later
+    # rejected update can fall back to them: this is the "last good config"
+    # memory, carried from one compile to the next instead of being hidden
+    # state in a source.  Opaque here: only compile reads it, and the plans
+    # do not depend on the config model.
+    last_good: Mapping[str, tuple[str, Any]] = field(factory=dict)
     # Derived hosts of namespaces that serve nothing right now: they must not
     # be caught by another tenant's wildcard while their owner is down.
     reserved_hosts: frozenset[str] = frozenset()
@@ -159,7 +94,7 @@ class Snapshot:
     listener_certificates: Mapping[str, ServingCertificate] = field(factory=dict)
     # The tenant serving every host nobody else serves (a Gateway API route
     # without hostnames on a listener without one), if any.
-    catch_all: CompiledTenant | None = None
+    catch_all: TenantPlan | None = None
     # Gateway API objects' statuses (GatewayClass, Gateway, HTTPRoute), for
     # the status writer, /api/tenants and tenantgw check.
     object_statuses: tuple[Any, ...] = ()
@@ -192,7 +127,7 @@ class Snapshot:
                     certificate = candidate
         return certificate
 
-    def tenant_for_host(self, host: str) -> CompiledTenant | None:
+    def tenant_for_host(self, host: str) -> TenantPlan | None:
         tenant = self.exact_hosts.get(host)
         if tenant is not None:
             return tenant
