@@ -23,7 +23,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool, readBody
 from twisted.web.server import Site
 from websockets.sync.client import connect
@@ -510,3 +510,22 @@ class DashboardFiguresTests(TestCase):
         print(f"\n1000 tenants: compiled in {compiled:.2f}s; filter (round trip ms, render ms):")
         for query, (round_trip, render) in timings.items():
             print(f"  {query!r}: {round_trip:.1f}, {render:.1f}")
+
+
+class PageSafetyTests(SynchronousTestCase):
+    """What a tenant writes reaches the page only as text, and the page runs only its own code."""
+
+    def test_only_the_pages_own_script_and_style_may_run(self) -> None:
+        import base64
+        import hashlib
+        import re
+
+        from tenantgw.admin import dashboard
+
+        digest = base64.b64encode(hashlib.sha256(dashboard.SCRIPT.encode()).digest()).decode()
+        self.assertIn(f"script-src 'sha256-{digest}'", dashboard.CSP)
+        self.assertNotIn("unsafe-inline", dashboard.CSP)
+        self.assertIn(f"<script>{dashboard.SCRIPT}</script>", dashboard.PAGE)
+        self.assertIsNone(re.search(r"<[^>]+\son\w+=", dashboard.PAGE))
+        for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write"):
+            self.assertNotIn(sink, dashboard.SCRIPT)
