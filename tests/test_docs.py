@@ -12,8 +12,8 @@ import re
 from twisted.trial.unittest import SynchronousTestCase
 
 from tenantgw.app.options import Options
-from tenantgw.plans import snapshot
 from tenantgw.config import parse
+from tenantgw.plans import snapshot
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = os.path.join(ROOT, "docs")

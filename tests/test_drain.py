@@ -68,7 +68,7 @@ class DrainOnSIGTERMTests(TestCase):
         yield self.until(lambda: len(upstream.resource.hanging) == IN_FLIGHT, "requests upstream")
         response = yield gateway.admin_agent().request(b"GET", gateway.admin_url("/metrics"))
         metrics = (yield readBody(response)).decode()
-        self.assertIn(f"tenantgw_requests_in_flight {IN_FLIGHT}.0", metrics)
+        self.assertIn(f'tenantgw_requests_in_flight{{tenant="team"}} {IN_FLIGHT}.0', metrics)
         self.assertIn(f'tenantgw_open_connections{{listener="http"}} {IN_FLIGHT}.0', metrics)
         self.assertIn('tenantgw_open_connections{listener="https"} 0.0', metrics)
 

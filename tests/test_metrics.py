@@ -123,7 +123,8 @@ class ObservedGatewayTests(ObservedGateway):
             sample(m, "tenantgw_tenant_state", tenant="team", state="Accepted", serving="true"),
             1.0,
         )
-        self.assertEqual(sample(m, "tenantgw_requests_in_flight"), 0.0)
+        self.assertEqual(sample(m, "tenantgw_requests_in_flight", tenant="team"), 0.0)
+        self.assertEqual(sample(m, "tenantgw_requests_in_flight", tenant=""), 0.0)
 
     @inlineCallbacks
     def test_upstream_connect_failures_are_counted_and_remembered(self) -> Any:

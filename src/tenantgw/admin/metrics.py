@@ -38,6 +38,7 @@ from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from tenantgw.admin.traffic import Totals, TrafficWindow
 from tenantgw.plans.snapshot import EMPTY_SNAPSHOT, STATE_HOST_CONFLICT, STATE_REJECTED, Snapshot
 
 if TYPE_CHECKING:
@@ -136,6 +137,33 @@ class _ConnectionGauge(Collector):
         yield family
 
 
+class _InFlightGauge(Collector):
+    """
+    Requests in flight per tenant: every tenant of the snapshot (so the label
+    values are the declared ones, as for the other per-tenant metrics), and
+    under C{tenant=""} those not yet routed or for no tenant.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        metrics = self.metrics
+        family = GaugeMetricFamily(
+            "tenantgw_requests_in_flight",
+            "Requests started and not yet answered, by tenant",
+            labels=["tenant"],
+        )
+        open_by_tenant = metrics.open_by_tenant
+        counts = dict.fromkeys(metrics.watched_snapshot().tenants, 0)
+        counts.update(open_by_tenant)
+        routed = sum(open_by_tenant.values())
+        family.add_metric([""], float(max(0, metrics.total_in_flight() - routed)))
+        for namespace, count in sorted(counts.items()):
+            family.add_metric([namespace], float(count))
+        yield family
+
+
 class _RequestStats(Collector):
     """
     Request counts and latency buckets kept in plain dicts and lists, handed
@@ -190,6 +218,32 @@ class _RequestStats(Collector):
             series = self.latency[(tenant, route)] = [0.0] * (len(self.bounds) + 2)
         series[bisect_left(self.bounds, seconds)] += 1
         series[-1] += seconds
+
+    def totals(self) -> dict[str, Totals]:
+        """Each tenant's requests, 5xx, 429s and latency buckets, over its routes."""
+        requests: dict[str, list[int]] = {}
+        for (tenant, _route, _method, code), count in self.counts.items():
+            if not tenant:
+                continue
+            row = requests.get(tenant)
+            if row is None:
+                row = requests[tenant] = [0, 0, 0]
+            row[0] += count
+            if code >= 500:
+                row[1] += count
+            elif code == 429:
+                row[2] += count
+        buckets: dict[str, list[float]] = {}
+        for (tenant, _route), series in self.latency.items():
+            summed = buckets.get(tenant)
+            if summed is None:
+                buckets[tenant] = series[:-1]
+            else:
+                buckets[tenant] = [a + b for a, b in zip(summed, series[:-1])]
+        return {
+            tenant: Totals(row[0], row[1], row[2], tuple(buckets.get(tenant, ())))
+            for tenant, row in requests.items()
+        }
 
     def collect(self) -> Iterator[CounterMetricFamily | HistogramMetricFamily]:
         requests = CounterMetricFamily(
@@ -285,7 +339,11 @@ class Metrics:
     through C{labels()} costs more than incrementing it.
     """
 
-    def __init__(self, wall_clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        wall_clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.wall_clock = wall_clock
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
@@ -348,11 +406,21 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
-        self.requests_in_flight = Gauge(
-            "tenantgw_requests_in_flight",
-            "Requests started and not yet answered",
+        # Requests open per tenant, kept by GatewayRequest as it is routed
+        # and ended in request_finished; the total from count_in_flight.
+        self.open_by_tenant: dict[str, int] = {}
+        self.total_in_flight: Callable[[], int] = lambda: sum(self.open_by_tenant.values())
+        self.watched_snapshot: Callable[[], Snapshot] = lambda: EMPTY_SNAPSHOT
+        registry.register(_InFlightGauge(self))
+        # Set by whoever holds the shared quota: the gateway replicas that share it.
+        self.quota_replicas: Callable[[], int] = lambda: 1
+        Gauge(
+            "tenantgw_quota_replicas",
+            "Gateway replicas sharing the quota: what the Redis fallback divides each limit"
+            " by (1 without --redis)",
             registry=registry,
-        )
+        ).set_function(lambda: float(self.quota_replicas()))
+        self.traffic_window = TrafficWindow(monotonic, LATENCY_BUCKETS)
         self._upstream_children: dict[tuple[str, str, str], Any] = {}
         self._previous = EMPTY_SNAPSHOT
         self._errors: dict[str, deque[dict[str, object]]] = {}
@@ -377,10 +445,27 @@ class Metrics:
         self.registry.register(_ConnectionGauge(count))
 
     def watch_snapshot(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.watched_snapshot = snapshot
         self.registry.register(_SnapshotCollector(snapshot, lambda: self.ejected()))
 
     def count_in_flight(self, count: Callable[[], int]) -> None:
-        self.requests_in_flight.set_function(lambda: float(count()))
+        self.total_in_flight = count
+
+    def tenant_routed(self, previous: str, namespace: str) -> None:
+        """An open request now counts for C{namespace} (and no longer for C{previous})."""
+        counts = self.open_by_tenant
+        if previous:
+            self._leave(previous)
+        if namespace:
+            counts[namespace] = counts.get(namespace, 0) + 1
+
+    def _leave(self, namespace: str) -> None:
+        counts = self.open_by_tenant
+        left = counts.get(namespace, 0) - 1
+        if left > 0:
+            counts[namespace] = left
+        else:
+            counts.pop(namespace, None)
 
     def request_finished(self, request: GatewayRequest, now: float, duration: float) -> None:
         tenant = request.tenant_namespace
@@ -391,6 +476,8 @@ class Metrics:
             method = b"other"  # the cache key too must not grow with what clients send
         self.request_stats.record(tenant, route, method, code, duration)
         if tenant:
+            if tenant in self.open_by_tenant:
+                self._leave(tenant)
             answered = request.upstream_answered_at
             self.request_stats.record_exchange(
                 tenant,
@@ -434,6 +521,13 @@ class Metrics:
 
     def source_errors(self) -> dict[str, list[str]]:
         return self.source_problems()
+
+    def now(self) -> float:
+        return self.wall_clock()
+
+    def traffic(self) -> dict[str, dict[str, object]]:
+        """Per tenant: rates over the recent window, and totals since start."""
+        return self.traffic_window.traffic(self.request_stats.totals())
 
     def recent_errors(self, namespace: str) -> list[dict[str, object]]:
         return list(self._errors.get(namespace, ()))

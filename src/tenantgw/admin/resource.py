@@ -19,6 +19,7 @@ from twisted.web.server import Request
 
 from tenantgw.admin.dashboard import DashboardResource
 from tenantgw.admin.metrics import Metrics, MetricsResource, certificate_expiry
+from tenantgw.admin.traffic import certificate_document
 from tenantgw.compile.gateway_api import status_json
 from tenantgw.plans.snapshot import STATE_REJECTED, Snapshot
 from tenantgw.values import Quota, RateLimit
@@ -77,6 +78,10 @@ class LiveState(Protocol):
 
     def source_errors(self) -> dict[str, list[str]]: ...
 
+    def traffic(self) -> dict[str, dict[str, object]]: ...
+
+    def now(self) -> float: ...
+
 
 def _quota_document(quota: Quota, in_flight: int | None) -> dict[str, object]:
     def rate(limit: RateLimit | None) -> dict[str, object] | None:
@@ -98,6 +103,8 @@ def tenants_document(snapshot: Snapshot, live: LiveState | None = None) -> dict[
     expiry = certificate_expiry(snapshot)
     ejected = live.ejected() if live is not None else set()
     source_errors = live.source_errors() if live is not None else {}
+    traffic = live.traffic() if live is not None else {}
+    now = live.now() if live is not None else datetime.now(timezone.utc).timestamp()
     for namespace in sorted(snapshot.statuses):
         status = snapshot.statuses[namespace]
         tenant = snapshot.tenants.get(namespace)
@@ -160,6 +167,9 @@ def tenants_document(snapshot: Snapshot, live: LiveState | None = None) -> dict[
                     datetime.fromtimestamp(expires, timezone.utc).isoformat() if expires else None
                 ),
                 "recentErrors": live.recent_errors(namespace) if live else [],
+                # Over the last WINDOW_SECONDS (admin/traffic.py); None before any request.
+                "traffic": traffic.get(namespace),
+                "certificate": certificate_document(expires, now) if expires else None,
             }
         )
     return {

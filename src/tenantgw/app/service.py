@@ -238,6 +238,7 @@ def _count_elsewhere(metrics: Metrics, gateway: Gateway, source: Any) -> None:
         "Quota decisions Redis could not make (errors, timeouts)",
         lambda: getattr(gateway.shared_quota, "failures", 0),
     )
+    metrics.quota_replicas = lambda: getattr(gateway.shared_quota, "replicas", 1)
     watchers = getattr(source, "watchers", {})
     metrics.count_from(
         "tenantgw_source_watch_reconnects",
