@@ -6,7 +6,12 @@ benchmarks/proxy_throughput.py: once answering only the readiness probe (startup
 shutdown, the baseline) and once proxying --requests more GETs on one keep-alive
 connection; the difference divided by --requests is the cost of one request.
 
-Usage: ``python benchmarks/callgrind_proxy.py [--requests 2000] [--target tenantgw|lean]``
+With ``--protocol h2`` the requests are HTTP/2 instead (h2c prior knowledge on the same
+listener, driven by ``h2load -c1 -m10``, outside callgrind): the cost of one request on
+tenantgw's HTTP/2 front.
+
+Usage: ``python benchmarks/callgrind_proxy.py [--requests 2000] [--target tenantgw|lean]
+[--protocol http1|h2]``
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import re
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,7 +62,30 @@ def drive(port: int, count: int) -> None:
         conn.close()
 
 
-def instructions(target: str, requests: int) -> int:
+def drive_h2(port: int, count: int) -> None:
+    """*count* GETs over HTTP/2 (h2c prior knowledge), 10 streams in flight on one connection."""
+    out = subprocess.run(
+        [
+            "h2load",
+            f"-n{count}",
+            "-c1",
+            "-m10",
+            "-H",
+            f":authority: {bench.VHOST}",
+            f"http://{bench.HOST}:{port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    ).stdout
+    if not re.search(
+        rf"requests: {count} total, {count} started, {count} done, {count} succeeded", out
+    ):
+        raise RuntimeError("h2load did not complete every request:\n" + out)
+
+
+def instructions(target: str, requests: int, protocol: str = "http1") -> int:
     """Instructions callgrind counted in the proxy process over a run of *requests*."""
     settings = bench.Settings(1, 0, 1, 1, 0)
     with bench.temp_dir(False) as tmp:
@@ -74,7 +103,11 @@ def instructions(target: str, requests: int) -> int:
             bench.wait_until(
                 "proxying", started.child, lambda: bench.proxies_backend(port), STARTUP_TIMEOUT
             )
-            drive(port, requests)
+            if protocol == "h2":
+                if requests:
+                    drive_h2(port, requests)
+            else:
+                drive(port, requests)
             children.stop(started.child)
             log = (started.child.log_path or Path("/nonexistent")).read_text(errors="replace")
     match = re.search(r"Collected : (\d+)", log)
@@ -87,13 +120,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--target", choices=("tenantgw", "lean"), default="tenantgw")
+    parser.add_argument("--protocol", choices=("http1", "h2"), default="http1")
     args = parser.parse_args(argv)
-    baseline = instructions(args.target, 0)
-    loaded = instructions(args.target, args.requests)
+    baseline = instructions(args.target, 0, args.protocol)
+    loaded = instructions(args.target, args.requests, args.protocol)
     per_request = (loaded - baseline) / args.requests
     print(f"{args.target}: baseline (startup, one probe) {baseline:,} instructions")
     print(f"{args.target}: with {args.requests} requests {loaded:,} instructions")
-    print(f"{args.target}: {per_request:,.0f} instructions per proxied request")
+    print(f"{args.target} ({args.protocol}): {per_request:,.0f} instructions per proxied request")
     return 0
 
 
