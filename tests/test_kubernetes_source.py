@@ -615,3 +615,47 @@ class DialectsThroughTheClusterTests(TestCase):
         yield eventually(lambda: cluster.readiness.ready)
         self.assertEqual(cluster.snapshot.tenant_for_host("shop.example").namespace, "shop")
         self.assertTrue(cluster.source.watchers["HTTPRoute"].missing)
+
+
+class BackoffTests(SynchronousTestCase):
+    """
+    A watch that fails right after a successful list used to reset the
+    backoff on every list, re-listing every 0.3-0.5 s forever.
+    """
+
+    def test_watch_failing_after_list_backs_off_growing(self) -> None:
+        from tenantgw.sources.kinds import kind_named
+        from tenantgw.sources.kubernetes import KindWatcher, WatchedKind
+
+        delays: list[float] = []
+
+        class Failing(KindWatcher):
+            def _list(self) -> str:
+                self.lists += 1
+                return "1"
+
+            def _watch(self, version: str) -> None:
+                raise ConnectionError("reset right after the list")
+
+        kind = kind_named("ConfigMap")
+        watcher = Failing(
+            None,
+            WatchedKind(kind.kind, "v1", "/api/v1/configmaps"),
+            lambda kind, items: None,
+            lambda kind, type_, obj: None,
+            backoff=(0.5, 30.0),
+        )
+
+        def wait(delay: float | None = None) -> bool:
+            delays.append(delay or 0.0)
+            if len(delays) >= 12:
+                watcher.stopping.set()
+            return watcher.stopping.is_set()
+
+        watcher.stopping.wait = wait  # type: ignore[method-assign]
+        watcher.run()
+        self.assertEqual(watcher.lists, 12)
+        # Capped at 30 s (jitter keeps at least half), and it grew.
+        self.assertGreaterEqual(delays[-1], 15.0)
+        self.assertLessEqual(max(delays), 30.0)
+        self.assertGreaterEqual(sum(delays), 100.0)

@@ -32,6 +32,7 @@ import contextlib
 import json
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -52,6 +53,7 @@ WATCH_TIMEOUT_SECONDS = 290  # server side: the API server ends the watch, we re
 READ_TIMEOUT_SECONDS = 330  # client side: longer than the server's, and than its bookmarks
 MISSING_KIND_RETRY_SECONDS = 60.0  # an optional kind not installed: look again this often
 CONNECT_TIMEOUT_SECONDS = 5
+HEALTHY_WATCH_SECONDS = 30.0  # a watch up this long (or delivering events) resets the backoff
 
 Key = tuple[str, str]  # (namespace or "", name)
 
@@ -224,6 +226,7 @@ class KindWatcher:
             target=self.run, name=f"tenantgw-watch-{watched.kind}", daemon=True
         )
         self.lists = 0
+        self.watch_healthy = False
         self.missing = False  # an optional kind the API server does not serve
         self.watches = 0
         self.page_size = LIST_PAGE
@@ -282,11 +285,18 @@ class KindWatcher:
         while not self.stopping.is_set():
             try:
                 version = self._list()
-                failures = 0
+                self.watch_healthy = False
                 self._watch(version)
+                if self.watch_healthy:
+                    failures = 0
             except Exception as e:
                 if self.stopping.is_set():
                     return
+                if self.watch_healthy:
+                    # Only a watch that delivered events or stayed up resets
+                    # the backoff: a list that succeeds and a watch that fails
+                    # at once would otherwise re-list in a hot loop.
+                    failures = 0
                 if self.relist_requested.is_set() or getattr(e, "status", None) == 410:
                     # We closed the watch ourselves to list again, or the API
                     # answered 410 Gone as an HTTP status: no outage, no wait.
@@ -354,10 +364,13 @@ class KindWatcher:
                 timeout_seconds=WATCH_TIMEOUT_SECONDS,
             )
             self.watches += 1
+            started = time.monotonic()
             with self._lock:
                 self._response = response
             try:
                 for line in _lines(response):
+                    if time.monotonic() - started >= HEALTHY_WATCH_SECONDS:
+                        self.watch_healthy = True
                     event = json.loads(line)
                     event_type = event.get("type")
                     obj = event.get("object") or {}
@@ -378,8 +391,11 @@ class KindWatcher:
                         and not self.wants(_key(obj))
                     ):
                         event_type = "DELETED"  # no longer wanted, or never was
+                    self.watch_healthy = True
                     self.event(self.watched.kind, event_type, obj)
             finally:
+                if time.monotonic() - started >= HEALTHY_WATCH_SECONDS:
+                    self.watch_healthy = True
                 with self._lock:
                     self._response = None
                 response.release_conn()
