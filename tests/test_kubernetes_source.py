@@ -283,6 +283,22 @@ class WatcherEndToEndTests(TestCase):
         yield eventually(lambda: cluster.readiness.ready)
 
     @inlineCallbacks
+    def test_forbidden_secrets_degrade_only_secrets(self) -> Any:
+        """RBAC without Secrets used to keep /readyz 503 forever and serve no tenant."""
+        cluster = Cluster(self)
+        cluster.server.forbid("Secret")
+        cluster.add_tenant(
+            "shop",
+            simple_spec("shop.example"),
+            annotations={"tenantgw.io/allowed-hosts": "shop.example"},
+        )
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        self.assertEqual(self.state(cluster, "shop"), STATE_ACCEPTED)
+        self.assertTrue(cluster.source.watchers["Secret"].forbidden)
+        self.assertFalse(cluster.source.watchers["ConfigMap"].forbidden)
+
+    @inlineCallbacks
     def test_dropped_connections_and_outages_recover(self) -> Any:
         cluster = Cluster(self)
         cluster.add_tenant("shop", simple_spec())

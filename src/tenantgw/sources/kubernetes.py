@@ -53,6 +53,7 @@ WATCH_TIMEOUT_SECONDS = 290  # server side: the API server ends the watch, we re
 READ_TIMEOUT_SECONDS = 330  # client side: longer than the server's, and than its bookmarks
 MISSING_KIND_RETRY_SECONDS = 60.0  # an optional kind not installed: look again this often
 CONNECT_TIMEOUT_SECONDS = 5
+FORBIDDEN_RETRY_SECONDS = 60.0  # a kind RBAC forbids: ask again this often
 HEALTHY_WATCH_SECONDS = 30.0  # a watch up this long (or delivering events) resets the backoff
 
 Key = tuple[str, str]  # (namespace or "", name)
@@ -227,6 +228,7 @@ class KindWatcher:
         )
         self.lists = 0
         self.watch_healthy = False
+        self.forbidden = False  # the last list or watch answered 403
         self.missing = False  # an optional kind the API server does not serve
         self.watches = 0
         self.page_size = LIST_PAGE
@@ -285,6 +287,7 @@ class KindWatcher:
         while not self.stopping.is_set():
             try:
                 version = self._list()
+                self.forbidden = False
                 self.watch_healthy = False
                 self._watch(version)
                 if self.watch_healthy:
@@ -314,6 +317,21 @@ class KindWatcher:
                         )
                         self.deliver(self.watched.kind, [])
                     self.stopping.wait(MISSING_KIND_RETRY_SECONDS)
+                    continue
+                if getattr(e, "status", None) == 403:
+                    # RBAC forbids this kind: degrade only it.  It counts as
+                    # synced and empty so the other kinds serve and /readyz
+                    # turns ready; one line says so, then a slow retry.
+                    if not self.forbidden:
+                        self.forbidden = True
+                        _log.warn(
+                            "{kind} list/watch forbidden (403): treated as none,"
+                            " retrying every {delay:.0f}s",
+                            kind=self.watched.kind,
+                            delay=FORBIDDEN_RETRY_SECONDS,
+                        )
+                        self.deliver(self.watched.kind, [])
+                    self.stopping.wait(FORBIDDEN_RETRY_SECONDS)
                     continue
                 failures += 1
                 low, high = self.backoff
