@@ -675,3 +675,21 @@ class BackoffTests(SynchronousTestCase):
         self.assertGreaterEqual(delays[-1], 15.0)
         self.assertLessEqual(max(delays), 30.0)
         self.assertGreaterEqual(sum(delays), 100.0)
+
+
+class KeepaliveTests(TestCase):
+    def test_client_connections_probe_a_half_open_connection(self) -> None:
+        """A watch would otherwise notice a dead API server only after 330 s."""
+        import socket
+
+        server = FakeAPIServer()
+        server.start()
+        self.addCleanup(server.stop)
+        directory = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, directory)
+        kubeconfig = server.write_kubeconfig(os.path.join(directory, "config"))
+        self.addCleanup(os.remove, kubeconfig)
+        api_client = api_client_from(kubeconfig, "fake")
+        options = api_client.rest_client.pool_manager.connection_pool_kw["socket_options"]
+        self.assertIn((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), options)
+        self.assertIn((socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 20), options)
