@@ -283,6 +283,22 @@ class WatcherEndToEndTests(TestCase):
         yield eventually(lambda: cluster.readiness.ready)
 
     @inlineCallbacks
+    def test_forbidden_secrets_degrade_only_secrets(self) -> Any:
+        """RBAC without Secrets used to keep /readyz 503 forever and serve no tenant."""
+        cluster = Cluster(self)
+        cluster.server.forbid("Secret")
+        cluster.add_tenant(
+            "shop",
+            simple_spec("shop.example"),
+            annotations={"tenantgw.io/allowed-hosts": "shop.example"},
+        )
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        self.assertEqual(self.state(cluster, "shop"), STATE_ACCEPTED)
+        self.assertTrue(cluster.source.watchers["Secret"].forbidden)
+        self.assertFalse(cluster.source.watchers["ConfigMap"].forbidden)
+
+    @inlineCallbacks
     def test_dropped_connections_and_outages_recover(self) -> Any:
         cluster = Cluster(self)
         cluster.add_tenant("shop", simple_spec())
@@ -615,3 +631,65 @@ class DialectsThroughTheClusterTests(TestCase):
         yield eventually(lambda: cluster.readiness.ready)
         self.assertEqual(cluster.snapshot.tenant_for_host("shop.example").namespace, "shop")
         self.assertTrue(cluster.source.watchers["HTTPRoute"].missing)
+
+
+class BackoffTests(SynchronousTestCase):
+    """
+    A watch that fails right after a successful list used to reset the
+    backoff on every list, re-listing every 0.3-0.5 s forever.
+    """
+
+    def test_watch_failing_after_list_backs_off_growing(self) -> None:
+        from tenantgw.sources.kinds import kind_named
+        from tenantgw.sources.kubernetes import KindWatcher, WatchedKind
+
+        delays: list[float] = []
+
+        class Failing(KindWatcher):
+            def _list(self) -> str:
+                self.lists += 1
+                return "1"
+
+            def _watch(self, version: str) -> None:
+                raise ConnectionError("reset right after the list")
+
+        kind = kind_named("ConfigMap")
+        watcher = Failing(
+            None,
+            WatchedKind(kind.kind, "v1", "/api/v1/configmaps"),
+            lambda kind, items: None,
+            lambda kind, type_, obj: None,
+            backoff=(0.5, 30.0),
+        )
+
+        def wait(delay: float | None = None) -> bool:
+            delays.append(delay or 0.0)
+            if len(delays) >= 12:
+                watcher.stopping.set()
+            return watcher.stopping.is_set()
+
+        watcher.stopping.wait = wait  # type: ignore[method-assign]
+        watcher.run()
+        self.assertEqual(watcher.lists, 12)
+        # Capped at 30 s (jitter keeps at least half), and it grew.
+        self.assertGreaterEqual(delays[-1], 15.0)
+        self.assertLessEqual(max(delays), 30.0)
+        self.assertGreaterEqual(sum(delays), 100.0)
+
+
+class KeepaliveTests(TestCase):
+    def test_client_connections_probe_a_half_open_connection(self) -> None:
+        """A watch would otherwise notice a dead API server only after 330 s."""
+        import socket
+
+        server = FakeAPIServer()
+        server.start()
+        self.addCleanup(server.stop)
+        directory = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, directory)
+        kubeconfig = server.write_kubeconfig(os.path.join(directory, "config"))
+        self.addCleanup(os.remove, kubeconfig)
+        api_client = api_client_from(kubeconfig, "fake")
+        options = api_client.rest_client.pool_manager.connection_pool_kw["socket_options"]
+        self.assertIn((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), options)
+        self.assertIn((socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 20), options)

@@ -32,6 +32,7 @@ import contextlib
 import json
 import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -52,6 +53,8 @@ WATCH_TIMEOUT_SECONDS = 290  # server side: the API server ends the watch, we re
 READ_TIMEOUT_SECONDS = 330  # client side: longer than the server's, and than its bookmarks
 MISSING_KIND_RETRY_SECONDS = 60.0  # an optional kind not installed: look again this often
 CONNECT_TIMEOUT_SECONDS = 5
+FORBIDDEN_RETRY_SECONDS = 60.0  # a kind RBAC forbids: ask again this often
+HEALTHY_WATCH_SECONDS = 30.0  # a watch up this long (or delivering events) resets the backoff
 
 Key = tuple[str, str]  # (namespace or "", name)
 
@@ -224,6 +227,8 @@ class KindWatcher:
             target=self.run, name=f"tenantgw-watch-{watched.kind}", daemon=True
         )
         self.lists = 0
+        self.watch_healthy = False
+        self.forbidden = False  # the last list or watch answered 403
         self.missing = False  # an optional kind the API server does not serve
         self.watches = 0
         self.page_size = LIST_PAGE
@@ -282,11 +287,19 @@ class KindWatcher:
         while not self.stopping.is_set():
             try:
                 version = self._list()
-                failures = 0
+                self.forbidden = False
+                self.watch_healthy = False
                 self._watch(version)
+                if self.watch_healthy:
+                    failures = 0
             except Exception as e:
                 if self.stopping.is_set():
                     return
+                if self.watch_healthy:
+                    # Only a watch that delivered events or stayed up resets
+                    # the backoff: a list that succeeds and a watch that fails
+                    # at once would otherwise re-list in a hot loop.
+                    failures = 0
                 if self.relist_requested.is_set() or getattr(e, "status", None) == 410:
                     # We closed the watch ourselves to list again, or the API
                     # answered 410 Gone as an HTTP status: no outage, no wait.
@@ -304,6 +317,21 @@ class KindWatcher:
                         )
                         self.deliver(self.watched.kind, [])
                     self.stopping.wait(MISSING_KIND_RETRY_SECONDS)
+                    continue
+                if getattr(e, "status", None) == 403:
+                    # RBAC forbids this kind: degrade only it.  It counts as
+                    # synced and empty so the other kinds serve and /readyz
+                    # turns ready; one line says so, then a slow retry.
+                    if not self.forbidden:
+                        self.forbidden = True
+                        _log.warn(
+                            "{kind} list/watch forbidden (403): treated as none,"
+                            " retrying every {delay:.0f}s",
+                            kind=self.watched.kind,
+                            delay=FORBIDDEN_RETRY_SECONDS,
+                        )
+                        self.deliver(self.watched.kind, [])
+                    self.stopping.wait(FORBIDDEN_RETRY_SECONDS)
                     continue
                 failures += 1
                 low, high = self.backoff
@@ -354,10 +382,13 @@ class KindWatcher:
                 timeout_seconds=WATCH_TIMEOUT_SECONDS,
             )
             self.watches += 1
+            started = time.monotonic()
             with self._lock:
                 self._response = response
             try:
                 for line in _lines(response):
+                    if time.monotonic() - started >= HEALTHY_WATCH_SECONDS:
+                        self.watch_healthy = True
                     event = json.loads(line)
                     event_type = event.get("type")
                     obj = event.get("object") or {}
@@ -378,8 +409,11 @@ class KindWatcher:
                         and not self.wants(_key(obj))
                     ):
                         event_type = "DELETED"  # no longer wanted, or never was
+                    self.watch_healthy = True
                     self.event(self.watched.kind, event_type, obj)
             finally:
+                if time.monotonic() - started >= HEALTHY_WATCH_SECONDS:
+                    self.watch_healthy = True
                 with self._lock:
                     self._response = None
                 response.release_conn()
@@ -523,6 +557,24 @@ class KubernetesSource(Service):
             _log.failure("applying the cluster's objects failed")
 
 
+def keepalive_socket_options() -> list[tuple[int, int, int]]:
+    """
+    A watch blocks in a read for minutes: without keepalive a half-open
+    connection (API server gone, NAT dropped) is noticed only at the read
+    timeout.  Probes after 20 s idle, every 10 s, 3 lost: noticed within 50 s.
+    """
+    import socket
+
+    options = [
+        (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+    ]
+    for name, value in (("TCP_KEEPIDLE", 20), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+        if hasattr(socket, name):
+            options.append((socket.IPPROTO_TCP, getattr(socket, name), value))
+    return options
+
+
 def api_client_from(kubeconfig: str | None, context: str | None) -> Any:
     """
     The official client's ApiClient: in-cluster config when running in a
@@ -531,6 +583,7 @@ def api_client_from(kubeconfig: str | None, context: str | None) -> Any:
     from kubernetes import client, config
 
     configuration = client.Configuration()
+    configuration.socket_options = keepalive_socket_options()
     if kubeconfig is None and context is None:
         try:
             config.load_incluster_config(client_configuration=configuration)
