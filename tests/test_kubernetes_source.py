@@ -26,6 +26,7 @@ from tenantgw.app.pipeline import ConfigPipeline
 from tenantgw.app.service import Options, build
 from tenantgw.compile.compiler import CompileOptions
 from tenantgw.dataplane.gateway import GatewaySite, gateway_on
+from tenantgw.plans.routes import digest_api_key
 from tenantgw.plans.snapshot import (
     STATE_ACCEPTED,
     STATE_CLAMPED,
@@ -33,6 +34,7 @@ from tenantgw.plans.snapshot import (
     STATE_REJECTED,
     Snapshot,
 )
+from tenantgw.sources.kinds import KINDS as ALL_KINDS
 from tenantgw.sources.kubernetes import (
     KubernetesSource,
     ObjectStore,
@@ -54,7 +56,8 @@ from tests.test_compile import (
 )
 
 Obj = dict[str, Any]
-KINDS = tuple(k.kind for k in watched_kinds())  # the one list (tenantgw.sources.kinds)
+KINDS = tuple(k.kind for k in ALL_KINDS)  # the one list (tenantgw.sources.kinds)
+WATCHED = tuple(k.kind for k in watched_kinds())  # all but Secrets, read by name
 
 
 def keys_spec(secret_name: str) -> Obj:
@@ -124,9 +127,11 @@ class CoalescingTests(SynchronousTestCase):
         self.source = KubernetesSource(None, self.clock, self.calls.append)
 
     def list_all_but(self, missing: str) -> None:
-        for kind in KINDS:
+        for kind in WATCHED:
             if kind != missing:
                 self.source.listed(kind, [])
+        if missing != "Secret":
+            self.source.listed("Secret", [])
 
     def test_nothing_is_delivered_until_every_kind_is_listed(self) -> None:
         self.list_all_but("EndpointSlice")
@@ -156,14 +161,32 @@ class CoalescingTests(SynchronousTestCase):
         self.clock.advance(1)
         self.assertEqual(len(self.calls), 1)
 
-    def test_a_new_secret_reference_asks_the_secret_watcher_to_relist(self) -> None:
+    def test_a_new_secret_reference_is_read_before_the_rebuild(self) -> None:
+        """Else the tenant would be compiled, and reported, without its Secret."""
         self.list_all_but("")
-        watcher = self.source.watchers["Secret"]
-        self.assertFalse(watcher.relist_requested.is_set())
+        self.clock.advance(1)
+        reader = self.source.secrets
+        reader._woken.clear()
         self.source.changed("ConfigMap", "ADDED", tenant_cm("a", keys_spec("keys")))
-        self.assertTrue(watcher.relist_requested.is_set())
+        self.assertTrue(reader._woken.is_set())
         self.assertTrue(self.source._wants_secret(("a", "keys")))
         self.assertFalse(self.source._wants_secret(("a", "other")))
+        self.clock.advance(10)
+        self.assertEqual(len(self.calls), 1)  # held back until the Secret is read
+        self.source.listed("Secret", [secret("a", "keys")])
+        self.clock.advance(self.source.coalesce_delay)
+        self.assertEqual(len(self.calls), 2)
+        self.assertIn(secret("a", "keys")["metadata"], [o["metadata"] for o in self.calls[-1]])
+
+    def test_the_first_secret_read_waits_for_every_other_kind(self) -> None:
+        reader = self.source.secrets
+        self.source.changed("ConfigMap", "ADDED", tenant_cm("a", keys_spec("keys")))
+        for kind in WATCHED:
+            if kind != "EndpointSlice":
+                self.source.listed(kind, [])
+        self.assertFalse(reader._woken.is_set())
+        self.source.listed("EndpointSlice", [])
+        self.assertTrue(reader._woken.is_set())
 
 
 # --- end to end: threads, real HTTP, the official client ---------------------
@@ -292,9 +315,14 @@ class WatcherEndToEndTests(TestCase):
             simple_spec("shop.example"),
             annotations={"tenantgw.io/allowed-hosts": "shop.example"},
         )
+        cluster.add_tenant("keys", keys_spec("keys"))
+        cluster.server.create(secret("keys", "keys", {"k": b"1"}))
         cluster.start(self)
         yield eventually(lambda: cluster.readiness.ready)
         self.assertEqual(self.state(cluster, "shop"), STATE_ACCEPTED)
+        # The Secret the RBAC denies reads as absent, and says so in status.
+        yield eventually(lambda: "keys" in cluster.snapshot.statuses)
+        self.assertIn("not found", "\n".join(cluster.snapshot.statuses["keys"].messages))
         self.assertTrue(cluster.source.watchers["Secret"].forbidden)
         self.assertFalse(cluster.source.watchers["ConfigMap"].forbidden)
 
@@ -304,7 +332,7 @@ class WatcherEndToEndTests(TestCase):
         cluster.add_tenant("shop", simple_spec())
         cluster.start(self)
         yield eventually(lambda: cluster.readiness.ready)
-        yield eventually(lambda: cluster.server.open_watches() == len(KINDS))
+        yield eventually(lambda: cluster.server.open_watches() == len(WATCHED))
         cluster.server.fail_paths.add("/api")
         cluster.server.drop_watches()
         yield deferLater(reactor, 0.3, lambda: None)
@@ -339,7 +367,7 @@ class WatcherEndToEndTests(TestCase):
         for i in range(3):
             cluster.server.create(namespace(f"unrelated-{i}"))
         # EndpointSlices saw no change, yet their watch moved past them.
-        yield eventually(lambda: cluster.server.open_watches() == len(KINDS))
+        yield eventually(lambda: cluster.server.open_watches() == len(WATCHED))
         yield deferLater(reactor, 0.5, lambda: None)
         watches = [
             q for m, q in cluster.server.requests if "endpointslices" in q and "watch=true" in q
@@ -360,7 +388,7 @@ class WatcherEndToEndTests(TestCase):
     def test_stop_does_not_hang(self) -> Any:
         cluster = Cluster(self)
         cluster.start(self)
-        yield eventually(lambda: cluster.server.open_watches() == len(KINDS))
+        yield eventually(lambda: cluster.server.open_watches() == len(WATCHED))
         started = time.monotonic()
         cluster.stop()
         self.assertLess(time.monotonic() - started, 2.0)
@@ -579,6 +607,95 @@ class TrafficThroughChangesTests(TestCase):
             response = yield treq.get(url, headers={"Host": "shop.example"}, pool=pool)
             yield response.content()
             self.assertEqual(response.code, 200)
+
+
+class SecretsByNameTests(TestCase):
+    """Contract section 12: referenced Secrets only, each read by name; RBAC get only."""
+
+    timeout = 40
+
+    @inlineCallbacks
+    def test_only_referenced_secrets_are_read_and_never_listed_or_watched(self) -> Any:
+        cluster = Cluster(self)
+        cluster.server.create(namespace("other"))
+        for i in range(200):
+            cluster.server.create(secret("other", f"unrelated-{i}", {"k": b"x"}))
+        cluster.server.create(secret("shop", "unrelated", {"k": b"x"}))
+        cluster.add_tenant("shop", keys_spec("keys"))
+        cluster.server.create(secret("shop", "keys", {"k": b"1"}))
+        cluster.server.create(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "IngressClass",
+                "metadata": {"name": "tenantgw"},
+                "spec": {"controller": "tenantgw.io/ingress-controller"},
+            }
+        )
+        for name, class_name in (("site", "tenantgw"), ("theirs", "nginx")):
+            cluster.server.create(
+                {
+                    "apiVersion": "networking.k8s.io/v1",
+                    "kind": "Ingress",
+                    "metadata": {"name": name, "namespace": "shop"},
+                    "spec": {
+                        "ingressClassName": class_name,
+                        "tls": [{"hosts": ["shop.test"], "secretName": f"{name}-tls"}],
+                        "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}},
+                    },
+                }
+            )
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        yield eventually(lambda: ("shop", "keys") in cluster.source.store.objects["Secret"])
+        self.assertEqual(list(cluster.source.store.objects["Secret"]), [("shop", "keys")])
+        paths = {q.split("?")[0] for _, q in cluster.server.requests_touching("secrets")}
+        # Two names are read (the Ingress's certificate does not exist), by
+        # name: no list, no watch, nothing else fetched, not the other
+        # controller's Ingress's certificate.
+        self.assertEqual(
+            paths,
+            {"/api/v1/namespaces/shop/secrets/keys", "/api/v1/namespaces/shop/secrets/site-tls"},
+        )
+        self.assertEqual(
+            [m for m, _ in cluster.server.requests_touching("secrets") if m != "GET"], []
+        )
+
+    @inlineCallbacks
+    def test_a_rotated_secret_is_served_within_ten_seconds(self) -> Any:
+        cluster = Cluster(self)
+        cluster.add_tenant("shop", keys_spec("keys"))
+        cluster.server.create(secret("shop", "keys", {"k": b"old-key"}))
+        cluster.start(self)
+
+        def digests() -> frozenset[bytes]:
+            tenant = cluster.snapshot.tenants.get("shop")
+            return (tenant.access.api_key_digests or frozenset()) if tenant else frozenset()
+
+        yield eventually(lambda: digest_api_key(b"old-key") in digests())
+        rebuilds = cluster.source.rebuilds
+        yield deferLater(reactor, 6, lambda: None)  # one re-read that changes nothing
+        self.assertEqual(cluster.source.rebuilds, rebuilds)
+        cluster.server.update(secret("shop", "keys", {"k": b"new-key"}))
+        started = time.monotonic()
+        yield eventually(lambda: digest_api_key(b"new-key") in digests(), 10.0)
+        self.assertLess(time.monotonic() - started, 10.0)
+        self.assertNotIn(digest_api_key(b"old-key"), digests())
+
+    @inlineCallbacks
+    def test_a_deleted_secret_is_dropped_and_an_outage_keeps_the_last_copy(self) -> Any:
+        cluster = Cluster(self)
+        cluster.add_tenant("shop", keys_spec("keys"))
+        cluster.server.create(secret("shop", "keys", {"k": b"key"}))
+        cluster.source.secrets.refresh_seconds = 0.2
+        cluster.start(self)
+        yield eventually(lambda: ("shop", "keys") in cluster.source.store.objects["Secret"])
+        cluster.server.fail_paths.add("/api/v1/namespaces/shop/secrets")
+        rounds = cluster.source.secrets.rounds
+        yield eventually(lambda: cluster.source.secrets.rounds > rounds + 2)
+        self.assertIn(("shop", "keys"), cluster.source.store.objects["Secret"])
+        cluster.server.fail_paths.clear()
+        cluster.server.delete("Secret", "shop", "keys")
+        yield eventually(lambda: ("shop", "keys") not in cluster.source.store.objects["Secret"])
 
 
 class DialectsThroughTheClusterTests(TestCase):

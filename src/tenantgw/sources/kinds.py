@@ -41,7 +41,7 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 KINDS: tuple[Kind, ...] = (
     Kind("Namespace", "", "v1", "namespaces", namespaced=False),
     Kind("ConfigMap", "", "v1", "configmaps"),
-    Kind("Secret", "", "v1", "secrets"),
+    Kind("Secret", "", "v1", "secrets", verbs=("get",)),  # by name: sources/secrets.py
     Kind("Service", "", "v1", "services"),
     Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices"),
     Kind("GatewayClass", GATEWAY_GROUP, "v1", "gatewayclasses", namespaced=False, optional=True),

@@ -15,15 +15,12 @@ re-lists; the last snapshot keeps serving meanwhile.  Watches carry a
 server-side timeout and a client read timeout, and C{stopService} closes
 open responses, so shutdown never waits on the network.
 
-Secrets: memory must not grow with the cluster's unrelated Secrets, so the
-Secret thread drops, before anything reaches the store, every Secret no
-tenant references (see L{referenced_secrets}).  When a tenant starts
-referencing a Secret the store has never kept, the Secret thread re-lists.
-A cluster-wide watch (and so a cluster-wide get/list/watch on Secrets in
-the ClusterRole) is what this needs: tenant namespaces come and go, and a
-per-namespace Role would need the gateway to create RoleBindings, a much
-larger privilege.  The list is paged (L{LIST_PAGE}) so the transient memory
-of a re-list is bounded too.
+Secrets are not watched: L{tenantgw.sources.secrets.SecretReader} gets
+the referenced ones by name (RBAC: get only), and this module works out
+which those are (L{ObjectStore.update_references}).  Their first read waits
+until every other kind is listed, and a rebuild waits for the read of a
+newly referenced Secret, so a tenant's certificate is never reported
+missing only because it was not read yet.
 """
 
 from __future__ import annotations
@@ -45,6 +42,8 @@ from tenantgw.compile.compiler import TENANT_KEY, TENANT_LABEL, parse_cached
 from tenantgw.config.model import Access, TenantSpec
 from tenantgw.sources.directory import KubeObject, ObjectsCallback
 from tenantgw.sources.kinds import KINDS, kind_named
+from tenantgw.sources.secrets import SecretReader, gateway_secret_refs, ingress_secret_refs
+from tenantgw.translators.ingress import CONTROLLER as INGRESS_CONTROLLER
 
 _log = Logger()
 
@@ -71,7 +70,10 @@ class WatchedKind:
 
 
 def watched_kinds(namespace_selector: str = "") -> tuple[WatchedKind, ...]:
-    """The kinds of L{tenantgw.sources.kinds.KINDS}, with the selectors a watch uses."""
+    """
+    The kinds of L{tenantgw.sources.kinds.KINDS} that are listed and watched
+    (all but Secrets, which are read by name), with the selectors a watch uses.
+    """
     selectors = {"Namespace": namespace_selector, "ConfigMap": f"{TENANT_LABEL}=true"}
     return tuple(
         WatchedKind(
@@ -82,6 +84,7 @@ def watched_kinds(namespace_selector: str = "") -> tuple[WatchedKind, ...]:
             optional=k.optional,
         )
         for k in KINDS
+        if "watch" in k.verbs
     )
 
 
@@ -150,12 +153,15 @@ class ObjectStore:
 
     def __init__(self, kinds: Iterable[str], extra_secrets: Iterable[Key] = ()) -> None:
         self.objects: dict[str, dict[Key, KubeObject]] = {kind: {} for kind in kinds}
+        self.objects.setdefault("Secret", {})
         self.synced: set[str] = set()
         self.secret_names: dict[str, frozenset[str]] = {}
         self.extra_secrets = frozenset(extra_secrets)
+        # Every Secret a served object references, as (namespace, name).
+        self.secret_refs: frozenset[Key] = self.extra_secrets
 
     def wants_secret(self, key: Key) -> bool:
-        return key in self.extra_secrets or key[1] in self.secret_names.get(key[0], ())
+        return key in self.secret_refs
 
     def replace(self, kind: str, items: Iterable[KubeObject]) -> bool:
         """A full list: whatever is not in it is gone.  True when anything changed."""
@@ -179,19 +185,35 @@ class ObjectStore:
 
     def update_references(self) -> bool:
         """
-        Recomputes which Secrets are wanted from the ConfigMaps; drops the
-        ones no longer wanted.  True when a Secret is newly wanted, which
-        the store may never have kept: the caller must re-list Secrets.
+        Recomputes which Secrets are wanted from the ConfigMaps, Ingresses
+        and Gateways; drops the ones no longer wanted.  True when a Secret
+        is newly wanted, which the store does not hold yet: the caller must
+        have it read.
         """
-        before = self.secret_names
-        self.secret_names = referenced_secrets(self.objects["ConfigMap"].values(), before)
+        before = self.secret_refs
+        self.secret_names = referenced_secrets(
+            self.objects.get("ConfigMap", {}).values(), self.secret_names
+        )
+        refs = set(self.extra_secrets)
+        refs.update((ns, name) for ns, names in self.secret_names.items() for name in names)
+        ours = {
+            key[1]
+            for key, ingress_class in self.objects.get("IngressClass", {}).items()
+            if (ingress_class.get("spec") or {}).get("controller") == INGRESS_CONTROLLER
+        }
+        for ingress in self.objects.get("Ingress", {}).values():
+            # Another controller's Ingress is not served: its Secrets are
+            # not read.  One without a class may be served by default.
+            class_name = (ingress.get("spec") or {}).get("ingressClassName")
+            if not class_name or class_name in ours:
+                refs.update(ingress_secret_refs(ingress))
+        for gateway in self.objects.get("Gateway", {}).values():
+            refs.update(gateway_secret_refs(gateway))
+        self.secret_refs = frozenset(refs)
         secrets = self.objects["Secret"]
         for key in [k for k in secrets if not self.wants_secret(k)]:
             del secrets[key]
-        return any(
-            not names <= before.get(namespace, frozenset())
-            for namespace, names in self.secret_names.items()
-        )
+        return not self.secret_refs <= before
 
     def all_objects(self) -> list[KubeObject]:
         return [obj for kind in self.objects for _, obj in sorted(self.objects[kind].items())]
@@ -201,7 +223,7 @@ class KindWatcher:
     """
     List+watch of one kind, on its own thread.  C{deliver(kind, items)} and
     C{event(kind, type, obj)} are called on that thread and must only hand
-    over to the reactor; C{wants} filters Secrets before they are handed over.
+    over to the reactor.
     """
 
     def __init__(
@@ -210,14 +232,12 @@ class KindWatcher:
         watched: WatchedKind,
         deliver: Callable[[str, list[KubeObject]], None],
         event: Callable[[str, str, KubeObject], None],
-        wants: Callable[[Key], bool] | None = None,
         backoff: tuple[float, float] = (0.5, 30.0),
     ) -> None:
         self.api_client = api_client
         self.watched = watched
         self.deliver = deliver
         self.event = event
-        self.wants = wants
         self.backoff = backoff
         self.stopping = threading.Event()
         self.relist_requested = threading.Event()
@@ -361,8 +381,7 @@ class KindWatcher:
                 # The API server leaves kind and apiVersion out of list items.
                 item["kind"] = self.watched.kind
                 item["apiVersion"] = self.watched.api_version
-                if self.wants is None or self.wants(_key(item)):
-                    items.append(item)
+                items.append(item)
             metadata = page.get("metadata") or {}
             token = metadata.get("continue")
             if not token:
@@ -403,12 +422,6 @@ class KindWatcher:
                         continue
                     if event_type not in ("ADDED", "MODIFIED", "DELETED"):
                         continue
-                    if (
-                        self.wants is not None
-                        and event_type != "DELETED"
-                        and not self.wants(_key(obj))
-                    ):
-                        event_type = "DELETED"  # no longer wanted, or never was
                     self.watch_healthy = True
                     self.event(self.watched.kind, event_type, obj)
             finally:
@@ -428,7 +441,6 @@ def _list_methods() -> dict[str, tuple[Any, str]]:
     return {
         "Namespace": (client.CoreV1Api, "list_namespace"),
         "ConfigMap": (client.CoreV1Api, "list_config_map_for_all_namespaces"),
-        "Secret": (client.CoreV1Api, "list_secret_for_all_namespaces"),
         "Service": (client.CoreV1Api, "list_service_for_all_namespaces"),
         "EndpointSlice": (client.DiscoveryV1Api, "list_endpoint_slice_for_all_namespaces"),
         "Ingress": (client.NetworkingV1Api, "list_ingress_for_all_namespaces"),
@@ -475,27 +487,32 @@ class KubernetesSource(Service):
         self.synced = False
         self.rebuilds = 0
         self._pending: IDelayedCall | None = None
-        self._secret_names: frozenset[Key] = frozenset()
-        self.watchers = {
+        # Set while a newly referenced Secret is being read: the rebuild
+        # waits for it rather than report the Secret missing.
+        self._awaiting_secrets = True
+        self.watchers: dict[str, KindWatcher | SecretReader] = {
             k.kind: KindWatcher(
                 api_client,
                 k,
                 self._deliver_from_thread,
                 self._event_from_thread,
-                wants=self._wants_secret if k.kind == "Secret" else None,
                 backoff=backoff,
             )
             for k in self.kinds
         }
+        self.secrets = SecretReader(api_client, self._wanted_secrets, self._deliver_from_thread)
+        self.watchers["Secret"] = self.secrets
 
-    def _wants_secret(self, key: Key) -> bool:
+    def _wanted_secrets(self) -> frozenset[Key]:
         # Called on the Secret thread: reads one reference the reactor
         # replaces whole, never a structure the reactor mutates.
-        return key in self._secret_names
+        return self.store.secret_refs
+
+    def _wants_secret(self, key: Key) -> bool:
+        return key in self.store.secret_refs
 
     def startService(self) -> None:
         super().startService()
-        self._publish_secret_filter()
         for watcher in self.watchers.values():
             watcher.start()
 
@@ -516,7 +533,10 @@ class KubernetesSource(Service):
     # Reactor thread from here on.
 
     def listed(self, kind: str, items: list[KubeObject]) -> None:
-        if self.store.replace(kind, items):
+        released = kind == "Secret" and self._awaiting_secrets
+        if released:
+            self._awaiting_secrets = False
+        if self.store.replace(kind, items) or released:
             self._after_change(kind)
 
     def changed(self, kind: str, event_type: str, obj: KubeObject) -> None:
@@ -524,28 +544,23 @@ class KubernetesSource(Service):
             self._after_change(kind)
 
     def _after_change(self, kind: str) -> None:
-        if kind == "ConfigMap":
-            needs_relist = self.store.update_references()
-            self._publish_secret_filter()
-            if needs_relist:
-                # Also before the first Secret list is in: that list may
-                # have been filtered with the old references.
-                self.watchers["Secret"].relist()
-        if len(self.store.synced) < len(self.kinds):
+        store = self.store
+        others_synced = len(store.synced - {"Secret"}) >= len(self.kinds)
+        references = kind in ("ConfigMap", "Ingress", "Gateway")
+        if references and store.update_references() and others_synced:
+            self._awaiting_secrets = True
+            self.secrets.wake()
+        if not others_synced:
+            return
+        if "Secret" not in store.synced:
+            # Every other kind is in, so every reference is known: first read.
+            store.update_references()
+            self.secrets.wake()
+            return
+        if self._awaiting_secrets:
             return
         if self._pending is None:
             self._pending = self.reactor.callLater(self.coalesce_delay, self._rebuild)
-
-    def _publish_secret_filter(self) -> None:
-        store = self.store
-        self._secret_names = (
-            frozenset(
-                (namespace, name)
-                for namespace, names in store.secret_names.items()
-                for name in names
-            )
-            | store.extra_secrets
-        )
 
     def _rebuild(self) -> None:
         self._pending = None
