@@ -6,6 +6,7 @@ client over real HTTP, against L{tenantgw.testing.fake_apiserver}.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -160,6 +161,43 @@ class CoalescingTests(SynchronousTestCase):
         self.source.changed("Service", "DELETED", web_backend("a")[0])
         self.clock.advance(1)
         self.assertEqual(len(self.calls), 1)
+
+    def test_backend_churn_outside_tenant_namespaces_rebuilds_nothing(self) -> None:
+        """Issue 14: 50 EndpointSlice updates in kube-system caused 43 full rebuilds."""
+        self.list_all_but("")
+        self.source.changed("ConfigMap", "ADDED", tenant_cm("shop", simple_spec()))
+        self.clock.advance(1)
+        rebuilds = len(self.calls)
+        for i in range(50):
+            slice_ = endpoint_slice(
+                "kube-system", "dns", "kube-dns", [{"port": 53}], [{"addresses": [f"10.9.0.{i}"]}]
+            )
+            self.source.changed("EndpointSlice", "MODIFIED", slice_)
+            self.source.changed("Service", "MODIFIED", web_backend("kube-system")[0])
+            self.clock.advance(1)
+        self.assertEqual(len(self.calls), rebuilds)
+        # Kept, and out of what compiles: nothing routes there.
+        self.assertIn(("kube-system", "dns"), self.source.store.objects["EndpointSlice"])
+        namespaces = {
+            o["metadata"]["namespace"] for o in self.calls[-1] if "namespace" in o["metadata"]
+        }
+        self.assertNotIn("kube-system", namespaces)
+        # The tenant's own backends still rebuild at once.
+        for obj in web_backend("shop", "10.0.0.9"):
+            self.source.changed(obj["kind"], "ADDED", obj)
+        self.clock.advance(1)
+        self.assertEqual(len(self.calls), rebuilds + 1)
+        # When a namespace becomes a tenant, the backends it already had count.
+        self.source.changed("ConfigMap", "ADDED", tenant_cm("kube-system", simple_spec()))
+        self.clock.advance(1)
+        self.assertIn(
+            ("kube-system", "dns"),
+            {
+                (o["metadata"]["namespace"], o["metadata"]["name"])
+                for o in self.calls[-1]
+                if o["kind"] == "EndpointSlice"
+            },
+        )
 
     def test_a_new_secret_reference_is_read_before_the_rebuild(self) -> None:
         """Else the tenant would be compiled, and reported, without its Secret."""
@@ -358,6 +396,33 @@ class WatcherEndToEndTests(TestCase):
         yield eventually(lambda: "blog" not in cluster.snapshot.statuses)
         self.assertGreater(cluster.source.watchers["ConfigMap"].lists, lists_before)
         self.assertEqual(self.state(cluster, "shop"), STATE_ACCEPTED)
+
+    @inlineCallbacks
+    def test_unrelated_endpoint_slice_updates_reach_no_rebuild(self) -> Any:
+        cluster = Cluster(self)
+        cluster.add_tenant("shop", simple_spec())
+        cluster.server.create(namespace("kube-system"))
+        cluster.start(self)
+        yield eventually(lambda: self.state(cluster, "shop") == STATE_ACCEPTED)
+        rebuilds = cluster.source.rebuilds
+        for i in range(50):
+            cluster.server.apply(
+                endpoint_slice(
+                    "kube-system",
+                    "dns",
+                    "kube-dns",
+                    [{"port": 53}],
+                    [{"addresses": [f"10.9.{i}.1"]}],
+                )
+            )
+
+        def last_one_seen() -> bool:
+            held = cluster.source.store.objects["EndpointSlice"].get(("kube-system", "dns"))
+            return held is not None and "10.9.49.1" in json.dumps(held)
+
+        yield eventually(last_one_seen)
+        yield deferLater(reactor, cluster.source.coalesce_delay * 4, lambda: None)
+        self.assertEqual(cluster.source.rebuilds, rebuilds)
 
     @inlineCallbacks
     def test_bookmarks_keep_quiet_watches_current(self) -> Any:

@@ -56,6 +56,7 @@ FORBIDDEN_RETRY_SECONDS = 60.0  # a kind RBAC forbids: ask again this often
 HEALTHY_WATCH_SECONDS = 30.0  # a watch up this long (or delivering events) resets the backoff
 
 Key = tuple[str, str]  # (namespace or "", name)
+_BACKEND_KINDS = frozenset({"Service", "EndpointSlice"})
 
 
 @frozen
@@ -159,6 +160,17 @@ class ObjectStore:
         self.extra_secrets = frozenset(extra_secrets)
         # Every Secret a served object references, as (namespace, name).
         self.secret_refs: frozenset[Key] = self.extra_secrets
+        # Namespaces whose Services and EndpointSlices can matter: those
+        # holding a tenant's objects, and those their routes point into.
+        self.routed_namespaces: frozenset[str] = frozenset()
+
+    def matters(self, kind: str, key: Key) -> bool:
+        """
+        False for a Service or EndpointSlice no tenant can route to: its
+        churn (kube-system, a busy operator namespace) must not rebuild.
+        It is kept all the same, for when its namespace becomes a tenant.
+        """
+        return kind not in _BACKEND_KINDS or key[0] in self.routed_namespaces
 
     def wants_secret(self, key: Key) -> bool:
         return key in self.secret_refs
@@ -210,13 +222,31 @@ class ObjectStore:
         for gateway in self.objects.get("Gateway", {}).values():
             refs.update(gateway_secret_refs(gateway))
         self.secret_refs = frozenset(refs)
+        self.routed_namespaces = frozenset(self._routed_namespaces())
         secrets = self.objects["Secret"]
         for key in [k for k in secrets if not self.wants_secret(k)]:
             del secrets[key]
         return not self.secret_refs <= before
 
+    def _routed_namespaces(self) -> Iterable[str]:
+        for kind in ("ConfigMap", "Ingress", "HTTPRoute"):
+            for namespace, _ in self.objects.get(kind, {}):
+                yield namespace
+        for route in self.objects.get("HTTPRoute", {}).values():
+            # A backendRef into another namespace (the compile step checks
+            # its ReferenceGrant): that namespace's Services matter too.
+            for rule in (route.get("spec") or {}).get("rules") or ():
+                for ref in (rule or {}).get("backendRefs") or ():
+                    if isinstance(ref, dict) and isinstance(ref.get("namespace"), str):
+                        yield ref["namespace"]
+
     def all_objects(self) -> list[KubeObject]:
-        return [obj for kind in self.objects for _, obj in sorted(self.objects[kind].items())]
+        return [
+            obj
+            for kind in self.objects
+            for key, obj in sorted(self.objects[kind].items())
+            if self.matters(kind, key)
+        ]
 
 
 class KindWatcher:
@@ -540,13 +570,13 @@ class KubernetesSource(Service):
             self._after_change(kind)
 
     def changed(self, kind: str, event_type: str, obj: KubeObject) -> None:
-        if self.store.apply(kind, event_type, obj):
+        if self.store.apply(kind, event_type, obj) and self.store.matters(kind, _key(obj)):
             self._after_change(kind)
 
     def _after_change(self, kind: str) -> None:
         store = self.store
         others_synced = len(store.synced - {"Secret"}) >= len(self.kinds)
-        references = kind in ("ConfigMap", "Ingress", "Gateway")
+        references = kind in ("ConfigMap", "Ingress", "Gateway", "HTTPRoute")
         if references and store.update_references() and others_synced:
             self._awaiting_secrets = True
             self.secrets.wake()
