@@ -340,6 +340,12 @@ class WatcherEndToEndTests(TestCase):
         yield eventually(lambda: cluster.source.store.synced >= {"Namespace", "ConfigMap"})
         yield deferLater(reactor, 0.3, lambda: None)
         self.assertFalse(cluster.readiness.ready)
+        # /readyz names the kind that holds readiness back.
+        cluster.readiness.kind_states = cluster.source.kind_states
+        code, body = cluster.readiness.report()
+        self.assertEqual(code, 503)
+        self.assertIn(b"EndpointSlice: listing\n", body)
+        self.assertIn(b"ConfigMap: synced\n", body)
         cluster.server.fail_paths.clear()
         yield eventually(lambda: cluster.readiness.ready)
 
@@ -362,6 +368,9 @@ class WatcherEndToEndTests(TestCase):
         yield eventually(lambda: "keys" in cluster.snapshot.statuses)
         self.assertIn("not found", "\n".join(cluster.snapshot.statuses["keys"].messages))
         self.assertTrue(cluster.source.watchers["Secret"].forbidden)
+        states = cluster.source.kind_states()
+        self.assertEqual(states["Secret"], "forbidden")
+        self.assertEqual(states["ConfigMap"], "synced")
         self.assertFalse(cluster.source.watchers["ConfigMap"].forbidden)
 
     @inlineCallbacks
@@ -615,6 +624,11 @@ class TwistdWiringTests(TestCase):
         yield eventually(lambda: readyz(services) == 200)
         yield eventually(lambda: len(server.objects("Event")) == 1)
         self.assertEqual(server.objects("Event")[0]["reason"], "Accepted")
+        # Per kind, in /metrics as in /readyz's body.
+        scraped = services.metrics.exposition().decode("utf-8")
+        self.assertIn('tenantgw_source_synced{kind="ConfigMap"} 1.0', scraped)
+        self.assertIn('tenantgw_source_synced{kind="Secret"} 1.0', scraped)
+        self.assertIn('tenantgw_source_forbidden{kind="Ingress"} 0.0', scraped)
 
 
 class TrafficThroughChangesTests(TestCase):

@@ -19,7 +19,7 @@ import platform
 import time
 from bisect import bisect_left
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -124,16 +124,21 @@ class _SnapshotCollector(Collector):
         yield expiry
 
 
-class _ConnectionGauge(Collector):
-    def __init__(self, count: Callable[[], dict[str, int]]) -> None:
-        self.count = count
+class _LabelledGauge(Collector):
+    """A gauge with one label, whose values another part reports at scrape time."""
+
+    def __init__(
+        self, name: str, documentation: str, label: str, values: Callable[[], Mapping[str, float]]
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.values = values
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(
-            "tenantgw_open_connections", "Open client connections", labels=["listener"]
-        )
-        for listener, count in sorted(self.count().items()):
-            family.add_metric([listener], float(count))
+        family = GaugeMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value_of_label, value in sorted(self.values().items()):
+            family.add_metric([value_of_label], float(value))
         yield family
 
 
@@ -442,7 +447,17 @@ class Metrics:
 
     def count_connections(self, count: Callable[[], dict[str, int]]) -> None:
         """Open client connections per listener, counted at scrape time."""
-        self.registry.register(_ConnectionGauge(count))
+        self.gauge_from("tenantgw_open_connections", "Open client connections", "listener", count)
+
+    def gauge_from(
+        self,
+        name: str,
+        documentation: str,
+        label: str,
+        values: Callable[[], Mapping[str, float]],
+    ) -> None:
+        """A gauge per C{label} value, read at scrape time from the part that knows."""
+        self.registry.register(_LabelledGauge(name, documentation, label, values))
 
     def watch_snapshot(self, snapshot: Callable[[], Snapshot]) -> None:
         self.watched_snapshot = snapshot

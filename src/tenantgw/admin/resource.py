@@ -9,7 +9,7 @@ hosts can never reach it.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
@@ -31,6 +31,19 @@ class Readiness:
 
     synced: bool = False
     draining: bool = False
+    # Per kind of the source, what it is doing ("synced", "listing", ...),
+    # so a /readyz that stays 503 says which kind holds it back.
+    kind_states: Callable[[], Mapping[str, str]] | None = None
+
+    def report(self) -> tuple[int, bytes]:
+        if self.ready:
+            head = (200, "ready")
+        else:
+            head = (503, "draining" if self.draining else "not synced")
+        lines = [head[1]]
+        if self.kind_states is not None:
+            lines.extend(f"{kind}: {state}" for kind, state in sorted(self.kind_states().items()))
+        return head[0], ("\n".join(lines) + "\n").encode("ascii")
 
     @property
     def ready(self) -> bool:
@@ -202,13 +215,7 @@ def admin_root(
     root.putChild(b"healthz", _Text(lambda: (200, b"ok\n")))
     root.putChild(
         b"readyz",
-        _Text(
-            lambda: (
-                (200, b"ready\n")
-                if readiness.ready
-                else (503, b"draining\n" if readiness.draining else b"not synced\n")
-            )
-        ),
+        _Text(readiness.report),
     )
     api = Resource()
     api.putChild(b"tenants", _TenantsJSON(snapshot, live))

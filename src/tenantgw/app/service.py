@@ -8,6 +8,7 @@ the reactor) is imported until twistd actually starts tenantgw.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -137,6 +138,7 @@ class GatewayServices(MultiService):
                 namespace_selector=options["namespace-selector"],
                 extra_secrets=[default_secret] if default_secret else (),
             )
+            self.readiness.kind_states = self.source.kind_states
             self.events = StatusEvents(kubernetes_poster(api_client), reactor)
             self.events.setServiceParent(self)
             self.pipeline.listeners.append(self.events.snapshot_applied)
@@ -239,6 +241,24 @@ def _count_elsewhere(metrics: Metrics, gateway: Gateway, source: Any) -> None:
         lambda: getattr(gateway.shared_quota, "failures", 0),
     )
     metrics.quota_replicas = lambda: getattr(gateway.shared_quota, "replicas", 1)
+    kind_states = getattr(source, "kind_states", None)
+    if kind_states is not None:
+
+        def kinds_in(state: str) -> Callable[[], dict[str, float]]:
+            return lambda: {k: float(s == state) for k, s in kind_states().items()}
+
+        metrics.gauge_from(
+            "tenantgw_source_synced",
+            "1 per Kubernetes kind whose list is in and whose watch runs",
+            "kind",
+            kinds_in("synced"),
+        )
+        metrics.gauge_from(
+            "tenantgw_source_forbidden",
+            "1 per Kubernetes kind the RBAC forbids (served as none, retried every 60 s)",
+            "kind",
+            kinds_in("forbidden"),
+        )
     watchers = getattr(source, "watchers", {})
     metrics.count_from(
         "tenantgw_source_watch_reconnects",

@@ -533,6 +533,24 @@ class KubernetesSource(Service):
         self.secrets = SecretReader(api_client, self._wanted_secrets, self._deliver_from_thread)
         self.watchers["Secret"] = self.secrets
 
+    def kind_states(self) -> dict[str, str]:
+        """
+        Per kind, for /readyz and the metrics: "synced", "listing" (not yet,
+        or failing), "forbidden" (RBAC: served as none) or "missing" (a
+        custom resource not installed: served as none).
+        """
+        states = {}
+        for kind, watcher in self.watchers.items():
+            if watcher.forbidden:
+                states[kind] = "forbidden"
+            elif watcher.missing:
+                states[kind] = "missing"
+            elif kind in self.store.synced:
+                states[kind] = "synced"
+            else:
+                states[kind] = "listing"
+        return states
+
     def _wanted_secrets(self) -> frozenset[Key]:
         # Called on the Secret thread: reads one reference the reactor
         # replaces whole, never a structure the reactor mutates.
