@@ -16,8 +16,12 @@ from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import deferLater
 
 
-def eventually(check: Callable[[], Any], what: str, timeout: float = 10.0) -> Deferred[Any]:
-    """Fires with C{check()}'s first true value; fails after C{timeout} seconds naming C{what}."""
+def eventually(check: Callable[[], Any], what: str = "", timeout: float = 10.0) -> Deferred[Any]:
+    """
+    Fires with C{check()}'s first true value; fails after C{timeout} seconds
+    naming C{what} (by default the check's docstring or its repr).
+    """
+    what = what or check.__doc__ or repr(check)
 
     @inlineCallbacks
     def poll() -> Any:

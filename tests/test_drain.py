@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -28,6 +27,7 @@ from tests.dataplane_support import (
     snapshot_of,
     tenant_objects,
 )
+from tests.eventually import eventually
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
 
 IN_FLIGHT = 5
@@ -35,14 +35,6 @@ IN_FLIGHT = 5
 
 class DrainOnSIGTERMTests(TestCase):
     timeout = 60
-
-    @inlineCallbacks
-    def until(self, condition: Any, what: str, seconds: float = 15.0) -> Any:
-        deadline = time.monotonic() + seconds
-        while not condition():
-            if time.monotonic() > deadline:
-                self.fail(f"timed out waiting for {what}")
-            yield deferLater(reactor, 0.05, lambda: None)
 
     @inlineCallbacks
     def test_requests_in_flight_at_sigterm_all_complete(self) -> Any:
@@ -65,7 +57,9 @@ class DrainOnSIGTERMTests(TestCase):
             return d.addCallback(lambda r: readBody(r).addCallback(lambda body: (r.code, body)))
 
         responses = gatherResults([get() for _ in range(IN_FLIGHT)])
-        yield self.until(lambda: len(upstream.resource.hanging) == IN_FLIGHT, "requests upstream")
+        yield eventually(
+            lambda: len(upstream.resource.hanging) == IN_FLIGHT, "requests upstream", timeout=15.0
+        )
         response = yield gateway.admin_agent().request(b"GET", gateway.admin_url("/metrics"))
         metrics = (yield readBody(response)).decode()
         self.assertIn(f'tenantgw_requests_in_flight{{tenant="team"}} {IN_FLIGHT}.0', metrics)
@@ -83,7 +77,9 @@ class DrainOnSIGTERMTests(TestCase):
         assert response is not None
         self.assertEqual(response.code, 503)
         # The listener is closed: a new client is refused, not queued.
-        yield self.until(lambda: not os.path.exists(gateway.http_socket), "listener closed")
+        yield eventually(
+            lambda: not os.path.exists(gateway.http_socket), "listener closed", timeout=15.0
+        )
         # Real time is the point here: the process must outlive its requests.
         yield deferLater(reactor, 1.0, lambda: None)
         self.assertIsNone(gateway.process.poll(), "exited with requests in flight")
@@ -94,7 +90,9 @@ class DrainOnSIGTERMTests(TestCase):
         upstream.resource.hanging.clear()
         results = yield responses
         self.assertEqual(results, [(200, b"finished late")] * IN_FLIGHT)
-        yield self.until(lambda: gateway.process.poll() is not None, "the gateway to exit")
+        yield eventually(
+            lambda: gateway.process.poll() is not None, "the gateway to exit", timeout=15.0
+        )
         # twistd ends by re-raising the signal it stopped on, once the reactor stops.
         self.assertEqual(gateway.process.returncode, -signal.SIGTERM, gateway.log())
         log = gateway.log()

@@ -10,7 +10,6 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
 
 import treq
@@ -44,6 +43,7 @@ from tenantgw.sources.kubernetes import (
     watched_kinds,
 )
 from tenantgw.testing.fake_apiserver import FakeAPIServer
+from tests.eventually import eventually
 from tests.support import RecordingUpstream
 from tests.test_compile import (
     endpoint_slice,
@@ -289,21 +289,6 @@ class Cluster:
             self.server.create(obj)
 
 
-def eventually(check: Callable[[], bool], timeout: float = 5.0) -> Deferred[None]:
-    """Fires once C{check()} holds; fails after C{timeout} seconds."""
-
-    @inlineCallbacks
-    def poll() -> Any:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not true within {timeout}s: {check.__doc__ or check}")
-            yield deferLater(reactor, 0.02, lambda: None)
-
-    result: Deferred[None] = poll()
-    return result
-
-
 class WatcherEndToEndTests(TestCase):
     timeout = 30
 
@@ -327,9 +312,9 @@ class WatcherEndToEndTests(TestCase):
 
         started = time.monotonic()
         cluster.add_tenant("blog", simple_spec())
-        yield eventually(lambda: self.state(cluster, "blog") == STATE_ACCEPTED, 1.0)
+        yield eventually(lambda: self.state(cluster, "blog") == STATE_ACCEPTED, timeout=1.0)
         cluster.server.delete("ConfigMap", "blog", "tenant")
-        yield eventually(lambda: "blog" not in cluster.snapshot.statuses, 1.0)
+        yield eventually(lambda: "blog" not in cluster.snapshot.statuses, timeout=1.0)
         self.assertLess(time.monotonic() - started, 2.0)
 
     @inlineCallbacks
@@ -756,7 +741,7 @@ class SecretsByNameTests(TestCase):
         self.assertEqual(cluster.source.rebuilds, rebuilds)
         cluster.server.update(secret("shop", "keys", {"k": b"new-key"}))
         started = time.monotonic()
-        yield eventually(lambda: digest_api_key(b"new-key") in digests(), 10.0)
+        yield eventually(lambda: digest_api_key(b"new-key") in digests(), timeout=10.0)
         self.assertLess(time.monotonic() - started, 10.0)
         self.assertNotIn(digest_api_key(b"old-key"), digests())
 

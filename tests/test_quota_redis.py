@@ -15,7 +15,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
@@ -32,6 +32,7 @@ from tenantgw.dataplane.quota_redis import (
     redis_key,
 )
 from tests.dataplane_support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
+from tests.eventually import eventually
 from tests.redis_support import RedisServer
 
 
@@ -41,15 +42,6 @@ def tenant(rate: float, burst: int) -> Bucket:
 
 def client(address: str, rate: float, burst: int) -> Bucket:
     return Bucket(("client", "team", address), RateLimit(rate, burst), "client")
-
-
-@inlineCallbacks
-def until(check: Any, seconds: float = 10.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {seconds}s: {check}")
-        yield deferLater(reactor, 0.01, lambda: None)
 
 
 def evalsha_calls(stats: bytes) -> int:
@@ -246,7 +238,7 @@ class RedisQuotaTests(TestCase):
         return quota
 
     def connected(self, quota: RedisQuota) -> Any:
-        return until(lambda: len(quota.factory.pool) == POOL_SIZE)
+        return eventually(lambda: len(quota.factory.pool) == POOL_SIZE)
 
     @inlineCallbacks
     def decisions(self, buckets: list[Bucket], count: int, quota: RedisQuota | None = None) -> Any:
@@ -310,7 +302,7 @@ class RedisQuotaTests(TestCase):
     @inlineCallbacks
     def test_open_without_redis_admits_this_replicas_share_and_counts(self) -> Any:
         self.redis.stop()
-        yield until(lambda: not self.quota.factory.pool)
+        yield eventually(lambda: not self.quota.factory.pool)
         decided = [self.quota.decide([tenant(0.01, 4)]) for _ in range(3)]
         # Redis known down: not asked, so answered before decide() returns.
         results = [self.successResultOf(d) for d in decided]
@@ -324,7 +316,7 @@ class RedisQuotaTests(TestCase):
         closed = self.connect(fail_open=False)
         yield self.connected(closed)
         self.redis.stop()
-        yield until(lambda: not closed.factory.pool)
+        yield eventually(lambda: not closed.factory.pool)
         results = yield self.decisions([tenant(100, 100)], 1, closed)
         self.assertEqual(results, [UNAVAILABLE])
         self.assertEqual(closed.fallback_admitted, 0)
@@ -344,7 +336,7 @@ class RedisQuotaTests(TestCase):
     @inlineCallbacks
     def test_used_again_after_restart(self) -> Any:
         self.redis.stop()
-        yield until(lambda: not self.quota.factory.pool)
+        yield eventually(lambda: not self.quota.factory.pool)
         self.assertIsNone((yield self.quota.decide([tenant(0.01, 2)])))
         self.assertFalse(self.quota.healthy)
         self.redis.start()
@@ -383,7 +375,9 @@ class RedisGatewayTests(TestCase):
         shared = connect(self.redis.url, reactor, gateway.gateway.limiter, fail_open=fail_open)
         self.addCleanup(shared.stop)
         gateway.gateway.shared_quota = shared
-        return until(lambda: len(shared.factory.pool) == POOL_SIZE).addCallback(lambda _: gateway)
+        return eventually(lambda: len(shared.factory.pool) == POOL_SIZE).addCallback(
+            lambda _: gateway
+        )
 
     @inlineCallbacks
     def get(self, gateway: GatewayUnderTest) -> Any:
@@ -428,10 +422,10 @@ class RedisGatewayTests(TestCase):
             TCP4ClientEndpoint(reactor, "127.0.0.1", gateway.port), Protocol()
         )
         connected.transport.write(b"GET / HTTP/1.1\r\nHost: t.example\r\n\r\n")
-        yield until(lambda: gateway.gateway.in_flight.current("team") == 1)
+        yield eventually(lambda: gateway.gateway.in_flight.current("team") == 1)
         connected.transport.abortConnection()
         # Redis's answer (here: its timeout) arrives after the client left.
-        yield until(lambda: gateway.gateway.shared_quota.failures == 1)
+        yield eventually(lambda: gateway.gateway.shared_quota.failures == 1)
         self.assertEqual(gateway.gateway.in_flight.current("team"), 0)
         self.assertEqual(self.upstream.received, [])
 
@@ -467,14 +461,14 @@ class RedisGatewayTests(TestCase):
                 codes.append(response.code)
 
         clients = [load() for _ in range(4)]
-        yield until(lambda: len(codes) >= 20)
+        yield eventually(lambda: len(codes) >= 20)
         self.redis.stop()
-        yield until(lambda: shared.fallback_admitted >= 20)
+        yield eventually(lambda: shared.fallback_admitted >= 20)
         self.redis.start()
-        yield until(lambda: shared.healthy and len(shared.factory.pool) == POOL_SIZE)
+        yield eventually(lambda: shared.healthy and len(shared.factory.pool) == POOL_SIZE)
         answered_before = len(codes)
         fallback_before = shared.fallback_admitted
-        yield until(lambda: len(codes) >= answered_before + 40)
+        yield eventually(lambda: len(codes) >= answered_before + 40)
         running[0] = False
         yield gatherResults(clients)
         self.assertEqual(set(codes), {200})

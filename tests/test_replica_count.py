@@ -20,6 +20,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from tenantgw.dataplane.quota_redis import POOL_SIZE, REPLICAS_KEY, RedisQuota, connect
 from tests.dataplane_support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
+from tests.eventually import eventually
 from tests.process_support import GatewayProcess
 from tests.redis_support import RedisServer
 
@@ -27,15 +28,6 @@ from tests.redis_support import RedisServer
 INTERVAL = 0.2
 TTL = 0.6
 BURST = 10
-
-
-@inlineCallbacks
-def until(check: Any, seconds: float = 10.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {seconds}s: {check}")
-        yield deferLater(reactor, 0.01, lambda: None)
 
 
 def members(redis: RedisServer) -> int:
@@ -67,7 +59,7 @@ class TwoGatewaysCountEachOther(TestCase):
         self.snapshot = snapshot_of(*tenants)
         self.gateways = [self.gateway() for _ in range(2)]
         self.quotas: list[RedisQuota] = [g.gateway.shared_quota for g in self.gateways]
-        return until(lambda: all(len(q.factory.pool) == POOL_SIZE for q in self.quotas))
+        return eventually(lambda: all(len(q.factory.pool) == POOL_SIZE for q in self.quotas))
 
     def gateway(self) -> GatewayUnderTest:
         gateway = GatewayUnderTest(self.snapshot)
@@ -97,10 +89,10 @@ class TwoGatewaysCountEachOther(TestCase):
 
     @inlineCallbacks
     def test_count_reaches_two_and_the_fail_open_budget_is_halved(self) -> Any:
-        yield until(lambda: [q.replicas for q in self.quotas] == [2, 2])
+        yield eventually(lambda: [q.replicas for q in self.quotas] == [2, 2])
         self.assertEqual(members(self.redis), 2)
         self.redis.stop()
-        yield until(lambda: not self.quotas[0].factory.pool)
+        yield eventually(lambda: not self.quotas[0].factory.pool)
         # Redis down: the last count holds, and each gateway admits half.
         yield deferLater(reactor, 3 * INTERVAL, lambda: None)
         self.assertEqual([q.replicas for q in self.quotas], [2, 2])
@@ -112,26 +104,26 @@ class TwoGatewaysCountEachOther(TestCase):
 
     @inlineCallbacks
     def test_a_gateway_that_dies_drops_out_after_the_ttl(self) -> Any:
-        yield until(lambda: [q.replicas for q in self.quotas] == [2, 2])
+        yield eventually(lambda: [q.replicas for q in self.quotas] == [2, 2])
         # As if killed: no more heartbeats, and no goodbye.
         self.quotas[1]._stop_heartbeat()
         died = time.monotonic()
-        yield until(lambda: self.quotas[0].counted_replicas == 1)
+        yield eventually(lambda: self.quotas[0].counted_replicas == 1)
         elapsed = time.monotonic() - died
         # Gone once its last heartbeat's TTL passed, seen at the next beat.
         self.assertTrue(TTL - INTERVAL <= elapsed <= TTL + 2 * INTERVAL + 0.5, elapsed)
         self.redis.stop()
-        yield until(lambda: not self.quotas[0].factory.pool)
+        yield eventually(lambda: not self.quotas[0].factory.pool)
         admitted = yield self.admitted(self.gateways[0], "late", BURST)
         self.assertEqual(admitted, BURST)
 
     @inlineCallbacks
     def test_a_gateway_that_stops_cleanly_leaves_at_once(self) -> Any:
-        yield until(lambda: [q.replicas for q in self.quotas] == [2, 2])
+        yield eventually(lambda: [q.replicas for q in self.quotas] == [2, 2])
         yield self.quotas[1].stop()
         self.assertEqual(members(self.redis), 1)
         stopped = time.monotonic()
-        yield until(lambda: self.quotas[0].counted_replicas == 1)
+        yield eventually(lambda: self.quotas[0].counted_replicas == 1)
         self.assertLess(time.monotonic() - stopped, INTERVAL + 0.5)
 
 
@@ -154,7 +146,7 @@ class TwoProcessesRegister(TestCase):
             self.addCleanup(process.stop)
             processes.append(process)
         yield gatherResults([p.wait_ready() for p in processes])
-        yield until(lambda: members(redis) == 2)
+        yield eventually(lambda: members(redis) == 2)
         entries = redis.command(b"ZRANGE", REPLICAS_KEY.encode(), b"0", b"-1")
         for process in processes:
             self.assertIn(f":{process.pid}:".encode(), entries)
