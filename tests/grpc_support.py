@@ -105,12 +105,14 @@ def grpc_tenant(
     app_protocol: str | None = None,
     timeout: int | None = None,
     tenant_extra: str = "",
+    route_extra: str = "",
 ) -> Snapshot:
     """
     Tenant C{g} on C{g.example}, one route to Service C{rpc} on a port named
-    C{port_name}; C{tenant_extra} is more of tenant.yaml (top level).
+    C{port_name}; C{tenant_extra} is more of tenant.yaml (top level),
+    C{route_extra} more of the route (indented four spaces).
     """
-    route = "  - name: rpc\n    backends: [{service: rpc, port: 50051}]\n"
+    route = "  - name: rpc\n    backends: [{service: rpc, port: 50051}]\n" + route_extra
     if timeout is not None:
         route += f"    timeoutSeconds: {timeout}\n"
     service_port: dict[str, Any] = {"name": port_name, "port": 50051}

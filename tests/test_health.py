@@ -22,6 +22,9 @@ from twisted.web.client import HTTPConnectionPool
 
 from tenantgw.dataplane.health import BASE_EJECTION, EndpointHealth
 from tests.dataplane_support import GatewayUnderTest, dump, snapshot_of, tenant_objects
+from tests.eventually import eventually
+from tests.grpc_support import grpc_tenant
+from tests.h2c_support import H2cBackend
 
 KEY = ("10.0.0.1", 80, None)
 
@@ -152,3 +155,47 @@ class KilledBackendTests(TestCase):
         after = yield load(2.5)
         self.assertEqual({outcome for _, outcome in after[-20:]}, {"a", "b"})
         self.assertNotIn(502, {outcome for _, outcome in after})
+
+
+class H2cProbeTests(TestCase):
+    """
+    An h2c backend (a gRPC server) answers no HTTP/1.1 request: probed over
+    HTTP/1.1, a healthy one would be taken out of service.
+    """
+
+    timeout = 30
+
+    def gateway_with_probed_h2c_backend(self, status: int) -> tuple[Any, H2cBackend, Any]:
+        backend = H2cBackend(reactor, status)
+        self.addCleanup(backend.stop)
+        check = (
+            "    healthCheck: {path: /ready, intervalSeconds: 1,"
+            " unhealthyThreshold: 2, healthyThreshold: 1}\n"
+        )
+        gateway = GatewayUnderTest(grpc_tenant(backend.port, port_name="h2c", route_extra=check))
+        self.addCleanup(gateway.stop)
+        return gateway, backend, ("127.0.0.1", backend.port, None)
+
+    @inlineCallbacks
+    def test_a_healthy_h2c_backend_is_probed_over_http2_and_stays_in(self) -> Any:
+        gateway, backend, key = self.gateway_with_probed_h2c_backend(200)
+        yield eventually(lambda: len(backend.requests) >= 2, "two probes")
+        probe = backend.requests[0]
+        self.assertEqual(probe[b":path"], b"/ready")
+        self.assertEqual(probe[b"user-agent"], b"tenantgw-health-check")
+        self.assertEqual(backend.refused, 0)
+        self.assertEqual(gateway.gateway.health.state(key), "healthy")
+        # One HTTP/2 connection carries the probes, as it carries requests.
+        self.assertEqual(gateway.gateway.h2_pool.connections_opened, 1)
+
+    @inlineCallbacks
+    def test_a_failing_h2c_backend_is_taken_out(self) -> Any:
+        gateway, backend, key = self.gateway_with_probed_h2c_backend(503)
+        yield eventually(
+            lambda: gateway.gateway.health.state(key) == "unhealthy", "the endpoint probed out"
+        )
+        self.assertGreaterEqual(len(backend.requests), 2)
+        backend.status = 200
+        yield eventually(
+            lambda: gateway.gateway.health.state(key) == "healthy", "the endpoint back in"
+        )

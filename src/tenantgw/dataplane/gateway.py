@@ -729,7 +729,7 @@ class Gateway:
         self.endpoint_load = EndpointLoad()
         self.cache = ResponseCache(clock)
         self.health = EndpointHealth(clock)
-        self.active_checks = ActiveChecks(self.health, pool, clock)
+        self.active_checks = ActiveChecks(self.health, pool, clock, streams=lambda: self.h2_pool)
         self.in_flight = InFlight()
         self.table = HostTable(self, EMPTY_SNAPSHOT)
         self.applied = 0
@@ -915,6 +915,7 @@ def probe_targets(snapshot: Snapshot) -> set[ProbeTarget]:
                             interval=check.interval_seconds,
                             unhealthy_threshold=check.unhealthy_threshold,
                             healthy_threshold=check.healthy_threshold,
+                            protocol=backend.protocol,
                         )
                     )
     return targets

@@ -19,6 +19,7 @@ resets a good one's record.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from attrs import define, frozen
 from twisted.internet.interfaces import IReactorTime
@@ -26,7 +27,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from tenantgw.dataplane.balancing import EndpointKey
-from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamConnection, UpstreamPool
+from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
 
 _log = Logger()
 
@@ -122,19 +123,27 @@ class ProbeTarget:
     interval: float
     unhealthy_threshold: int
     healthy_threshold: int
+    # What the endpoint speaks ("h1", "h2c", "tls"): an h2c endpoint (a gRPC
+    # server) answers no HTTP/1.1 request, so it is probed over HTTP/2.
+    protocol: str = "h1"
 
 
 class _Probe:
-    """One GET on a fresh connection; reports its outcome exactly once."""
+    """
+    One GET, on a fresh HTTP/1.1 connection or on a new stream of the
+    endpoint's HTTP/2 connection; reports its outcome exactly once.
+    """
 
     request_sent = True
 
     def __init__(self, report: Callable[[bool], None], clock: IReactorTime, timeout: float) -> None:
         self.report: Callable[[bool], None] | None = report
-        self.connection: UpstreamConnection | None = None
+        # An UpstreamConnection, or an HTTP/2 upstream stream: both take
+        # start() and abandon() (a stream's abandon keeps its connection).
+        self.connection: Any = None
         self.deadline = clock.callLater(timeout, self.finish, False)
 
-    def connected(self, connection: UpstreamConnection, head: bytes) -> None:
+    def connected(self, connection: Any, head: Any) -> None:
         if self.report is None:  # timed out while connecting
             connection.abandon()
             return
@@ -173,10 +182,18 @@ class ActiveChecks:
     """
 
     def __init__(
-        self, health: EndpointHealth, pool: UpstreamPool, clock: IReactorTime, timeout: float = 2.0
+        self,
+        health: EndpointHealth,
+        pool: UpstreamPool,
+        clock: IReactorTime,
+        timeout: float = 2.0,
+        # The HTTP/2 upstream pool, once there is one (its get() hands a
+        # new stream on the endpoint's connection): h2c endpoints' probes.
+        streams: Callable[[], Any] = lambda: None,
     ) -> None:
         self.health = health
         self.pool = pool
+        self.streams = streams
         self.clock = clock
         self.timeout = timeout
         self._loops: dict[ProbeTarget, LoopingCall] = {}
@@ -200,6 +217,21 @@ class ActiveChecks:
             self.health.probed(target.key, ok, target.unhealthy_threshold, target.healthy_threshold)
 
         probe = _Probe(report, self.clock, self.timeout)
+        streams = self.streams() if target.protocol == "h2c" else None
+        if streams is not None:
+            h2_head = [
+                (b":method", b"GET"),
+                (b":scheme", b"http"),
+                (b":authority", target.host.encode()),
+                (b":path", target.path.encode()),
+                (b"user-agent", b"tenantgw-health-check"),
+            ]
+            streams.get(
+                target.key,
+                lambda stream: probe.connected(stream, h2_head),
+                lambda reason: probe.finish(False),
+            )
+            return
         head = (
             b"GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: tenantgw-health-check\r\n"
             b"Connection: close\r\n\r\n" % (target.path.encode(), target.host.encode())
