@@ -33,7 +33,6 @@ from tests.dataplane_support import GatewayUnderTest
 from tests.eventually import eventually
 from tests.redis_support import RedisServer
 from tests.test_metrics import ObservedGateway, _route, _tenant, sample
-from tests.test_replica_count import until
 
 INF = math.inf
 BOUNDS = (0.1, 0.25, 0.5, INF)
@@ -179,11 +178,15 @@ class QuotaReplicasTests(TestCase):
             metrics = Metrics()
             _count_elsewhere(metrics, gateway.gateway, object())
             pairs.append((shared, metrics))
-        yield until(lambda: all(s.counted_replicas == 3 for s, _ in pairs))
+        yield eventually(
+            lambda: all(s.counted_replicas == 3 for s, _ in pairs), "3 replicas counted"
+        )
         self.assertEqual([sample(m, "tenantgw_quota_replicas") for _, m in pairs], [3.0, 3.0, 3.0])
         shared, _ = pairs.pop()
         yield shared.stop()
-        yield until(lambda: all(s.counted_replicas == 2 for s, _ in pairs))
+        yield eventually(
+            lambda: all(s.counted_replicas == 2 for s, _ in pairs), "2 replicas counted"
+        )
         self.assertEqual([sample(m, "tenantgw_quota_replicas") for _, m in pairs], [2.0, 2.0])
 
 
