@@ -55,6 +55,7 @@ from tests.test_compile import (
     tenant_cm,
     web_backend,
 )
+from tests.tls_support import TestCA
 
 Obj = dict[str, Any]
 KINDS = tuple(k.kind for k in ALL_KINDS)  # the one list (tenantgw.sources.kinds)
@@ -685,7 +686,9 @@ class SecretsByNameTests(TestCase):
         for i in range(200):
             cluster.server.create(secret("other", f"unrelated-{i}", {"k": b"x"}))
         cluster.server.create(secret("shop", "unrelated", {"k": b"x"}))
-        cluster.add_tenant("shop", keys_spec("keys"))
+        cluster.add_tenant(
+            "shop", keys_spec("keys"), annotations={"tenantgw.io/allowed-hosts": "shop.test"}
+        )
         cluster.server.create(secret("shop", "keys", {"k": b"1"}))
         cluster.server.create(
             {
@@ -704,7 +707,22 @@ class SecretsByNameTests(TestCase):
                     "spec": {
                         "ingressClassName": class_name,
                         "tls": [{"hosts": ["shop.test"], "secretName": f"{name}-tls"}],
-                        "defaultBackend": {"service": {"name": "web", "port": {"number": 80}}},
+                        "rules": [
+                            {
+                                "host": "shop.test",
+                                "http": {
+                                    "paths": [
+                                        {
+                                            "path": "/",
+                                            "pathType": "Prefix",
+                                            "backend": {
+                                                "service": {"name": "web", "port": {"number": 80}}
+                                            },
+                                        }
+                                    ]
+                                },
+                            }
+                        ],
                     },
                 }
             )
@@ -723,6 +741,12 @@ class SecretsByNameTests(TestCase):
         self.assertEqual(
             [m for m, _ in cluster.server.requests_touching("secrets") if m != "GET"], []
         )
+        # The Ingress's certificate, once it exists, serves shop.test by SNI.
+        chain, key = TestCA().issue("shop.test")
+        site_tls = secret("shop", "site-tls", {"tls.crt": chain, "tls.key": key})
+        site_tls["type"] = "kubernetes.io/tls"
+        cluster.server.create(site_tls)
+        yield eventually(lambda: "shop.test" in cluster.snapshot.certificates, timeout=10.0)
 
     @inlineCallbacks
     def test_a_rotated_secret_is_served_within_ten_seconds(self) -> Any:
