@@ -520,6 +520,7 @@ class KubernetesSource(Service):
         # Set while a newly referenced Secret is being read: the rebuild
         # waits for it rather than report the Secret missing.
         self._awaiting_secrets = True
+        self._stopped = False
         self.watchers: dict[str, KindWatcher | SecretReader] = {
             k.kind: KindWatcher(
                 api_client,
@@ -565,6 +566,9 @@ class KubernetesSource(Service):
             watcher.start()
 
     def stopService(self) -> Any:
+        # A thread may still hand over what it read before it saw the stop:
+        # from now on that schedules nothing.
+        self._stopped = True
         for watcher in self.watchers.values():
             watcher.stop()
         if self._pending is not None and self._pending.active():
@@ -592,6 +596,8 @@ class KubernetesSource(Service):
             self._after_change(kind)
 
     def _after_change(self, kind: str) -> None:
+        if self._stopped:
+            return
         store = self.store
         others_synced = len(store.synced - {"Secret"}) >= len(self.kinds)
         references = kind in ("ConfigMap", "Ingress", "Gateway", "HTTPRoute")
