@@ -304,7 +304,7 @@ class TenantHandler:
 
     def handle(self, request: GatewayRequest, host: str) -> None:
         gateway = self.gateway
-        request.tenant_namespace = self.namespace
+        gateway.route_to(request, self.namespace)
         uri = request.uri
         query_at = uri.find(b"?")
         query = uri[query_at:] if query_at >= 0 else b""
@@ -823,13 +823,13 @@ class Gateway:
                     respond(request, 421)
                     return
         elif host in compiled.redirect_hosts:
-            request.tenant_namespace = tenant.namespace  # counted for its tenant
+            self.route_to(request, tenant.namespace)  # counted for its tenant
             self._redirect_to_https(request, host)
             return
         if compiled.access.checks_address and not tenant.address_verdicts.allowed(
             request.client_address
         ):
-            request.tenant_namespace = tenant.namespace
+            self.route_to(request, tenant.namespace)
             respond(request, 403)
             return
         tenant.handle(request, host)
@@ -865,6 +865,20 @@ class Gateway:
         from twisted.internet.defer import gatherResults
 
         return gatherResults(pending).addCallback(all)
+
+    def route_to(self, request: GatewayRequest, namespace: str) -> None:
+        """
+        The request now counts for C{namespace}: in its metrics, and in the
+        in-flight gauge's C{tenant} label until it is answered.  Here rather
+        than in a property of the request, which every read would pay for.
+        """
+        previous = request.tenant_namespace
+        if namespace == previous:
+            return
+        request.tenant_namespace = namespace
+        metrics = self.metrics
+        if metrics is not None and not request.logged:
+            metrics.tenant_routed(previous, namespace)
 
     def exchange_done(self, request: GatewayRequest, status: int) -> None:
         if request.client_slot is not None:

@@ -43,7 +43,7 @@ class GatewayRequest(server.Request):
     refused = False
     client_address = ""
     request_id = b""
-    _tenant = ""
+    tenant_namespace = ""  # set by Gateway.route_to, which tells the metrics
     route_name = ""
     upstream = ""
     # "connect", "timeout" or "reset" when the upstream failed, for metrics.
@@ -71,23 +71,6 @@ class GatewayRequest(server.Request):
     _body_idle: IDelayedCall | None = None
     _last_body_at = 0.0
     _body_starts: Callable[[], None] | None = None
-
-    @property
-    def tenant_namespace(self) -> str:
-        """The tenant the request counts for ("" until routed, or for no tenant)."""
-        return self._tenant
-
-    @tenant_namespace.setter
-    def tenant_namespace(self, namespace: str) -> None:
-        # Told to the metrics, for the in-flight gauge's tenant label.
-        previous = self._tenant
-        if namespace == previous:
-            return
-        self._tenant = namespace
-        site = getattr(self, "site", None)
-        metrics = getattr(getattr(site, "gateway", None), "metrics", None)
-        if metrics is not None and not self.logged:
-            metrics.tenant_routed(previous, namespace)
 
     @property
     def gateway_channel(self) -> GatewayChannel:
