@@ -96,8 +96,8 @@ class LeaderElector(Service):
             threadpool if threadpool is not None else ThreadPool(1, 1, "tenantgw-lease")
         )
         self.is_leader = False
-        self.on_started_leading: list[Callable[[], None]] = []
-        self.on_stopped_leading: list[Callable[[], None]] = []
+        self.on_started_leading: list[Callable[[], object]] = []
+        self.on_stopped_leading: list[Callable[[], object]] = []
         # The last record seen and when (reactor time) it was seen to change.
         self._observed: LeaseRecord | None = None
         self._observed_at = 0.0
@@ -356,3 +356,17 @@ def _record_of(lease: Any) -> LeaseRecord:
         transitions=spec.lease_transitions or 0,
         resource_version=lease.metadata.resource_version,
     )
+
+
+class LeaderGauge:
+    """A Prometheus collector: 1 while C{leading()}, else 0 (read at scrape time)."""
+
+    def __init__(self, name: str, documentation: str, leading: Callable[[], bool]) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.leading = leading
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        yield GaugeMetricFamily(self.name, self.documentation, value=1.0 if self.leading() else 0.0)
