@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import re
 import subprocess
 import sys
@@ -46,6 +47,12 @@ class CallgrindChildren(bench.Children):
                 f"--callgrind-out-file={self.out_dir / 'callgrind.out.%p'}",
                 *argv,
             ]
+            # One hash seed for every run: string hashes decide dict and set
+            # layouts, and so part of the instruction count.
+            given = kw.pop("env", None)
+            env = dict(given if isinstance(given, dict) else os.environ)
+            env["PYTHONHASHSEED"] = "0"
+            kw["env"] = env
         return super().start(name, argv, **kw)  # type: ignore[arg-type]
 
 

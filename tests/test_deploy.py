@@ -100,9 +100,32 @@ class ManifestTests(SynchronousTestCase):
         self.assertEqual({k.kind for k in KINDS} - {k.kind for k in watched_kinds()}, {"Secret"})
         self.assertTrue(all(set(k.verbs) == read for k in KINDS if k.kind != "Secret"))
         self.assertEqual(granted[("", "secrets")], {"get"})
-        expected[("", "events")] = {"create", "patch"}
+        # get: a repeated status raises the count of the Event already there.
+        expected[("", "events")] = {"get", "create", "patch"}
         expected[("events.k8s.io", "events")] = {"create", "patch"}
         self.assertEqual(granted, expected)
+
+    def test_leases_only_in_the_gateways_namespace(self) -> None:
+        """Leader election: a namespaced Role, so no other Lease can be taken over."""
+        (role,) = by_kind(self.base, "Role")
+        self.assertEqual(role["metadata"]["namespace"], "tenantgw-system")
+        self.assertEqual(
+            role["rules"],
+            [
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["get", "create", "update"],
+                }
+            ],
+        )
+        (binding,) = by_kind(self.base, "RoleBinding")
+        self.assertEqual(binding["metadata"]["namespace"], "tenantgw-system")
+        self.assertEqual(binding["roleRef"]["name"], role["metadata"]["name"])
+        self.assertEqual(
+            binding["subjects"],
+            [{"kind": "ServiceAccount", "name": "tenantgw", "namespace": "tenantgw-system"}],
+        )
 
     def test_gateway_deployment(self) -> None:
         deployment = next(

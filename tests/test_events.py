@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tenantgw.compile.compiler import compile_snapshot
 from tenantgw.plans.snapshot import Snapshot
 from tenantgw.sources.kubernetes import api_client_from
-from tenantgw.status.events import StatusEvents, kubernetes_poster
+from tenantgw.status.events import StatusEvents, event_name, kubernetes_poster
 from tenantgw.testing.fake_apiserver import FakeAPIServer
 from tests.test_compile import simple_spec, tenant, web_backend
 
@@ -55,7 +55,7 @@ class DeduplicationTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.posted: list[tuple[str, dict[str, Any]]] = []
         self.events = StatusEvents(
-            lambda ns, event: self.posted.append((ns, event)),
+            lambda ns, event, resync: self.posted.append((ns, event)) or "created",
             _CallFromThread(),
             threadpool=_ImmediatePool(),
             now=lambda: NOW,
@@ -114,12 +114,32 @@ class DeduplicationTests(SynchronousTestCase):
         self.assertEqual(self.reasons(), [("shop", "Accepted"), ("shop", "Accepted")])
 
     def test_a_failed_post_is_logged_not_raised(self) -> None:
-        def fail(ns: str, event: dict[str, Any]) -> None:
+        def fail(ns: str, event: dict[str, Any], resync: bool) -> str:
             raise OSError("API down")
 
         events = StatusEvents(fail, _CallFromThread(), threadpool=_ImmediatePool())
         events.snapshot_applied(snapshot_of(("shop", simple_spec(), None)))
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
+
+class LeadershipTests(SynchronousTestCase):
+    """Only while leading: a follower keeps the latest snapshot and posts it on taking over."""
+
+    def test_a_follower_posts_nothing_until_it_leads(self) -> None:
+        calls: list[tuple[str, bool]] = []
+        events = StatusEvents(
+            lambda ns, event, resync: calls.append((ns, resync)) or "created",
+            _CallFromThread(),
+            threadpool=_ImmediatePool(),
+            active=False,
+        )
+        events.snapshot_applied(snapshot_of(("shop", simple_spec(), None)))
+        self.assertEqual(calls, [])
+        events.start_posting()
+        self.assertEqual(calls, [("shop", True)])
+        events.stop_posting()
+        events.snapshot_applied(snapshot_of(("shop", simple_spec("x.example"), None)))
+        self.assertEqual(calls, [("shop", True)])
 
 
 class PostingTests(TestCase):
@@ -147,3 +167,65 @@ class PostingTests(TestCase):
         self.assertEqual(stored["shop"]["reason"], "Accepted")
         self.assertEqual(stored["bad"]["reason"], "Rejected")
         self.assertEqual(stored["bad"]["involvedObject"]["name"], "tenant")
+
+    def poster(self, server: FakeAPIServer) -> Any:
+        directory = tempfile.mkdtemp()
+        path = server.write_kubeconfig(os.path.join(directory, "config"))
+        self.addCleanup(os.rmdir, directory)
+        self.addCleanup(os.remove, path)
+        pool = ThreadPool(1, 1)
+        pool.start()
+        self.addCleanup(pool.stop)
+        return kubernetes_poster(api_client_from(path, None)), pool
+
+    def cluster_with_tenants(self, *tenants: tuple[str, Any, dict[str, str] | None]) -> Any:
+        server = FakeAPIServer()
+        server.start()
+        self.addCleanup(server.stop)
+        for ns, spec, namespace_annotations in tenants:
+            for obj in tenant(ns, spec, annotations=namespace_annotations):
+                server.create(obj)
+        return server
+
+    @inlineCallbacks
+    def test_uid_type_and_aggregation(self) -> Any:
+        server = self.cluster_with_tenants(
+            ("shop", simple_spec(), None), ("bad", simple_spec("x.example"), None)
+        )
+        post, pool = self.poster(server)
+        events = StatusEvents(post, reactor, pool)
+        good = snapshot_of(("shop", simple_spec(), None), ("bad", simple_spec("x.example"), None))
+        results = yield gatherResults(events.snapshot_applied(good))
+        self.assertEqual(results, ["created", "created"])
+        stored = {e["metadata"]["namespace"]: e for e in server.objects("Event")}
+        uid = server.get("ConfigMap", "bad", "tenant")["metadata"]["uid"]  # type: ignore[index]
+        self.assertEqual(stored["bad"]["involvedObject"]["uid"], uid)
+        self.assertEqual(stored["bad"]["type"], "Warning")
+        self.assertEqual(stored["bad"]["metadata"]["name"], event_name("tenant", uid, "Rejected"))
+        self.assertEqual(stored["shop"]["type"], "Normal")
+
+        # bad is fixed, then broken the same way again: the Rejected Event counts 2.
+        fixed = snapshot_of(("shop", simple_spec(), None), ("bad", simple_spec(), None))
+        yield gatherResults(events.snapshot_applied(fixed))
+        results = yield gatherResults(events.snapshot_applied(good))
+        self.assertEqual(results, ["counted"])
+        rejected = [e for e in server.objects("Event") if e["reason"] == "Rejected"]
+        self.assertEqual(len(rejected), 1)
+        self.assertEqual(rejected[0]["count"], 2)
+        self.assertEqual(len(server.objects("Event")), 3)  # shop Accepted, bad Accepted+Rejected
+
+    @inlineCallbacks
+    def test_a_restart_with_the_same_statuses_posts_nothing(self) -> Any:
+        server = self.cluster_with_tenants(("bad", simple_spec("x.example"), None))
+        snapshot = snapshot_of(("bad", simple_spec("x.example"), None))
+        post, pool = self.poster(server)
+        first = StatusEvents(post, reactor, pool)
+        yield gatherResults(first.snapshot_applied(snapshot))
+        before = server.objects("Event")
+        # The new replica follows first, then takes over the lead.
+        second = StatusEvents(post, reactor, pool, active=False)
+        self.assertEqual(second.snapshot_applied(snapshot), [])
+        results = yield gatherResults(second.start_posting())
+        self.assertEqual(results, ["unchanged"])
+        self.assertEqual(server.objects("Event"), before)
+        self.assertEqual(before[0]["count"], 1)

@@ -27,6 +27,22 @@ from tenantgw.wire.paths import ESCAPED_SLASH_ACTIONS, PathPolicy
 
 IN_CLUSTER = "KUBERNETES_SERVICE_HOST" in os.environ
 
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def pod_namespace(path: str = SERVICE_ACCOUNT_NAMESPACE) -> str:
+    """POD_NAMESPACE (the downward API), else the service account's, else "default"."""
+    from_env = os.environ.get("POD_NAMESPACE", "").strip()
+    if from_env:
+        return from_env
+    try:
+        with open(path, encoding="utf-8") as f:
+            from_file = f.read().strip()
+    except OSError:
+        from_file = ""
+    return from_file or "default"
+
+
 TLS_VERSIONS = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
 
@@ -58,6 +74,13 @@ class Options(usage.Options):
         ["admin", None, "tcp:9090:interface=127.0.0.1", "admin listener (endpoint string)"],
         ["base-domain", None, None, "derive each tenant's host as <namespace>.<domain>"],
         ["namespace-selector", None, "", "label selector choosing tenant namespaces"],
+        [
+            "leader-election-namespace",
+            None,
+            None,
+            "namespace of the Lease electing the one status writer (default: the pod's)",
+        ],
+        ["leader-election-name", None, "tenantgw-status", "name of that Lease"],
         ["default-cert", None, None, "certificate served when no tenant's matches SNI"],
         ["default-key", None, None, "key for --default-cert"],
         ["default-cert-secret", None, None, "NS/NAME of a TLS Secret for the default cert"],
@@ -121,6 +144,10 @@ class Options(usage.Options):
         raise SystemExit(0)
 
     def postOptions(self) -> None:
+        if not self["leader-election-namespace"]:
+            self["leader-election-namespace"] = pod_namespace()
+        if not self["leader-election-name"]:
+            raise usage.UsageError("--leader-election-name: must not be empty")
         source = self["source"]
         if source is None:
             if not IN_CLUSTER:

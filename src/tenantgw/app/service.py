@@ -37,6 +37,7 @@ from tenantgw.dataplane.quota_redis import RedisQuota
 from tenantgw.sources.directory import DirectorySource
 from tenantgw.sources.kubernetes import KubernetesSource, api_client_from
 from tenantgw.status.events import StatusEvents, kubernetes_poster
+from tenantgw.status.leader import KubernetesLeaseAPI, LeaderElector, LeaderGauge
 from tenantgw.tls.sni import SNIContexts
 
 __all__ = ["Options", "build", "makeService"]
@@ -123,6 +124,7 @@ class GatewayServices(MultiService):
             self.readiness,
         )
         self.source: DirectorySource | KubernetesSource
+        self.elector: LeaderElector | None = None
         if options["source"] == "kubernetes":
             try:
                 api_client = api_client_from(options["kubeconfig"], options["context"])
@@ -139,9 +141,19 @@ class GatewayServices(MultiService):
                 extra_secrets=[default_secret] if default_secret else (),
             )
             self.readiness.kind_states = self.source.kind_states
-            self.events = StatusEvents(kubernetes_poster(api_client), reactor)
+            # Only the Lease's holder posts (contract section 13).
+            self.events = StatusEvents(kubernetes_poster(api_client), reactor, active=False)
             self.events.setServiceParent(self)
             self.pipeline.listeners.append(self.events.snapshot_applied)
+            self.elector = LeaderElector(
+                KubernetesLeaseAPI(api_client),
+                reactor,
+                options["leader-election-namespace"],
+                options["leader-election-name"],
+            )
+            self.elector.on_started_leading.append(self.events.start_posting)
+            self.elector.on_stopped_leading.append(self.events.stop_posting)
+            self.elector.setServiceParent(self)
         else:
             self.source = DirectorySource(
                 options["source_dir"],
@@ -159,6 +171,15 @@ class GatewayServices(MultiService):
             self.metrics.source_problems = self.source.problems
         self.pipeline.listeners.append(self.metrics.snapshot_applied)
         _count_elsewhere(self.metrics, self.gateway, self.source)
+        if self.elector is not None:
+            elector = self.elector
+            self.metrics.registry.register(
+                LeaderGauge(
+                    "tenantgw_leader",
+                    "1 on the replica holding the leader-election Lease (the status writer)",
+                    lambda: elector.is_leader,
+                )
+            )
         # Factory a listening port was given -> the listener's name, for metrics.
         self._listener_names: dict[int, str] = {}
         self.metrics.count_connections(lambda: _open_connections(reactor, self._listener_names))

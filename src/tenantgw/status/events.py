@@ -8,13 +8,20 @@ and the message its messages.  A status that did not change posts nothing,
 so a rebuild triggered by another tenant, or a resync, is silent.  Posting
 runs in the reactor's thread pool (the client blocks); a failed post is
 logged and forgotten, so the same status is posted again on its next change
-only.  Every replica posts: Events are advisory, and deduplicating across
-replicas would need leader election for no gain a tenant can see.
+only.
+
+With several replicas only the leader posts (L{tenantgw.status.leader}):
+a follower keeps the latest snapshot and, on becoming leader, posts every
+status whose Event in the cluster says something else, so a failover or a
+restart with unchanged statuses adds nothing.  Events are aggregated as
+kubectl shows them: one Event per (ConfigMap uid, reason), by a name derived
+from both; saying the same again raises its C{count}.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +38,15 @@ _log = Logger()
 
 MAX_MESSAGE = 1024  # the API server refuses Event messages much beyond this
 
-EventPoster = Callable[[str, dict[str, Any]], None]
+# (namespace, event, resync) -> what was done: "created", "counted",
+# "replaced" or "unchanged" (only when resync: the cluster already says it).
+EventPoster = Callable[[str, dict[str, Any], bool], str]
+
+
+def event_name(config_map: str, uid: str, reason: str) -> str:
+    """The same name for the same (ConfigMap, reason), so a repeat is counted, not added."""
+    digest = hashlib.sha256(f"{uid or config_map}/{reason}".encode()).hexdigest()[:10]
+    return f"{config_map}.{digest}"
 
 
 def event_for(status: TenantStatus, now: datetime.datetime, component: str) -> dict[str, Any]:
@@ -60,6 +75,7 @@ def event_for(status: TenantStatus, now: datetime.datetime, component: str) -> d
         },
         "reason": status.state,
         "message": message,
+        # Clamped is a Warning too: the tenant asked for more than it got.
         "type": "Normal" if status.state == STATE_ACCEPTED else "Warning",
         "source": {"component": component},
         "reportingComponent": component,
@@ -87,8 +103,12 @@ class StatusEvents(Service):
         threadpool: Any = None,
         component: str = "tenantgw",
         now: Callable[[], datetime.datetime] | None = None,
+        active: bool = True,
     ) -> None:
         self.post = post
+        # False while another replica leads: snapshots are kept, not posted.
+        self.active = active
+        self.latest: Snapshot | None = None
         self.reactor = reactor
         self._own_pool = threadpool is None
         self.threadpool = (
@@ -111,12 +131,30 @@ class StatusEvents(Service):
             self.threadpool.stop()
         return super().stopService()
 
-    def _post_unless_stopping(self, namespace: str, event: dict[str, Any]) -> None:
-        if not self.stopping:
-            self.post(namespace, event)
+    def _post_unless_stopping(self, namespace: str, event: dict[str, Any], resync: bool) -> str:
+        if self.stopping or not self.active:
+            return "skipped"
+        return self.post(namespace, event, resync)
+
+    def start_posting(self) -> list[Any]:
+        """Became leader: post what the cluster does not say yet (the Deferreds, for tests)."""
+        self.active = True
+        self.posted.clear()
+        if self.latest is None:
+            return []
+        return self._post_changes(self.latest, resync=True)
+
+    def stop_posting(self) -> None:
+        self.active = False
 
     def snapshot_applied(self, snapshot: Snapshot) -> list[Any]:
         """Posts an Event for every tenant whose status changed; the Deferreds, for tests."""
+        self.latest = snapshot
+        if not self.active:
+            return []
+        return self._post_changes(snapshot, resync=False)
+
+    def _post_changes(self, snapshot: Snapshot, resync: bool) -> list[Any]:
         pending = []
         for namespace, status in sorted(snapshot.statuses.items()):
             if status.config_map is None:
@@ -127,7 +165,7 @@ class StatusEvents(Service):
                 continue
             self.posted[namespace] = said
             d = deferToThreadPool(
-                self.reactor, self.threadpool, self._post_unless_stopping, namespace, event
+                self.reactor, self.threadpool, self._post_unless_stopping, namespace, event, resync
             )
             d.addErrback(_post_failed, namespace)
             pending.append(d)
@@ -141,10 +179,28 @@ def _post_failed(failure: Failure, namespace: str) -> None:
 
 
 def kubernetes_poster(api_client: Any) -> EventPoster:
-    """Posts through the official client (raw JSON, no model round trip)."""
+    """
+    Posts through the official client.  The ConfigMap's uid is read here,
+    in the posting thread (the snapshot keeps names only): one GET per
+    change of a tenant's status, and it makes the Event's name and
+    involvedObject exact across ConfigMaps deleted and re-created.
+    """
+    from kubernetes.client import CoreV1Api
     from kubernetes.client.exceptions import ApiException
 
-    def post(namespace: str, event: dict[str, Any]) -> None:
+    core = CoreV1Api(api_client)
+    timeout = (5, 10)
+
+    def uid_of(namespace: str, config_map: str) -> str:
+        try:
+            found = core.read_namespaced_config_map(config_map, namespace, _request_timeout=timeout)
+        except ApiException as e:
+            if e.status == 404:
+                return ""  # deleted since: the Event still names it
+            raise
+        return (found.metadata.uid if found.metadata else None) or ""
+
+    def create(namespace: str, event: dict[str, Any]) -> None:
         method, url, headers, body, _ = api_client.param_serialize(
             "POST",
             "/api/v1/namespaces/{namespace}/events",
@@ -154,10 +210,45 @@ def kubernetes_poster(api_client: Any) -> EventPoster:
             auth_settings=["BearerToken"],
         )
         response = api_client.call_api(
-            method, url, header_params=headers, body=body, _request_timeout=(5, 10)
+            method, url, header_params=headers, body=body, _request_timeout=timeout
         )
         response.read()
         if not 200 <= response.status < 300:
             raise ApiException(http_resp=response)
+
+    def post(namespace: str, event: dict[str, Any], resync: bool) -> str:
+        involved = event["involvedObject"]
+        uid = uid_of(namespace, involved["name"])
+        if uid:
+            involved["uid"] = uid
+        name = event_name(involved["name"], uid, event["reason"])
+        event["metadata"] = {"name": name, "namespace": namespace}
+        try:
+            existing = core.read_namespaced_event(name, namespace, _request_timeout=timeout)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            create(namespace, event)
+            return "created"
+        if existing.message == event["message"] and existing.type == event["type"]:
+            if resync:
+                return "unchanged"
+            change = {"count": (existing.count or 1) + 1, "lastTimestamp": event["lastTimestamp"]}
+            done = "counted"
+        else:
+            change = {
+                key: event[key]
+                for key in ("message", "type", "involvedObject", "firstTimestamp", "lastTimestamp")
+            }
+            change["count"] = 1
+            done = "replaced"
+        core.patch_namespaced_event(
+            name,
+            namespace,
+            change,
+            _content_type="application/merge-patch+json",
+            _request_timeout=timeout,
+        )
+        return done
 
     return post
