@@ -23,6 +23,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.protocols.policies import WrappingFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool, readBody
 from twisted.web.server import Site
@@ -243,6 +244,18 @@ class DevToolsBrowser:
         with open(path, "wb") as f:
             f.write(base64.b64decode(data))
 
+    def reload(self, seconds: float = 20) -> None:
+        """Reload the page and return once the new document has replaced the old one."""
+        self.evaluate("window.beforeReload = true")
+        self.call("Page.reload")
+        deadline = time.monotonic() + seconds
+        while self.evaluate("window.beforeReload === undefined && document.readyState") != (
+            "complete"
+        ):
+            if time.monotonic() > deadline:
+                raise AssertionError("the page did not reload")
+            time.sleep(0.1)
+
     def wait_for_text(self, wanted: str, seconds: float) -> str:
         deadline = time.monotonic() + seconds
         text = ""
@@ -316,13 +329,8 @@ class MonotonicClock:
         return self.now
 
 
-class DashboardFiguresTests(TestCase):
-    """
-    Known traffic through a real in-process gateway, then the page in
-    Chromium: every figure it shows must be the one driven.  The rate window
-    runs on a clock the test holds, the certificate expiry on a wall clock it
-    holds, so the expected numbers are exact.
-    """
+class AdminInBrowserCase(TestCase):
+    """An in-process gateway's admin site, and Chromium to look at it."""
 
     timeout = 120
 
@@ -335,10 +343,22 @@ class DashboardFiguresTests(TestCase):
         return upstream
 
     def admin(self, gateway: GatewayUnderTest, metrics: Metrics) -> str:
-        site = Site(
-            admin_root(Readiness(synced=True), lambda: gateway.gateway.snapshot, metrics, metrics)
+        site = WrappingFactory(
+            Site(
+                admin_root(
+                    Readiness(synced=True), lambda: gateway.gateway.snapshot, metrics, metrics
+                )
+            )
         )
         port = reactor.listenTCP(0, site, interface="127.0.0.1")
+
+        def close() -> Any:
+            # The browser's keep-alive connections would outlive the test.
+            for connection in list(site.protocols):
+                connection.transport.abortConnection()
+            return eventually(lambda: not site.protocols, "the admin connections closed")
+
+        self.addCleanup(close)
         self.addCleanup(port.stopListening)
         return f"http://127.0.0.1:{port.getHost().port}/"
 
@@ -354,6 +374,15 @@ class DashboardFiguresTests(TestCase):
         )
         yield response.content()
         return response.code
+
+
+class DashboardFiguresTests(AdminInBrowserCase):
+    """
+    Known traffic through a real in-process gateway, then the page in
+    Chromium: every figure it shows must be the one driven.  The rate window
+    runs on a clock the test holds, the certificate expiry on a wall clock it
+    holds, so the expected numbers are exact.
+    """
 
     @inlineCallbacks
     def test_shown_figures_are_the_driven_traffic(self) -> Any:
@@ -510,6 +539,87 @@ class DashboardFiguresTests(TestCase):
         print(f"\n1000 tenants: compiled in {compiled:.2f}s; filter (round trip ms, render ms):")
         for query, (round_trip, render) in timings.items():
             print(f"  {query!r}: {round_trip:.1f}, {render:.1f}")
+
+
+# Tenant-written text that would run, or forge a row, if the page ever
+# inserted it as HTML.  Unknown field names are echoed in the refusal message,
+# so they reach the page verbatim.
+HOSTILE_KEYS = (
+    '<img src=x onerror="window.pwned=1">',
+    "<script>window.pwned=2</script>",
+    '</td></tr><tr id="tenant-forged"><td>forged',
+    '<a id="forged-link" href="javascript:window.pwned=3">open</a>',
+)
+INJECTED = (
+    "document.querySelectorAll('#tenants img, #tenants script, #tenants a, #tenants iframe,"
+    " #tenant-forged, #forged-link').length"
+)
+
+
+class TenantTextTests(AdminInBrowserCase):
+    """What tenants write, as the operator's browser renders it."""
+
+    def three_tenants(self) -> Any:
+        """One healthy, one refused for its hostile field names, one without endpoints."""
+        web = self.upstream("web")
+        site = {
+            "hosts": ["t.example"],
+            "routes": [{"name": "site", "backends": [{"service": "web", "port": 80}]}],
+        }
+        hostile = dict(site, hosts=["h.t.example"], **{key: 1 for key in HOSTILE_KEYS})
+        empty = dict(site, hosts=["e.t.example"])
+        snapshot = snapshot_of(
+            tenant_objects("fine", dump(site), {"web": [web.number]}),
+            tenant_objects("hostile", dump(hostile), {"web": [web.number]}),
+            tenant_objects("empty", dump(empty), {"web": []}),
+        )
+        gateway = GatewayUnderTest(snapshot)
+        self.addCleanup(gateway.stop)
+        return self.admin(gateway, Metrics())
+
+    @inlineCallbacks
+    def test_tenant_written_html_is_shown_as_text_and_never_runs(self) -> Any:
+        browser = self.browser()
+        yield deferToThread(browser.open, self.three_tenants())
+        text = yield deferToThread(browser.wait_for_text, "3 tenants, 2 serving", 20)
+        for key in HOSTILE_KEYS:  # it reached the page, as the characters written
+            self.assertIn(key, text)
+        self.assertEqual((yield deferToThread(browser.evaluate, INJECTED)), 0)
+        self.assertIsNone((yield deferToThread(browser.evaluate, "window.pwned")))
+        rows = "document.querySelectorAll('#tenants tr').length"
+        self.assertEqual((yield deferToThread(browser.evaluate, rows)), 3)
+        # The check above can fail: the same text inserted as HTML is caught.
+        yield deferToThread(
+            browser.evaluate,
+            "document.querySelector('#tenant-hostile td').insertAdjacentHTML('beforeend', "
+            + json.dumps(HOSTILE_KEYS[0] + HOSTILE_KEYS[3])
+            + ")",
+        )
+        self.assertEqual((yield deferToThread(browser.evaluate, INJECTED)), 2)
+
+    @inlineCallbacks
+    def test_problems_only_shows_the_tenants_that_need_attention(self) -> Any:
+        browser = self.browser()
+        url = self.three_tenants()
+        yield deferToThread(browser.open, url)
+        yield deferToThread(browser.wait_for_text, "3 tenants, 2 serving", 20)
+        shown = "[...document.querySelectorAll('#tenants tr')].map(r => r.id).join(' ')"
+        self.assertEqual(
+            (yield deferToThread(browser.evaluate, shown)),
+            "tenant-empty tenant-fine tenant-hostile",
+        )
+        yield deferToThread(browser.evaluate, "document.getElementById('problems').click()")
+        self.assertEqual(
+            (yield deferToThread(browser.evaluate, shown)), "tenant-empty tenant-hostile"
+        )
+        self.assertIn("showing 2 of 2 matching", (yield deferToThread(browser.text)))
+        # The choice is in the address, so a bookmark or a reload keeps it.
+        self.assertEqual((yield deferToThread(browser.evaluate, "location.hash")), "#problems")
+        yield deferToThread(browser.reload)
+        yield deferToThread(browser.wait_for_text, "3 tenants, 2 serving", 20)
+        self.assertEqual(
+            (yield deferToThread(browser.evaluate, shown)), "tenant-empty tenant-hostile"
+        )
 
 
 class PageSafetyTests(SynchronousTestCase):

@@ -128,6 +128,13 @@ function row(t) {
   tr.appendChild(problems);
   return tr;
 }
+function problem(t) {
+  const x = t.traffic;
+  return t.state !== "Accepted" || !t.serving || t.messages.length > 0 ||
+    t.recentErrors.length > 0 || t.readyEndpoints === 0 || Boolean(x && x.errorRatio) ||
+    Boolean(t.certificate && t.certificate.level !== "ok") ||
+    t.routes.some(r => r.backends.some(b => (b.ejected || []).length > 0));
+}
 function key(t) {
   return [t.namespace, t.state, ...t.hosts, ...t.routes.map(r => r.name),
           ...t.routes.flatMap(r => r.backends.map(b => b.service))].join(" ").toLowerCase();
@@ -136,8 +143,10 @@ function render() {
   const started = performance.now();
   const words = document.getElementById("filter").value.toLowerCase().split(/\\s+/)
     .filter(w => w);
+  const problemsOnly = document.getElementById("problems").checked;
   const matching = [];
   for (let i = 0; i < tenants.length; i++) {
+    if (problemsOnly && !problem(tenants[i])) continue;
     if (words.every(w => keys[i].includes(w))) matching.push(tenants[i]);
   }
   const shown = matching.slice(0, limit);
@@ -146,7 +155,8 @@ function render() {
   more.hidden = matching.length <= shown.length;
   more.textContent = "show " + Math.min(PAGE_ROWS, matching.length - shown.length) + " more";
   const serving = tenants.filter(t => t.serving).length;
-  document.getElementById("matches").textContent = words.length || matching.length > shown.length ?
+  document.getElementById("matches").textContent =
+    words.length || problemsOnly || matching.length > shown.length ?
     "showing " + shown.length + " of " + matching.length + " matching" : "";
   document.getElementById("summary").textContent = tenants.length + " tenants, " +
     serving + " serving; updated " + new Date().toISOString();
@@ -164,6 +174,12 @@ async function refresh() {
   }
 }
 document.getElementById("filter").addEventListener("input", () => { limit = PAGE_ROWS; render(); });
+document.getElementById("problems").checked = location.hash === "#problems";
+document.getElementById("problems").addEventListener("change", () => {
+  limit = PAGE_ROWS;
+  history.replaceState(null, "", document.getElementById("problems").checked ? "#problems" : "#");
+  render();
+});
 document.getElementById("more").addEventListener("click", () => { limit += PAGE_ROWS; render(); });
 refresh();
 setInterval(refresh, __REFRESH__);
@@ -183,7 +199,9 @@ PAGE = (
 <h1>tenantgw</h1>
 <div id="summary">loading&hellip;</div>
 <input id="filter" type="search" placeholder="filter: tenant, host, state, route, service"
- aria-label="filter tenants" autocomplete="off"> <span id="matches" class="muted"></span>
+ aria-label="filter tenants" autocomplete="off">
+<label><input id="problems" type="checkbox"> problems only</label>
+<span id="matches" class="muted"></span>
 <table>
 <thead><tr><th>tenant</th><th>state</th><th>hosts</th><th>traffic (last 30 s)</th>
 <th>routes &rarr; backends (weight) &rarr; endpoints</th>
