@@ -337,10 +337,8 @@ class _Recording(Protocol):
         self.buffer += data
         while True:
             if self.chunked:
-                end = self.buffer.find(b"0\r\n\r\n")
-                if end < 0:
+                if not self._skip_chunks():
                     return
-                self.buffer = self.buffer[end + 5 :]
                 self.chunked = False
                 continue
             if self.skip:
@@ -362,6 +360,28 @@ class _Recording(Protocol):
                     self.skip = int(line.split(b":")[1])
             self.transport.write(self.owner.reply)  # type: ignore[union-attr]
 
+    def _skip_chunks(self) -> bool:
+        """Consumes whole chunks, then the trailer section; True once the body has ended."""
+        buffer = self.buffer
+        while True:
+            line, separator, rest = buffer.partition(b"\r\n")
+            if not separator:
+                break
+            size = int(line.split(b";")[0], 16)
+            if size:
+                if len(rest) < size + 2:
+                    break
+                buffer = rest[size + 2 :]
+                self.buffer = buffer
+                continue
+            trailers, separator, rest = (b"\r\n" + rest).partition(b"\r\n\r\n")
+            if not separator:
+                break
+            self.owner.trailers.append(trailers[2:])
+            self.buffer = rest
+            return True
+        return False
+
     def connectionLost(self, reason: object) -> None:
         if self in self.owner.open:
             self.owner.open.remove(self)
@@ -378,6 +398,8 @@ class ByteRecorder:
         self.reply = reply
         self.received = b""
         self.heads: list[bytes] = []
+        # Each chunked body's trailer section (b"" when it had none).
+        self.trailers: list[bytes] = []
         self.connections = 0
         self.open: list[_Recording] = []
         self.port = reactor.listenTCP(

@@ -627,7 +627,7 @@ class AcceptedShapesTests(_MemoryHarness, SynchronousTestCase):
         upstream = self.assertAccepted().value()
         head, _, body = upstream.partition(b"\r\n\r\n")
         self.assertIn(b"Transfer-Encoding: chunked", head)
-        self.assertEqual(body, b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+        self.assertEqual(body, b"3\r\nabc\r\n2\r\nde\r\n0\r\nx-trailer: ok\r\n\r\n")
 
     def test_chunked_mixed_case(self) -> None:
         self.send(_post(b"transfer-encoding: ChUnKeD") + b"3\r\nabc\r\n0\r\n\r\n")

@@ -42,7 +42,12 @@ from twisted.web import http
 from twisted.web._abnf import _istoken
 
 from tenantgw.dataplane.transport import StreamTransport, sni_name, stream_of
-from tenantgw.wire.fields import UNDERSCORES_DROP, UNDERSCORES_REJECT, valid_field_value
+from tenantgw.wire.fields import (
+    UNDERSCORES_DROP,
+    UNDERSCORES_REJECT,
+    forwardable_trailers,
+    valid_field_value,
+)
 
 if TYPE_CHECKING:
     from tenantgw.dataplane.gateway import GatewaySite
@@ -127,8 +132,7 @@ class _StrictChunkedDecoder(http._ChunkedTransferDecoder):
     lines (so data after the last chunk is swallowed as a "trailer"), and it
     waits for a CRLF forever when a line ends in a bare LF.  A backend that
     parses any of these differently reads a different body, so each is a 400.
-    Trailers are dropped on the way upstream (the proxy re-chunks the body),
-    so refusing malformed ones costs a well-formed client nothing.
+    Well-formed trailers are kept (L{trailers}) for the proxy to pass on.
     """
 
     def _dataReceived_CHUNK_LENGTH(self) -> bool:
@@ -162,6 +166,14 @@ class _StrictChunkedDecoder(http._ChunkedTransferDecoder):
         if self._buffer[:1] == b"\n":
             raise http._MalformedChunkedDataError("chunk data ended with a bare LF")
         return super()._dataReceived_CRLF()
+
+    def trailers(self) -> list[tuple[bytes, bytes]]:
+        """The trailer section's fields, as (name, value) pairs; each line was checked."""
+        fields = []
+        for line in self._trailerHeaders:
+            name, _, value = bytes(line).partition(b":")
+            fields.append((name, value))
+        return fields
 
     def _dataReceived_TRAILER(self) -> bool:
         buffer = self._buffer
@@ -429,6 +441,9 @@ class GatewayChannel(http.HTTPChannel):
             return
         self._pending_dispatch = None
         self._first_line_pending = True
+        decoder = self._transferDecoder
+        if isinstance(decoder, _StrictChunkedDecoder) and decoder._trailerHeaders:
+            self.requests[-1].request_trailers = forwardable_trailers(decoder.trailers())
         # twisted.web cancels the idle timer here and arms a new one when the
         # response is done: two timer operations per request.  The timer is
         # left running instead, and timeoutConnection spares a connection

@@ -390,13 +390,18 @@ class Exchange:
 
     def _send_last_chunk(self) -> None:
         if self.connection is not None:
-            self.connection.write_body(b"0\r\n\r\n")
+            trailers = self.request.request_trailers
+            self.connection.write_body(
+                b"".join([b"0\r\n", *(b"%s: %s\r\n" % field for field in trailers), b"\r\n"])
+                if trailers
+                else b"0\r\n\r\n"
+            )
         self._body_sent()
 
     def _h2_body_sent(self) -> None:
         connection = self.connection
         if connection is not None:
-            connection.end_body()  # type: ignore[attr-defined]
+            connection.end_body(self.request.request_trailers)  # type: ignore[attr-defined]
         self._body_sent()
 
     def _body_sent(self) -> None:

@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.web import server
 from twisted.web.http import NO_BODY_CODES
 
-from tenantgw.wire.fields import HOP_BY_HOP, is_token, valid_field_value
+from tenantgw.wire.fields import NOT_IN_TRAILERS, is_token, valid_field_value
 
 if TYPE_CHECKING:
     from tenantgw.dataplane.channel import GatewayChannel
@@ -57,6 +57,9 @@ class GatewayRequest(server.Request):
     # The client sent "TE: trailers" (read on arrival, before hop-by-hop
     # fields are removed): response trailers may be sent to it.
     accepts_trailers = False
+    # The client's request trailers that may go upstream (checked and
+    # filtered by the front, set before the body's end is reported).
+    request_trailers: list[tuple[bytes, bytes]] = []
     # Trailers for an HTTP/1.1 chunked response, written by finish().
     _trailers: list[tuple[bytes, bytes]] | None = None
     # Which limit refused the request (tenant, client, route, route-client,
@@ -412,24 +415,11 @@ class GatewayRequest(server.Request):
         self.gateway_channel.site.gateway.internal_error(self, reason)
 
 
-# Never in a trailer section (RFC 9110 section 6.5.1): framing, routing,
-# authentication and the response's own controls.
-_NOT_TRAILERS = HOP_BY_HOP | {
-    b"content-length",
-    b"content-type",
-    b"content-encoding",
-    b"host",
-    b"set-cookie",
-    b"authorization",
-    b"cache-control",
-}
-
-
 def valid_trailer(name: bytes, value: bytes) -> bool:
     """A trailer field an HTTP/1.1 client may be sent: a token name, a clean value, not framing."""
     return (
         is_token(name)
-        and name.lower() not in _NOT_TRAILERS
+        and name.lower() not in NOT_IN_TRAILERS
         and valid_field_value(value)
         and value == value.strip(b" \t")
     )

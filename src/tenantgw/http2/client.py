@@ -147,6 +147,8 @@ class H2UpstreamStream:
         self._out_bytes = 0
         self._end_body = False
         self._end_sent = False
+        # The client's request trailers: a HEADERS frame that ends the stream.
+        self._end_trailers: list[tuple[bytes, bytes]] = []
         self._replay: list[bytes] | None = []
         self._replay_bytes = 0
         self.producer: Any = None
@@ -197,10 +199,12 @@ class H2UpstreamStream:
         if self.state == _OPEN and self.connection is not None:
             self.connection.ready(self)
 
-    def end_body(self) -> None:
+    def end_body(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
         if self.state == _DONE or self._end_body:
             return
         self._end_body = True
+        if trailers:
+            self._end_trailers = trailers
         if self.state == _OPEN and self.connection is not None:
             self.connection.ready(self)
 
@@ -266,12 +270,15 @@ class H2UpstreamStream:
             size = len(chunk)
             self._out_bytes -= size
             sent += size
-            last = not out and self._end_body
+            last = not out and self._end_body and not self._end_trailers
             machine.send_data(stream_id, chunk, end_stream=last)
             if last:
                 self._end_sent = True
         if not out and self._end_body and not self._end_sent:
-            machine.end_stream(stream_id)
+            if self._end_trailers:
+                machine.send_headers(stream_id, self._end_trailers, end_stream=True)
+            else:
+                machine.end_stream(stream_id)
             self._end_sent = True
         if self._producer_paused and self._out_bytes <= OUTBOUND_LOW_WATER:
             self._producer_paused = False
@@ -515,7 +522,7 @@ class H2UpstreamConnection(Protocol):
             if stream.state == _DONE or stream.handler is None:
                 continue
             stream_id = machine.get_next_available_stream_id()
-            end = stream._end_body and not stream._out
+            end = stream._end_body and not stream._out and not stream._end_trailers
             try:
                 machine.send_headers(stream_id, stream.headers, end_stream=end)
             except h2.exceptions.ProtocolError as e:

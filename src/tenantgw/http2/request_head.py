@@ -158,7 +158,7 @@ def parse_request_head(
 
 
 def check_trailers(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
-    """Why a trailer section is malformed, or None.  Valid trailers are dropped."""
+    """Why a trailer section is malformed, or None (then it is filtered and passed on)."""
     for name, value in fields:
         if name[:1] == b":":
             return "pseudo-header in trailers"

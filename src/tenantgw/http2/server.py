@@ -65,7 +65,7 @@ from tenantgw.http2.request_head import (
     check_trailers,
     parse_request_head,
 )
-from tenantgw.wire.fields import UNDERSCORES_DROP
+from tenantgw.wire.fields import UNDERSCORES_DROP, forwardable_trailers
 
 if TYPE_CHECKING:
     from tenantgw.dataplane.gateway import GatewaySite
@@ -223,6 +223,8 @@ class H2Stream:
         self._end_sent = False
         # Response trailers: sent on a HEADERS frame that ends the stream.
         self._trailers: list[tuple[bytes, bytes]] | None = None
+        # The client's request trailers, kept until the request exists.
+        self.received_trailers: list[tuple[bytes, bytes]] = []
         self.producer: Any = None
         self._streaming = True
         self._producer_paused = False
@@ -257,9 +259,13 @@ class H2Stream:
         for name, value in head.headers:
             headers.addRawHeader(name, value)
         length = head.content_length
-        if self.remote_ended:
-            length = self.body_bytes  # all of it is here: forwarded with its length
+        if self.remote_ended and (length is not None or not self.received_trailers):
+            # All of it is here: forwarded with its length, unless that would
+            # leave its trailers nowhere to go on an HTTP/1.1 upstream.
+            length = self.body_bytes
         request.gotLength(length)
+        if self.received_trailers:
+            request.request_trailers = self.received_trailers
         self._feed()
         if not self._dispatched and self.request is not None:
             self._dispatched = True
@@ -866,7 +872,12 @@ class H2ServerConnection(Protocol, TimeoutMixin):
             self.reset(stream.streamID, ErrorCodes.PROTOCOL_ERROR)
             stream.lost(Failure(ConnectionLost(f"malformed trailers: {problem}")))
             self.forget(stream)
-        # Well-formed trailers are dropped, as on HTTP/1.1: the body is re-framed.
+        else:
+            # Before StreamEnded (h2 reports both for the last HEADERS), so
+            # the proxy has them when it sends the body's end.
+            stream.received_trailers = forwardable_trailers(event.headers or ())
+            if stream.request is not None:
+                stream.request.request_trailers = stream.received_trailers
 
     def _window_updated(self, event: Any) -> None:
         if event.stream_id:

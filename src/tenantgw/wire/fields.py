@@ -36,6 +36,42 @@ HOP_BY_HOP = frozenset(
     }
 )
 
+# Never passed on in a trailer section, either way, besides the hop-by-hop
+# names: what RFC 9110 section 6.5.1 forbids there (framing, routing,
+# request modifiers, authentication, the response's own controls, how to
+# process the content), and what the gateway itself writes about the client.  A backend that folds trailers
+# into the header section must not read a forged identity or credential, or
+# a second Content-Length, from them.
+NOT_IN_TRAILERS = HOP_BY_HOP | frozenset(
+    {
+        b"authorization",
+        b"cache-control",
+        b"content-encoding",
+        b"content-length",
+        b"content-range",
+        b"content-type",
+        b"cookie",
+        b"expect",
+        b"forwarded",
+        b"host",
+        b"if-match",
+        b"if-modified-since",
+        b"if-none-match",
+        b"if-range",
+        b"if-unmodified-since",
+        b"max-forwards",
+        b"pragma",
+        b"range",
+        b"set-cookie",
+        b"via",
+        b"www-authenticate",
+        b"x-real-ip",
+        b"x-request-id",
+    }
+)
+# Prefixes of names the gateway writes (X-Forwarded-*, its own markers).
+_NOT_IN_TRAILERS_PREFIXES = (b"x-forwarded-", b"x-tenantgw-")
+
 # What to do with a request field whose name contains "_" (nginx's
 # underscores_in_headers, Envoy's headers_with_underscores_action).  A
 # backend that maps "_" to "-" (CGI, WSGI, PHP) reads Transfer_Encoding as
@@ -60,3 +96,23 @@ def connection_options(values: Iterable[bytes]) -> frozenset[bytes]:
     return frozenset(
         token.strip().lower() for value in values for token in value.split(b",") if token.strip()
     )
+
+
+def forwardable_trailers(fields: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """
+    The request trailer fields passed on upstream, lower-cased and trimmed
+    (the fields were checked well-formed by the front that read them).
+    Names with "_" are dropped for the reason underscored headers are.
+    """
+    kept = []
+    for name, value in fields:
+        name = name.lower()
+        if (
+            name in NOT_IN_TRAILERS
+            or name.startswith(_NOT_IN_TRAILERS_PREFIXES)
+            or b"_" in name
+            or name[:1] == b":"
+        ):
+            continue
+        kept.append((name, value.strip(b" \t")))
+    return kept
