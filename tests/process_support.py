@@ -41,10 +41,13 @@ class GatewayProcess:
         source_dir: str,
         extra: list[str] | None = None,
         admin_port: int | None = None,
+        source: str | None = None,
     ) -> None:
         """
         With C{admin_port}, the admin endpoint listens on that loopback TCP
         port instead of a UNIX socket, for clients (a browser) that need one.
+        C{source} replaces the C{dir:} source of C{source_dir} (for example
+        C{kubernetes}, with C{--kubeconfig} in C{extra}).
         """
         workdir = os.path.abspath(workdir)
         source_dir = os.path.abspath(source_dir)
@@ -69,7 +72,7 @@ class GatewayProcess:
             "--pidfile=",
             f"--logfile={self.log_path}",
             "tenantgw",
-            f"--source=dir:{source_dir}",
+            f"--source={source or 'dir:' + source_dir}",
             f"--http=unix:{self.http_socket}",
             f"--admin={admin}",
             f"--https=unix:{self.https_socket}",

@@ -142,6 +142,19 @@ class StateMachineTests(SynchronousTestCase):
         record = self.leases.stored["tenantgw-system", "tenantgw-status"]
         self.assertEqual(record.transitions, 1)
 
+    def test_the_takeover_comes_at_the_expiry_not_at_the_next_retry(self) -> None:
+        a, b = self.elector("a"), self.elector("b")
+        a.startService()
+        b.startService()
+        self.advance(6)  # b saw a's renewal of t=5 at its try of t=6: expiry t=21
+        a._next.cancel()
+        a._deadline.cancel()
+        self.advance(14.9, step=0.1)  # t=20.9, just before the expiry
+        self.assertFalse(b.is_leader)
+        self.advance(0.3, step=0.1)  # t=21.2: before b's next 2 s retry
+
+        self.assertTrue(b.is_leader, "b waited for its next 2 s retry (t=22)")
+
     def test_a_conflict_on_renewal_ends_leading(self) -> None:
         a = self.elector("a")
         a.startService()

@@ -37,6 +37,7 @@ LEASE_DURATION = 15.0  # seconds another candidate waits, after the last change 
 RENEW_PERIOD = 5.0  # the leader renews this often
 RENEW_DEADLINE = 10.0  # the leader gives up leading when it could not renew for this long
 RETRY_PERIOD = 2.0  # a follower (or a leader whose renewal failed) tries this often
+EXPIRY_MARGIN = 0.05  # a follower tries this long after another's Lease expires
 
 
 class Conflict(Exception):
@@ -150,10 +151,24 @@ class LeaderElector(Service):
 
         def done(result: Any) -> Any:
             self._attempt = None
-            self._schedule(RENEW_PERIOD if self.is_leader and self._renewed else RETRY_PERIOD)
+            self._schedule(
+                RENEW_PERIOD if self.is_leader and self._renewed else self._retry_delay()
+            )
             return result
 
         d.addBoth(done)
+
+    def _retry_delay(self) -> float:
+        """
+        RETRY_PERIOD, or less when another's Lease expires (by our clock)
+        sooner: the takeover then comes at the expiry, not up to one period
+        after it.
+        """
+        observed = self._observed
+        if observed is None or not observed.holder or observed.holder == self.identity:
+            return RETRY_PERIOD
+        left = self._observed_at + observed.duration - self.reactor.seconds()
+        return min(RETRY_PERIOD, max(left, 0.0) + EXPIRY_MARGIN)
 
     def _read(self) -> LeaseRecord | None:
         return self.api.read(self.lease_namespace, self.lease_name)
