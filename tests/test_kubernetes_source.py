@@ -16,6 +16,7 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import getChildForRequest
@@ -36,6 +37,7 @@ from tenantgw.plans.snapshot import (
 )
 from tenantgw.sources.kinds import KINDS as ALL_KINDS
 from tenantgw.sources.kubernetes import (
+    KindWatcher,
     KubernetesSource,
     ObjectStore,
     api_client_from,
@@ -391,6 +393,84 @@ class WatcherEndToEndTests(TestCase):
         yield eventually(lambda: "blog" not in cluster.snapshot.statuses)
         self.assertGreater(cluster.source.watchers["ConfigMap"].lists, lists_before)
         self.assertEqual(self.state(cluster, "shop"), STATE_ACCEPTED)
+
+    def list_queries(self, cluster: Cluster, plural: str) -> list[dict[str, str]]:
+        """The query of every list (not watch) of C{plural} the gateway sent."""
+        from urllib.parse import parse_qsl, urlsplit
+
+        found = []
+        for method, target in list(cluster.server.requests):
+            url = urlsplit(target)
+            query = dict(parse_qsl(url.query))
+            if method == "GET" and url.path.endswith("/" + plural) and "watch" not in query:
+                found.append(query)
+        return found
+
+    @inlineCallbacks
+    def test_lists_come_from_the_watch_cache_then_consistent_after_410(self) -> Any:
+        cluster = Cluster(self)
+        cluster.add_tenant("shop", simple_spec())
+        cluster.start(self)
+        yield eventually(lambda: self.state(cluster, "shop") == STATE_ACCEPTED)
+        (first,) = self.list_queries(cluster, "configmaps")
+        self.assertEqual(first.get("resourceVersion"), "0")
+        self.assertEqual(first.get("limit"), str(cluster.source.watchers["ConfigMap"].page_size))
+
+        # The watch falls behind compaction: the next list is a consistent read.
+        with cluster.server.atomically():
+            cluster.server.delete("ConfigMap", "shop", "tenant")
+            cluster.server.compact()
+        yield eventually(lambda: "shop" not in cluster.snapshot.statuses)
+        second = self.list_queries(cluster, "configmaps")[1]
+        self.assertNotIn("resourceVersion", second)
+        self.assertIn("limit", second)
+
+        # A re-list the gateway asks for itself names the version it has seen.
+        watcher = cluster.source.watchers["ConfigMap"]
+        seen = watcher.synced_version
+        self.assertTrue(seen)
+        watcher.relist()
+        yield eventually(lambda: len(self.list_queries(cluster, "configmaps")) == 3)
+        self.assertEqual(self.list_queries(cluster, "configmaps")[2].get("resourceVersion"), seen)
+
+    @inlineCallbacks
+    def test_a_relist_from_a_compacted_version_falls_back_to_a_consistent_read(self) -> Any:
+        cluster = Cluster(self)
+        cluster.add_tenant("shop", simple_spec())
+        seen = str(cluster.server.resource_version)
+        cluster.add_tenant("blog", simple_spec())
+        cluster.server.compact()  # "seen" is now too old to list at
+        delivered: list[list[Obj]] = []
+        watcher = KindWatcher(
+            cluster.api_client,
+            cluster.source.watchers["ConfigMap"].watched,
+            lambda kind, items: delivered.append(items),
+            lambda kind, kind_type, obj: None,
+        )
+        watcher.synced_version = seen
+        version = yield deferToThread(watcher._list)
+        queries = self.list_queries(cluster, "configmaps")
+        self.assertEqual([q.get("resourceVersion") for q in queries], [seen, None])
+        self.assertEqual(version, str(cluster.server.resource_version))
+        self.assertEqual(
+            sorted(item["metadata"]["namespace"] for item in delivered[0]), ["blog", "shop"]
+        )
+        self.assertFalse(watcher.version_unavailable)
+
+    @inlineCallbacks
+    def test_an_unpaged_cache_list_is_taken_whole(self) -> Any:
+        cluster = Cluster(self)
+        cluster.server.cache_ignores_limit = True
+        for i in range(12):
+            cluster.add_tenant(f"t{i:02d}", simple_spec())
+        for watcher in cluster.source.watchers.values():
+            watcher.page_size = 5
+        cluster.start(self)
+        yield eventually(lambda: len(cluster.snapshot.statuses) == 12)
+        queries = self.list_queries(cluster, "configmaps")
+        self.assertEqual(len(queries), 1, "one response held every page")
+        self.assertEqual(queries[0].get("limit"), "5")
+        self.assertEqual({s.state for s in cluster.snapshot.statuses.values()}, {STATE_ACCEPTED})
 
     @inlineCallbacks
     def test_unrelated_endpoint_slice_updates_reach_no_rebuild(self) -> Any:

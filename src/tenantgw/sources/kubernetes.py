@@ -8,8 +8,17 @@ reactor thread touches the store.  A burst of events schedules one rebuild
 (L{KubernetesSource.coalesce_delay} after the first change), so a rollout
 touching a hundred EndpointSlices compiles once.
 
-On 410 Gone a kind is listed again and the list replaces what the store
-held for it, so objects deleted while the watch was away disappear.  Any
+Lists follow client-go's reflector: the first one asks for
+C{resourceVersion=0}, which the API server answers from its watch cache
+(no etcd read; a thousand gateway pods restarting must not all read
+etcd), later ones for the last resourceVersion seen, and after a 410 Gone
+for none at all (a consistent read, since anything older may be gone).
+Every list asks for pages of L{LIST_PAGE}; API servers that serve
+C{resourceVersion=0} from the cache without paging (before the cache could
+page) answer in one response, which is their choice and still one
+request.  On 410 Gone a kind is listed again and the list replaces what
+the store held for it, so objects deleted while the watch was away
+disappear.  Any
 other failure (API outage, dropped connection) backs off with jitter and
 re-lists; the last snapshot keeps serving meanwhile.  Watches carry a
 server-side timeout and a client read timeout, and C{stopService} closes
@@ -282,6 +291,10 @@ class KindWatcher:
         self.missing = False  # an optional kind the API server does not serve
         self.watches = 0
         self.page_size = LIST_PAGE
+        # The newest resourceVersion a list or watch delivered ("" before the
+        # first list), and whether the API server said it is too old (410).
+        self.synced_version = ""
+        self.version_unavailable = False
 
     def start(self) -> None:
         self.thread.start()
@@ -350,6 +363,8 @@ class KindWatcher:
                     # the backoff: a list that succeeds and a watch that fails
                     # at once would otherwise re-list in a hot loop.
                     failures = 0
+                if getattr(e, "status", None) == 410:
+                    self.version_unavailable = True
                 if self.relist_requested.is_set() or getattr(e, "status", None) == 410:
                     # We closed the watch ourselves to list again, or the API
                     # answered 410 Gone as an HTTP status: no outage, no wait.
@@ -396,8 +411,24 @@ class KindWatcher:
                 )
                 self.stopping.wait(delay)
 
+    def list_version(self) -> str:
+        """The resourceVersion a list asks for (see the module docstring)."""
+        if self.version_unavailable:
+            return ""
+        return self.synced_version or "0"
+
     def _list(self) -> str:
         self.relist_requested.clear()
+        try:
+            return self._list_at(self.list_version())
+        except Exception as e:
+            if getattr(e, "status", None) != 410 or self.version_unavailable:
+                raise
+            # Compacted away: list again, consistently.
+            self.version_unavailable = True
+            return self._list_at("")
+
+    def _list_at(self, version: str) -> str:
         items: list[KubeObject] = []
         token = None
         while True:
@@ -405,6 +436,8 @@ class KindWatcher:
                 label_selector=self.watched.label_selector,
                 limit=self.page_size,
                 _continue=token,
+                # Only the first page names a version; the token carries it.
+                resource_version=None if token else version,
             )
             page = json.loads(response.data)
             for item in page.get("items") or ():
@@ -418,7 +451,9 @@ class KindWatcher:
                 break
         self.lists += 1
         self.deliver(self.watched.kind, items)
-        return str(metadata.get("resourceVersion") or "")
+        self.synced_version = str(metadata.get("resourceVersion") or "")
+        self.version_unavailable = False
+        return self.synced_version
 
     def _watch(self, version: str) -> None:
         """Watches from C{version} until the stream ends; returns to re-list on 410."""
@@ -443,11 +478,12 @@ class KindWatcher:
                     obj = event.get("object") or {}
                     if event_type == "ERROR":
                         if obj.get("code") == 410:
+                            self.version_unavailable = True
                             return  # expired: list again
                         raise RuntimeError(f"watch error: {obj.get('message')}")
                     new_version = (obj.get("metadata") or {}).get("resourceVersion")
                     if new_version:
-                        version = str(new_version)
+                        version = self.synced_version = str(new_version)
                     if event_type == "BOOKMARK":
                         continue
                     if event_type not in ("ADDED", "MODIFIED", "DELETED"):

@@ -18,7 +18,10 @@ has them:
     dotted field (C{metadata.name}, C{metadata.namespace},
     C{involvedObject.uid}...) with C{=}, C{==} and C{!=}; C{limit} and
     C{continue} (with C{resourceVersion} refused alongside C{continue}, as
-    the real server does).
+    the real server does).  A list from a resourceVersion older than the
+    last L{FakeAPIServer.compact} is 410 Expired; C{resourceVersion=0} is
+    served whole, ignoring C{limit}, when C{cache_ignores_limit} is set (as
+    the watch cache of older API servers does).
   - B{watches} (C{?watch=true} or C{1}) stream one JSON event per line in
     an HTTP/1.1 chunked response: C{ADDED}, C{MODIFIED}, C{DELETED}, and
     C{BOOKMARK} every C{bookmark_interval} seconds when
@@ -198,6 +201,7 @@ class FakeAPIServer:
         self.accepted_connections = 0
         self.nodelay_connections = 0  # read back from the socket, for a test
         self.stall_watches = False  # watches send nothing, as on a half-open connection
+        self.cache_ignores_limit = False  # resourceVersion=0 lists come unpaged
         self._stopping = False
         server = self
 
@@ -1054,6 +1058,11 @@ class _Handler(BaseHTTPRequestHandler):
             except (ValueError, KeyError, TypeError):
                 raise APIError(400, "BadRequest", "continue: malformed token") from None
         limit = int(query.get("limit") or 0)
+        version = query.get("resourceVersion", "")
+        if version == "0" and not query.get("continue") and self.api.cache_ignores_limit:
+            limit = 0  # the watch cache of older API servers does not page
+        elif version not in ("", "0") and int(version) < self.api._compacted:
+            raise APIError(410, "Expired", f"too old resource version: {version}")
         self._send_json(200, self.api._list(plural, namespace, selector, fields, limit, start))
 
     def _watch(
