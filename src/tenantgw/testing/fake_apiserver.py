@@ -99,7 +99,8 @@ RESOURCES: dict[str, tuple[str, str, str, bool]] = {
 }
 # Kinds with a C{status} subresource: a write to the object leaves its
 # status as it was, and C{.../NAME/status} writes nothing but the status.
-STATUS_SUBRESOURCE = frozenset({"ingresses", "httproutes", "gateways", "gatewayclasses"})
+# (The kinds tenantgw writes statuses of, from the one list.)
+STATUS_SUBRESOURCE = frozenset(k.plural for k in KINDS if k.status_verbs)
 KIND_TO_PLURAL = {kind: plural for plural, (_, _, kind, _) in RESOURCES.items()}
 SHORT_NAMES = {
     "namespaces": ["ns"],
