@@ -26,6 +26,7 @@ from tenantgw.status.ingress_status import (
     published,
     service_addresses,
 )
+from tenantgw.status.reconciler import SERVICE_CHECK_INTERVAL, StatusReconciler
 from tenantgw.status.writer import Conflict, StatusKey, StatusWriter, key_of
 from tenantgw.translators.ingress import IngressOptions
 from tests.ingress_corpus import ingress
@@ -336,6 +337,31 @@ class GatewayStatusTests(SynchronousTestCase):
         route["spec"]["parentRefs"] = [{"name": "theirs", "namespace": "infra"}]
         self.assertEqual(self.desires(objects)[key][1](route), {"parents": [theirs]})
 
+    def test_with_gateway_flags_another_deployments_entries_are_its_own(self) -> None:
+        """--gateway: one tenantgw deployment per Gateway, each writing its own parent entries."""
+        objects = gateway_world()
+        route = objects[-1]
+        route["spec"]["parentRefs"] = [
+            {"name": "gw", "namespace": "infra"},
+            {"name": "gw2", "namespace": "infra"},
+        ]
+        sibling = {
+            "parentRef": {"name": "gw2", "namespace": "infra"},
+            "controllerName": CONTROLLER,
+            "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}],
+        }
+        route["status"] = {"parents": [sibling]}
+        snapshot = compile_snapshot(objects, CompileOptions(), now=NOW)
+        owned = frozenset({("infra", "gw")})
+        desires = gateway_desires(objects, snapshot.object_statuses, None, lambda: NOW, owned)
+        parents = desires[key_of(route)][1](route)["parents"]
+        self.assertEqual(parents[0], sibling)
+        self.assertEqual([p["parentRef"]["name"] for p in parents], ["gw2", "gw"])
+        # Without --gateway every entry of our controller is this deployment's.
+        desires = gateway_desires(objects, snapshot.object_statuses, None, lambda: NOW)
+        parents = desires[key_of(route)][1](route)["parents"]
+        self.assertEqual([p["parentRef"]["name"] for p in parents], ["gw"])
+
     def test_transition_time_moves_only_with_the_status(self) -> None:
         existing = [
             {"type": "Accepted", "status": "True", "reason": "Old", "lastTransitionTime": "T0"}
@@ -376,3 +402,41 @@ class PublisherTests(SynchronousTestCase):
         publisher = IngressPublisher(PublishOptions(), lambda ns, n: None)
         objects = ingress_world(ingress("mine", [("/", "Prefix", "web")]))
         self.assertEqual(publisher.desires(objects, reports_of(objects)), {})
+
+
+class ReconcilerTests(SynchronousTestCase):
+    """The published Service is looked at every 5 s (it rebuilds nothing by itself)."""
+
+    def test_a_service_address_change_is_written_at_the_next_check(self) -> None:
+        clock = ThreadlessClock()
+        front = lb_service(
+            type="LoadBalancer", status={"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}}
+        )
+        mine = with_version(ingress("mine", [("/", "Prefix", "web")]))
+        objects = ingress_world(mine)
+        api = FakeStatusAPI(mine)
+        writer = StatusWriter(api, clock, threadpool=InlinePool(), active=True)
+        reconciler = StatusReconciler(
+            writer, None, clock, IngressOptions(), parse_publish("infra/gw", ""),
+            lambda ns, name: front if (ns, name) == ("infra", "gw") else None,
+            now=lambda: NOW,
+        )  # fmt: skip
+        reconciler.startService()
+        self.addCleanup(reconciler.stopService)
+        snapshot = compile_snapshot(objects, CompileOptions(), now=NOW)
+        reconciler.applied(objects, snapshot)
+        key = key_of(mine)
+        self.assertEqual(api.writes, [key])
+        objects[-1] = api.stored[key]  # the watch delivers our write
+        reconciler.applied(objects, snapshot)
+        self.assertEqual(api.writes, [key])
+        front["status"]["loadBalancer"]["ingress"] = [{"ip": "198.51.100.2"}]
+        clock.advance(SERVICE_CHECK_INTERVAL - 0.1)
+        self.assertEqual(len(api.writes), 1)
+        clock.advance(0.1)
+        self.assertEqual(len(api.writes), 2)
+        self.assertEqual(
+            api.stored[key]["status"], {"loadBalancer": {"ingress": [{"ip": "198.51.100.2"}]}}
+        )
+        clock.advance(SERVICE_CHECK_INTERVAL * 3)  # unchanged since: no more writes
+        self.assertEqual(len(api.writes), 2)

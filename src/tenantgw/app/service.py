@@ -168,6 +168,7 @@ class GatewayServices(MultiService):
                 options["ingress"],
                 options["publish"],
                 lambda namespace, name: services.get("Service", {}).get((namespace, name)),
+                gateways=options["gateway_api"].gateways,
             )
             self.reconciler.setServiceParent(self)
             self.elector.on_started_leading.append(self.status_writer.start_writing)

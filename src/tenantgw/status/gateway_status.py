@@ -65,15 +65,33 @@ def _same_parent(a: Mapping[str, Any], b: Mapping[str, Any], namespace: str) -> 
     return norm(a) == norm(b)
 
 
-def route_desire(computed: Mapping[str, Any] | None, now: Now) -> Desire:
-    """An HTTPRoute's parents: ours as computed (none: removed), the others' untouched."""
+def route_desire(
+    computed: Mapping[str, Any] | None,
+    now: Now,
+    owned: frozenset[tuple[str, str]] | None = None,
+) -> Desire:
+    """
+    An HTTPRoute's parents: ours as computed (none: removed), the others'
+    untouched.  C{owned}: with C{--gateway}, the Gateways this deployment
+    serves; entries of our controller for another tenantgw deployment's
+    Gateway are that deployment's to write.
+    """
 
     def desire(obj: Mapping[str, Any]) -> Any:
         status = dict(obj.get("status") or {})
         namespace = (obj.get("metadata") or {}).get("namespace") or ""
         current = [p for p in status.get("parents") or () if isinstance(p, Mapping)]
-        others = [dict(p) for p in current if p.get("controllerName") != CONTROLLER]
-        ours_before = [p for p in current if p.get("controllerName") == CONTROLLER]
+
+        def is_ours(parent: Mapping[str, Any]) -> bool:
+            if parent.get("controllerName") != CONTROLLER:
+                return False
+            if owned is None:
+                return True
+            ref = parent.get("parentRef") or {}
+            return (ref.get("namespace") or namespace, ref.get("name")) in owned
+
+        others = [dict(p) for p in current if not is_ours(p)]
+        ours_before = [p for p in current if is_ours(p)]
         ours = []
         time = stamp(now())
         for parent in (computed or {}).get("parents", ()):
@@ -140,10 +158,12 @@ def gateway_desires(
     statuses: Iterable[ObjectStatus],
     addresses: list[dict[str, str]] | None,
     now: Now,
+    owned: frozenset[tuple[str, str]] | None = None,
 ) -> dict[StatusKey, tuple[KubeObject, Desire]]:
     """
     C{addresses}: the Gateways' C{status.addresses} (None: left as they are,
-    no publish setting given).
+    no publish setting given).  C{owned}: C{--gateway}'s Gateways (None:
+    every Gateway of our classes is this deployment's).
     """
     watched: dict[StatusKey, KubeObject] = {}
     for obj in objects:
@@ -161,7 +181,7 @@ def gateway_desires(
             continue
         body = status_json(status)
         if key.kind == "HTTPRoute":
-            result[key] = (found, route_desire(body, now))
+            result[key] = (found, route_desire(body, now, owned))
             continue
         if key.kind == "Gateway" and addresses is not None:
             body["addresses"] = addresses
@@ -169,5 +189,5 @@ def gateway_desires(
     for key, obj in watched.items():
         if key.kind == "HTTPRoute" and key not in result:
             # No longer names one of our Gateways: our entries go, if any.
-            result[key] = (obj, route_desire(None, now))
+            result[key] = (obj, route_desire(None, now, owned))
     return result

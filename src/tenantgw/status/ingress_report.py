@@ -40,6 +40,7 @@ class IngressReport:
     served: bool = False
     # Anything about it refused (a host, an annotation's value): a Warning Event.
     refused: bool = False
+    hosts: tuple[str, ...] = ()
 
 
 def _secret_names(ingress: KubeObject) -> set[str]:
@@ -127,6 +128,13 @@ def _report(
         state = STATE_CERTIFICATE_ERROR
     else:
         state = STATE_ACCEPTED
+    hosts = tuple(
+        dict.fromkeys(
+            r["host"]
+            for r in spec(ingress).get("rules") or ()
+            if isinstance(r, Mapping) and isinstance(r.get("host"), str)
+        )
+    )
     return IngressReport(
         namespace,
         name,
@@ -135,13 +143,17 @@ def _report(
         tuple(conflicts + certificates + others),
         served=True,
         refused=refused or state != STATE_ACCEPTED,
+        hosts=hosts,
     )
 
 
 def describe(report: IngressReport) -> str:
+    """The Event message: what is wrong, else what serves (as for Tenant ConfigMaps)."""
     if report.messages:
         return "; ".join(report.messages)
-    return "served" if report.state == STATE_ACCEPTED else report.state
+    if report.state == STATE_ACCEPTED:
+        return "serving hosts: " + (", ".join(report.hosts) or "(none)")
+    return report.state
 
 
 __all__ = ["IngressReport", "describe", "ingress_reports"]

@@ -66,6 +66,7 @@ class StatusReconciler(Service):
         lookup: ServiceLookup,
         now: Callable[[], datetime.datetime] | None = None,
         component: str = "tenantgw",
+        gateways: frozenset[tuple[str, str]] | None = None,
     ) -> None:
         self.writer = writer
         self.events = events
@@ -75,6 +76,7 @@ class StatusReconciler(Service):
         self.publisher = IngressPublisher(publish, lookup)
         self.now = now or (lambda: datetime.datetime.now(datetime.timezone.utc))
         self.component = component
+        self.gateways = gateways  # --gateway: the Gateways this deployment owns
         self._latest: tuple[list[KubeObject], Snapshot] | None = None
         self._checking = LoopingCall(self._check_service)
         self._checking.clock = reactor
@@ -95,7 +97,9 @@ class StatusReconciler(Service):
         reports = ingress_reports(objects, snapshot, self.ingress)
         desires = self.publisher.desires(objects, reports)
         addresses = gateway_addresses(self.publisher.balancer) if self.publish.enabled else None
-        desires.update(gateway_desires(objects, snapshot.object_statuses, addresses, self.now))
+        desires.update(
+            gateway_desires(objects, snapshot.object_statuses, addresses, self.now, self.gateways)
+        )
         pending = self.writer.update(desires)
         if self.events is not None:
             pending += self.events.objects_reported(
