@@ -11,6 +11,8 @@ writes only what differs.  Read back with the official client.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import tempfile
 from typing import Any
 
@@ -18,6 +20,7 @@ from kubernetes import client
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tenantgw.app.service import Options, build
@@ -27,6 +30,7 @@ from tests.ingress_corpus import ingress
 from tests.test_compile import namespace, service, tenant_cm
 from tests.test_translate_gateway_api import gateway, gateway_class, http_route
 
+KUBECTL = shutil.which("kubectl")
 ALLOWED = {"tenantgw.io/allowed-hosts": "shop.test,*.shop.test"}
 OTHER = "example.com/other-controller"
 TIMEOUT = (5, 10)
@@ -268,6 +272,20 @@ class StatusEndToEndTests(TestCase):
     def test_an_ingress_we_stop_serving_is_cleared_and_our_route_entry_removed(self) -> Any:
         _leader, api = self.replica()
         yield eventually(lambda: self.ingress_ip("mine") == ["198.51.100.7"], "published")
+        # What an operator sees: kubectl's ADDRESS column.
+        if KUBECTL is None:
+            raise AssertionError("kubectl is needed (scripts/test.sh installs kubernetes-client)")
+        home = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, home)
+        shown = yield deferToThread(
+            subprocess.run,
+            [KUBECTL, "--kubeconfig", self.kubeconfig, "get", "ingress", "-n", "shop", "-o", "wide"],
+            capture_output=True, text=True, timeout=30, env={**os.environ, "HOME": home},
+        )  # fmt: skip
+        rows = [line.split() for line in shown.stdout.splitlines()]
+        address = rows[0].index("ADDRESS")
+        published = {r[0]: r[address] for r in rows[1:] if len(r) == len(rows[0])}
+        self.assertEqual(published, {"mine": "198.51.100.7"})
         yield eventually(
             lambda: (
                 len(
