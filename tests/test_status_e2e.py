@@ -324,3 +324,16 @@ class StatusEndToEndTests(TestCase):
         self.assertEqual(self.ingress_ip("mine"), ["203.0.113.1"])
         self.assertEqual(self.status_puts(), puts)
         self.assertNotIn("Ingress shop/theirs", api.writes)
+
+    @inlineCallbacks
+    def test_a_forbidden_status_kind_does_not_stop_the_others(self) -> Any:
+        """A ClusterRole without ingresses/status: Ingresses wait, Gateway API statuses go on."""
+        self.server.forbid_status("Ingress", "update")
+        replica, _api = self.replica()
+        yield eventually(lambda: "Ingress" in replica.status_writer.forbidden, "403 seen")
+        yield eventually(
+            lambda: "status" in (self.server.get("GatewayClass", "", "tenantgw") or {}),
+            "GatewayClass written all the same",
+        )
+        self.assertEqual(self.ingress_ip("mine"), [])
+        self.assertGreaterEqual(replica.status_writer.failures, 1)

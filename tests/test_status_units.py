@@ -27,7 +27,14 @@ from tenantgw.status.ingress_status import (
     service_addresses,
 )
 from tenantgw.status.reconciler import SERVICE_CHECK_INTERVAL, StatusReconciler
-from tenantgw.status.writer import Conflict, StatusKey, StatusWriter, key_of
+from tenantgw.status.writer import (
+    FORBIDDEN_RETRY,
+    Conflict,
+    Forbidden,
+    StatusKey,
+    StatusWriter,
+    key_of,
+)
 from tenantgw.translators.ingress import IngressOptions
 from tests.ingress_corpus import ingress
 from tests.test_compile import namespace, service, tenant_cm
@@ -186,6 +193,8 @@ class FakeStatusAPI:
         self.writes: list[StatusKey] = []
         self.reads = 0
         self.meddle: Any = None  # called before a write lands, to play a racing writer
+        self.forbid = False  # 403 on every write, as with a ClusterRole from before statuses
+        self.attempts = 0
 
     def read(self, key: StatusKey) -> dict[str, Any] | None:
         self.reads += 1
@@ -193,6 +202,9 @@ class FakeStatusAPI:
         return copy.deepcopy(found) if found is not None else None
 
     def replace_status(self, key: StatusKey, obj: Any) -> dict[str, Any] | None:
+        self.attempts += 1
+        if self.forbid:
+            raise Forbidden(str(key))
         if self.meddle is not None:
             meddle, self.meddle = self.meddle, None
             meddle(self)
@@ -266,6 +278,20 @@ class WriterTests(SynchronousTestCase):
         self.assertEqual(leader.conflicts, 1)
         self.assertEqual(self.api.stored[self.key]["status"]["other"], "field")
         self.assertEqual(seen[-1], {"other": "field"})
+
+    def test_a_forbidden_kind_is_left_alone_for_a_minute(self) -> None:
+        leader = self.writer(active=True)
+        self.api.forbid = True
+        desires = {self.key: (self.route, self.desire("192.0.2.1"))}
+        results = leader.update(desires)
+        self.assertEqual([r.result for r in results], ["forbidden"])
+        for _ in range(10):
+            leader.update(desires)
+        self.assertEqual(self.api.attempts, 1)
+        self.api.forbid = False
+        self.clock.advance(FORBIDDEN_RETRY)
+        leader.update(desires)
+        self.assertEqual(self.api.writes, [self.key])
 
 
 def gateway_world() -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from attrs import frozen
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,6 +36,7 @@ from tenantgw.sources.kinds import KINDS
 _log = Logger()
 
 MAX_ATTEMPTS = 5  # a PUT and up to four re-reads after conflicts
+FORBIDDEN_RETRY = 60.0  # seconds a kind whose status writes got 403 is left alone
 
 # The current object -> the whole status it should have (None: leave it).
 Desire = Callable[[Mapping[str, Any]], Any]
@@ -54,6 +55,10 @@ class StatusKey:
 
 class Conflict(Exception):
     """The object changed since it was read (409)."""
+
+
+class Forbidden(Exception):
+    """The RBAC does not let us write this kind's status (403)."""
 
 
 class StatusAPI(Protocol):
@@ -114,6 +119,9 @@ class StatusWriter(Service):
         self.writes = 0  # PUTs answered 2xx (tenantgw_status_writes)
         self.conflicts = 0  # PUTs answered 409 (tenantgw_status_conflicts)
         self.failures = 0  # writes given up (errors, too many conflicts)
+        # kind -> reactor time until which its writes are not tried (403):
+        # an old ClusterRole must cost one log line a minute, not one per object.
+        self.forbidden: dict[str, float] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -153,7 +161,10 @@ class StatusWriter(Service):
         self, desires: Mapping[StatusKey, tuple[Mapping[str, Any], Desire]]
     ) -> list[Deferred[Any]]:
         pending = []
+        now = self.reactor.seconds()
         for key, (obj, desire) in sorted(desires.items()):
+            if self.forbidden.get(key.kind, now) > now:
+                continue
             status = wanted(obj, desire)
             if status is None:
                 continue
@@ -187,6 +198,19 @@ class StatusWriter(Service):
     def _failed(self, failure: Failure, key: StatusKey) -> str:
         self._in_flight.pop(key, None)
         self.failures += 1
+        if failure.check(Forbidden):
+            now = self.reactor.seconds()
+            if self.forbidden.get(key.kind, now) <= now:
+                _log.warn(
+                    "the RBAC forbids writing {kind} statuses ({key}): grant update on"
+                    " {kind}s/status; not tried again for {s:g}s",
+                    kind=key.kind,
+                    key=str(key),
+                    s=FORBIDDEN_RETRY,
+                )
+            self.forbidden[key.kind] = now + FORBIDDEN_RETRY
+            self._queued.pop(key, None)
+            return "forbidden"
         _log.failure("writing the status of {key} failed", failure, key=str(key))
         self._next(key)
         return "failed"
@@ -275,15 +299,10 @@ class KubernetesStatusAPI:
         code, found = self._call("PUT", self._path(key) + "/status", dict(obj))
         if code == 409:
             raise Conflict(str(key))
+        if code == 403:
+            raise Forbidden(str(key))
         if code == 404:
             return None
         if not 200 <= code < 300:
             raise ApiException(status=code, reason=f"writing the status of {key}")
         return dict(found or {})
-
-
-def settled(deferreds: list[Any]) -> Deferred[Any]:
-    """One Deferred for a list of writes (tests wait on it)."""
-    from twisted.internet.defer import gatherResults
-
-    return gatherResults(deferreds) if deferreds else succeed([])
