@@ -85,7 +85,9 @@ class ManifestTests(SynchronousTestCase):
         names = {o["metadata"]["name"] for o in by_kind(self.base, "Deployment")}
         self.assertEqual(names, {"tenantgw", "tenantgw-redis"})
 
-    def test_cluster_role_grants_only_reading_what_is_watched_and_writing_events(self) -> None:
+    def test_cluster_role_grants_reading_what_is_watched_and_writing_statuses_and_events(
+        self,
+    ) -> None:
         (role,) = by_kind(self.base, "ClusterRole")
         granted: dict[tuple[str, str], set[str]] = {}
         for rule in role["rules"]:
@@ -100,6 +102,15 @@ class ManifestTests(SynchronousTestCase):
         self.assertEqual({k.kind for k in KINDS} - {k.kind for k in watched_kinds()}, {"Secret"})
         self.assertTrue(all(set(k.verbs) == read for k in KINDS if k.kind != "Secret"))
         self.assertEqual(granted[("", "secrets")], {"get"})
+        # Statuses through the status subresources only: the objects stay read-only.
+        for k in KINDS:
+            if k.status_verbs:
+                expected[(k.group, k.status_resource)] = set(k.status_verbs)
+        self.assertEqual(
+            {r for (_, r) in expected if r.endswith("/status")},
+            {"ingresses/status", "httproutes/status", "gateways/status", "gatewayclasses/status"},
+        )
+        self.assertTrue(all(v <= {"update", "patch"} for (_, r), v in expected.items() if "/" in r))
         # get: a repeated status raises the count of the Event already there.
         expected[("", "events")] = {"get", "create", "patch"}
         expected[("events.k8s.io", "events")] = {"create", "patch"}

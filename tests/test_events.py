@@ -18,7 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from tenantgw.compile.compiler import compile_snapshot
 from tenantgw.plans.snapshot import Snapshot
 from tenantgw.sources.kubernetes import api_client_from
-from tenantgw.status.events import StatusEvents, event_name, kubernetes_poster
+from tenantgw.status.events import StatusEvents, event_name, kubernetes_poster, object_event
 from tenantgw.testing.fake_apiserver import FakeAPIServer
 from tests.test_compile import simple_spec, tenant, web_backend
 
@@ -142,6 +142,52 @@ class LeadershipTests(SynchronousTestCase):
         self.assertEqual(calls, [("shop", True)])
 
 
+def ingress_event(name: str, reason: str, message: str, uid: str = "") -> dict[str, Any]:
+    return object_event(
+        "Ingress", "networking.k8s.io/v1", "shop", name, uid, reason, message,
+        reason != "Accepted", NOW, "tenantgw",
+    )  # fmt: skip
+
+
+class IngressEventTests(SynchronousTestCase):
+    """Per-Ingress Events share the machinery: one per change, only while leading."""
+
+    def test_one_per_change_and_only_while_leading(self) -> None:
+        calls: list[tuple[str, str, bool]] = []
+        events = StatusEvents(
+            lambda ns, event, resync: calls.append((ns, event["reason"], resync)) or "created",
+            _CallFromThread(),
+            threadpool=_ImmediatePool(),
+            active=False,
+        )
+        accepted = {"Ingress shop/web": ingress_event("web", "Accepted", "serving hosts: a")}
+        self.assertEqual(events.objects_reported(accepted), [])
+        events.start_posting()
+        self.assertEqual(calls, [("shop", "Accepted", True)])
+        events.objects_reported(accepted)
+        self.assertEqual(len(calls), 1)
+        events.objects_reported({"Ingress shop/web": ingress_event("web", "Rejected", "no")})
+        self.assertEqual(calls[-1], ("shop", "Rejected", False))
+        events.stop_posting()
+        events.objects_reported(accepted)
+        self.assertEqual(len(calls), 2)
+
+    def test_the_event_names_the_ingress_and_is_a_warning_when_refused(self) -> None:
+        event = ingress_event("web", "HostConflict", "host taken", uid="u-1")
+        self.assertEqual(
+            event["involvedObject"],
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "namespace": "shop",
+                "name": "web",
+                "uid": "u-1",
+            },
+        )
+        self.assertEqual(event["type"], "Warning")
+        self.assertEqual(ingress_event("web", "Accepted", "ok")["type"], "Normal")
+
+
 class PostingTests(TestCase):
     timeout = 20
 
@@ -229,3 +275,35 @@ class PostingTests(TestCase):
         self.assertEqual(results, ["unchanged"])
         self.assertEqual(server.objects("Event"), before)
         self.assertEqual(before[0]["count"], 1)
+
+    @inlineCallbacks
+    def test_an_ingress_event_carries_its_uid_and_is_not_posted_again_after_a_restart(
+        self,
+    ) -> Any:
+        server = self.cluster_with_tenants(("shop", simple_spec(), None))
+        created = server.create(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "metadata": {"name": "web", "namespace": "shop"},
+                "spec": {"ingressClassName": "tenantgw"},
+            }
+        )
+        uid = created["metadata"]["uid"]
+        post, pool = self.poster(server)
+        wanted = {"Ingress shop/web": ingress_event("web", "Rejected", "refused", uid=uid)}
+        first = StatusEvents(post, reactor, pool)
+        results = yield gatherResults(first.objects_reported(wanted))
+        self.assertEqual(results, ["created"])
+        (stored,) = server.objects("Event")
+        self.assertEqual(stored["involvedObject"]["uid"], uid)
+        self.assertEqual(stored["metadata"]["name"], event_name("web", uid, "Rejected"))
+        # The uid came from the watch: no read of a ConfigMap named like the Ingress.
+        self.assertEqual(server.requests_touching("/configmaps/web"), [])
+        second = StatusEvents(post, reactor, pool, active=False)
+        second.objects_reported(
+            {"Ingress shop/web": ingress_event("web", "Rejected", "refused", uid=uid)}
+        )
+        results = yield gatherResults(second.start_posting())
+        self.assertEqual(results, ["unchanged"])
+        self.assertEqual(server.objects("Event"), [stored])

@@ -30,6 +30,18 @@ KUBECTL = shutil.which("kubectl")
 TIMEOUT = (5, 10)
 
 
+def ingress_manifest(ns: str, name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "ingressClassName": "tenantgw",
+            "rules": [{"host": "shop.example", "http": {"paths": []}}],
+        },
+    }
+
+
 def config_map_manifest(ns: str, routes_comment: str) -> str:
     return (
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: tenant\n"
@@ -203,6 +215,49 @@ class KubectlTests(TestCase):
         )
         self.assertEqual(got.stdout, "a")
 
+    def test_status_subresource_and_the_address_column(self) -> None:
+        self.server.create(ingress_manifest("shop", "web"))
+        listed = self.kubectl("get", "ingress", "-n", "shop", "-o", "wide").stdout
+        self.assertEqual(listed.split()[:5], ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS"])
+        before = self.server.get("Ingress", "shop", "web")
+        assert before is not None
+        published = {"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}]}}}
+        self.kubectl(
+            "patch", "ingress", "web", "-n", "shop", "--subresource=status",
+            "--type=merge", "-p", json.dumps(published),
+        )  # fmt: skip
+        rows = self.kubectl("get", "ingress", "-n", "shop", "-o", "wide").stdout.splitlines()
+        header, row = rows[0].split(), rows[1].split()
+        self.assertEqual(row[header.index("ADDRESS")], "192.0.2.7")
+        got = self.kubectl(
+            "get", "ingress", "web", "-n", "shop", "--subresource=status",
+            "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}",
+        )  # fmt: skip
+        self.assertEqual(got.stdout, "192.0.2.7")
+        after = self.server.get("Ingress", "shop", "web")
+        assert after is not None
+        self.assertEqual(after["metadata"]["generation"], before["metadata"]["generation"])
+        self.assertNotEqual(
+            after["metadata"]["resourceVersion"], before["metadata"]["resourceVersion"]
+        )
+        # A patch of the object itself leaves the status alone.
+        self.kubectl(
+            "patch", "ingress", "web", "-n", "shop", "--type=merge",
+            "-p", json.dumps({"status": {"loadBalancer": {}}, "metadata": {"labels": {"x": "1"}}}),
+        )  # fmt: skip
+        stored = self.server.get("Ingress", "shop", "web")
+        assert stored is not None
+        self.assertEqual(stored["status"], published["status"])
+        self.assertEqual(stored["metadata"]["labels"], {"x": "1"})
+
+    def test_api_resources_list_the_status_subresources(self) -> None:
+        raw = self.kubectl("get", "--raw", "/apis/gateway.networking.k8s.io/v1").stdout
+        names = {r["name"] for r in json.loads(raw)["resources"]}
+        self.assertLessEqual(
+            {"httproutes/status", "gateways/status", "gatewayclasses/status"}, names
+        )
+        self.assertNotIn("configmaps/status", self.kubectl("get", "--raw", "/api/v1").stdout)
+
 
 class OfficialClientTests(TestCase):
     """The official client, over HTTP, where kubectl does not reach."""
@@ -347,6 +402,106 @@ class OfficialClientTests(TestCase):
             ApiException, self.core.read_namespaced_secret, "x", "a", _request_timeout=TIMEOUT
         )
         self.assertEqual(error.status, 404)
+
+    def test_status_subresource_through_the_official_client(self) -> None:
+        networking = client.NetworkingV1Api(self.api_client)
+        self.server.create(ingress_manifest("a", "web"))
+        current = networking.read_namespaced_ingress_status("web", "a", _request_timeout=TIMEOUT)
+        self.assertEqual(current.metadata.generation, 1)
+        current.status = client.V1IngressStatus(
+            load_balancer=client.V1IngressLoadBalancerStatus(
+                ingress=[client.V1IngressLoadBalancerIngress(hostname="lb.example")]
+            )
+        )
+        current.spec.rules[0].host = "ignored.example"  # a status write changes only .status
+        written = networking.replace_namespaced_ingress_status(
+            "web", "a", current, _request_timeout=TIMEOUT
+        )
+        self.assertEqual(written.status.load_balancer.ingress[0].hostname, "lb.example")
+        self.assertEqual(written.spec.rules[0].host, "shop.example")
+        self.assertEqual(written.metadata.generation, 1)
+        # The same (now stale) read again: 409, and nothing changes.
+        current.status.load_balancer.ingress[0].hostname = "other.example"
+        error = self.assertRaises(
+            ApiException,
+            networking.replace_namespaced_ingress_status,
+            "web", "a", current, _request_timeout=TIMEOUT,
+        )  # fmt: skip
+        self.assertEqual(error.status, 409)
+        patched = networking.patch_namespaced_ingress_status(
+            "web", "a", {"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}},
+            _request_timeout=TIMEOUT,
+        )  # fmt: skip
+        self.assertEqual(patched.status.load_balancer.ingress[0].ip, "192.0.2.1")
+        # Writes to the object ignore .status; spec changes count a generation.
+        patched.spec.rules[0].host = "new.example"
+        patched.status.load_balancer.ingress = []
+        replaced = networking.replace_namespaced_ingress(
+            "web", "a", patched, _request_timeout=TIMEOUT
+        )
+        self.assertEqual(replaced.metadata.generation, 2)
+        self.assertEqual(replaced.status.load_balancer.ingress[0].ip, "192.0.2.1")
+
+    def test_custom_object_status_writes_fire_a_watch_event(self) -> None:
+        custom = client.CustomObjectsApi(self.api_client)
+        route = {
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "HTTPRoute",
+            "metadata": {"name": "r", "namespace": "a"},
+            "spec": {"parentRefs": [{"name": "gw"}]},
+            "status": {"parents": [{"controllerName": "ignored/on-create"}]},
+        }
+        created = self.server.create(route)
+        self.assertNotIn("status", created)  # a create drops .status
+        version = created["metadata"]["resourceVersion"]
+        body = {"parents": [{"controllerName": "example.com/x", "parentRef": {"name": "gw"}}]}
+        written = custom.patch_namespaced_custom_object_status(
+            "gateway.networking.k8s.io", "v1", "a", "httproutes", "r", {"status": body},
+            _request_timeout=TIMEOUT,
+        )  # fmt: skip
+        self.assertEqual(written["status"], body)
+        self.assertEqual(written["metadata"]["generation"], 1)
+        response = client.ApiClient.call_api(
+            self.api_client,
+            "GET",
+            f"{self.server.url}/apis/gateway.networking.k8s.io/v1/httproutes"
+            f"?watch=true&resourceVersion={version}&timeoutSeconds=1",
+        )
+        events = [json.loads(line) for line in response.read().splitlines() if line.strip()]
+        self.assertEqual([e["type"] for e in events], ["MODIFIED"])
+        self.assertEqual(events[0]["object"]["status"], body)
+        stale = {**written, "metadata": {**written["metadata"], "resourceVersion": version}}
+        error = self.assertRaises(
+            ApiException,
+            custom.replace_namespaced_custom_object_status,
+            "gateway.networking.k8s.io", "v1", "a", "httproutes", "r", stale,
+            _request_timeout=TIMEOUT,
+        )  # fmt: skip
+        self.assertEqual(error.status, 409)
+        self.server.forbid_status("HTTPRoute", "update")
+        error = self.assertRaises(
+            ApiException,
+            custom.replace_namespaced_custom_object_status,
+            "gateway.networking.k8s.io", "v1", "a", "httproutes", "r", written,
+            _request_timeout=TIMEOUT,
+        )  # fmt: skip
+        self.assertEqual(error.status, 403)
+        self.assertIn('"httproutes/status"', json.loads(error.body)["message"])
+        # The object itself stays writable: RBAC on the subresource only.
+        custom.patch_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", "a", "httproutes", "r",
+            {"metadata": {"labels": {"x": "1"}}}, _request_timeout=TIMEOUT,
+        )  # fmt: skip
+        self.assertEqual(custom.get_namespaced_custom_object_status(
+            "gateway.networking.k8s.io", "v1", "a", "httproutes", "r", _request_timeout=TIMEOUT,
+        )["status"], body)  # fmt: skip
+
+    def test_status_of_a_kind_without_the_subresource_is_404(self) -> None:
+        response = self.api_client.call_api(
+            "GET", f"{self.server.url}/api/v1/namespaces/a/configmaps/tenant/status"
+        )
+        self.assertEqual(response.status, 404)
+        self.assertEqual(json.loads(response.read())["kind"], "Status")
 
 
 class WireTests(TestCase):

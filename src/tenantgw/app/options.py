@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 
 from twisted.internet.ssl import TLSVersion
 from twisted.python import usage
@@ -17,6 +18,7 @@ from twisted.python import usage
 from tenantgw.app.workers import parse_inherited
 from tenantgw.compile.selector import LabelSelector, SelectorError
 from tenantgw.config.model import IPNetwork
+from tenantgw.status.ingress_status import PublishOptions
 from tenantgw.tls.certificates import CertificateProblem
 from tenantgw.tls.default import default_certificate
 from tenantgw.tls.upstream import UpstreamTrust
@@ -121,6 +123,19 @@ class Options(usage.Options):
             None,
             "tenantgw",
             "IngressClass (controller tenantgw.io/ingress-controller) whose Ingresses are served",
+        ],
+        [
+            "publish-service",
+            None,
+            None,
+            "NS/NAME of the Service fronting the gateway: its address goes to Ingress and"
+            " Gateway statuses",
+        ],
+        [
+            "publish-address",
+            None,
+            "",
+            "ADDRESS[,ADDRESS] (IPs or hostnames) for those statuses; wins over --publish-service",
         ],
         ["inherited-listeners", None, "", "internal: NAME=FD,... sockets a --workers parent bound"],
     ]
@@ -259,12 +274,43 @@ class Options(usage.Options):
         else:
             self["default_certificate_secret"] = None
         self["ingress"] = IngressOptions(ingress_class=self["ingress-class"])
+        self["publish"] = parse_publish(self["publish-service"], self["publish-address"])
         self["gateway_api"] = GatewayApiOptions(
             gateways=frozenset(self["gateways"]) if self["gateways"] else None
         )
         base_domain = self["base-domain"]
         if base_domain is not None:
             self["base-domain"] = base_domain.strip(".").lower() or None
+
+
+def parse_publish(service: str | None, addresses: str) -> PublishOptions:
+    published: tuple[str, str] | None = None
+    if service is not None:
+        namespace, slash, name = service.partition("/")
+        if not (slash and namespace and name and "/" not in name):
+            raise usage.UsageError(f"--publish-service must be NAMESPACE/NAME, not {service!r}")
+        published = (namespace, name)
+    listed = []
+    for part in (p.strip() for p in addresses.split(",")):
+        if not part:
+            continue
+        if not _ADDRESS.fullmatch(part) and not _is_ip(part):
+            raise usage.UsageError(f"--publish-address: {part!r} is neither an IP nor a hostname")
+        listed.append(part)
+    return PublishOptions(published, tuple(listed))
+
+
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]{0,61}[A-Za-z0-9])?)*"
+)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_cidrs(text: str) -> tuple[IPNetwork, ...]:

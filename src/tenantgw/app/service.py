@@ -38,6 +38,8 @@ from tenantgw.sources.directory import DirectorySource
 from tenantgw.sources.kubernetes import KubernetesSource, api_client_from
 from tenantgw.status.events import StatusEvents, kubernetes_poster
 from tenantgw.status.leader import KubernetesLeaseAPI, LeaderElector, LeaderGauge
+from tenantgw.status.reconciler import StatusReconciler
+from tenantgw.status.writer import KubernetesStatusAPI, StatusWriter
 from tenantgw.tls.sni import SNIContexts
 
 __all__ = ["Options", "build", "makeService"]
@@ -125,6 +127,8 @@ class GatewayServices(MultiService):
         )
         self.source: DirectorySource | KubernetesSource
         self.elector: LeaderElector | None = None
+        self.status_writer: StatusWriter | None = None
+        self.reconciler: StatusReconciler | None = None
         if options["source"] == "kubernetes":
             try:
                 api_client = api_client_from(options["kubeconfig"], options["context"])
@@ -136,7 +140,7 @@ class GatewayServices(MultiService):
             self.source = KubernetesSource(
                 api_client,
                 reactor,
-                self.pipeline.objects_changed,
+                self._objects_changed,
                 namespace_selector=options["namespace-selector"],
                 extra_secrets=[default_secret] if default_secret else (),
             )
@@ -153,6 +157,22 @@ class GatewayServices(MultiService):
             )
             self.elector.on_started_leading.append(self.events.start_posting)
             self.elector.on_stopped_leading.append(self.events.stop_posting)
+            # Statuses through the status subresources, by the leader too.
+            self.status_writer = StatusWriter(KubernetesStatusAPI(api_client), reactor)
+            self.status_writer.setServiceParent(self)
+            services = self.source.store.objects
+            self.reconciler = StatusReconciler(
+                self.status_writer,
+                self.events,
+                reactor,
+                options["ingress"],
+                options["publish"],
+                lambda namespace, name: services.get("Service", {}).get((namespace, name)),
+                gateways=options["gateway_api"].gateways,
+            )
+            self.reconciler.setServiceParent(self)
+            self.elector.on_started_leading.append(self.status_writer.start_writing)
+            self.elector.on_stopped_leading.append(self.status_writer.stop_writing)
             self.elector.setServiceParent(self)
         else:
             self.source = DirectorySource(
@@ -171,6 +191,23 @@ class GatewayServices(MultiService):
             self.metrics.source_problems = self.source.problems
         self.pipeline.listeners.append(self.metrics.snapshot_applied)
         _count_elsewhere(self.metrics, self.gateway, self.source)
+        if self.status_writer is not None:
+            writer = self.status_writer
+            self.metrics.count_from(
+                "tenantgw_status_writes",
+                "Object statuses written through the status subresource (leader only)",
+                lambda: writer.writes,
+            )
+            self.metrics.count_from(
+                "tenantgw_status_conflicts",
+                "Status writes answered 409 Conflict, retried from a fresh read",
+                lambda: writer.conflicts,
+            )
+            self.metrics.count_from(
+                "tenantgw_status_write_failures",
+                "Status writes given up (API errors, or conflicts after every retry)",
+                lambda: writer.failures,
+            )
         if self.elector is not None:
             elector = self.elector
             self.metrics.registry.register(
@@ -231,6 +268,15 @@ class GatewayServices(MultiService):
         _listener(
             reactor, options["https"], https_factory, inherited.get("https")
         ).setServiceParent(self)
+
+    def _objects_changed(self, objects: list[Any]) -> None:
+        """A rebuild: the snapshot first, then the statuses it implies."""
+        self.pipeline.objects_changed(objects)
+        if self.reconciler is not None:
+            try:
+                self.reconciler.applied(objects, self.gateway.snapshot)
+            except Exception:
+                _log.failure("working out the objects' statuses failed")
 
     def startService(self) -> None:
         super().startService()

@@ -24,6 +24,14 @@ class Kind:
     optional: bool = False
     # RBAC verbs the gateway needs on it (Secrets: get by name only).
     verbs: tuple[str, ...] = ("get", "list", "watch")
+    # RBAC verbs on its status subresource (the leader writes statuses there
+    # only, never the object: tenantgw.status).  Empty: no status is written.
+    status_verbs: tuple[str, ...] = ()
+
+    @property
+    def status_resource(self) -> str:
+        """The RBAC resource name of its status subresource."""
+        return f"{self.plural}/status"
 
     @property
     def api_version(self) -> str:
@@ -37,6 +45,7 @@ class Kind:
 
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
+STATUS_WRITES = ("update", "patch")
 
 KINDS: tuple[Kind, ...] = (
     Kind("Namespace", "", "v1", "namespaces", namespaced=False),
@@ -44,11 +53,19 @@ KINDS: tuple[Kind, ...] = (
     Kind("Secret", "", "v1", "secrets", verbs=("get",)),  # by name: sources/secrets.py
     Kind("Service", "", "v1", "services"),
     Kind("EndpointSlice", "discovery.k8s.io", "v1", "endpointslices"),
-    Kind("GatewayClass", GATEWAY_GROUP, "v1", "gatewayclasses", namespaced=False, optional=True),
-    Kind("Gateway", GATEWAY_GROUP, "v1", "gateways", optional=True),
-    Kind("HTTPRoute", GATEWAY_GROUP, "v1", "httproutes", optional=True),
+    Kind(
+        "GatewayClass",
+        GATEWAY_GROUP,
+        "v1",
+        "gatewayclasses",
+        namespaced=False,
+        optional=True,
+        status_verbs=STATUS_WRITES,
+    ),
+    Kind("Gateway", GATEWAY_GROUP, "v1", "gateways", optional=True, status_verbs=STATUS_WRITES),
+    Kind("HTTPRoute", GATEWAY_GROUP, "v1", "httproutes", optional=True, status_verbs=STATUS_WRITES),
     Kind("ReferenceGrant", GATEWAY_GROUP, "v1beta1", "referencegrants", optional=True),
-    Kind("Ingress", "networking.k8s.io", "v1", "ingresses"),
+    Kind("Ingress", "networking.k8s.io", "v1", "ingresses", status_verbs=STATUS_WRITES),
     Kind("IngressClass", "networking.k8s.io", "v1", "ingressclasses", namespaced=False),
 )
 

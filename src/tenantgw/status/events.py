@@ -86,6 +86,42 @@ def event_for(status: TenantStatus, now: datetime.datetime, component: str) -> d
     }
 
 
+def object_event(
+    kind: str,
+    api_version: str,
+    namespace: str,
+    name: str,
+    uid: str,
+    reason: str,
+    message: str,
+    warning: bool,
+    now: datetime.datetime,
+    component: str,
+) -> dict[str, Any]:
+    """An Event about any object (an Ingress): its uid is known from the watch."""
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    involved = {"apiVersion": api_version, "kind": kind, "namespace": namespace, "name": name}
+    if uid:
+        involved["uid"] = uid
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{name}.", "namespace": namespace},
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message,
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": component},
+        "reportingComponent": component,
+        "reportingInstance": socket.gethostname(),
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
 class StatusEvents(Service):
     """
     Call L{snapshot_applied} with every applied snapshot.
@@ -119,6 +155,10 @@ class StatusEvents(Service):
         self.now = now or (lambda: datetime.datetime.now(datetime.timezone.utc))
         # namespace -> (reason, message) last posted
         self.posted: dict[str, tuple[str, str]] = {}
+        # Events about other objects (Ingresses), by "Kind namespace/name":
+        # the latest wanted, and (reason, message) last posted.
+        self.latest_objects: dict[str, dict[str, Any]] = {}
+        self.posted_objects: dict[str, tuple[str, str]] = {}
 
     def startService(self) -> None:
         super().startService()
@@ -140,9 +180,11 @@ class StatusEvents(Service):
         """Became leader: post what the cluster does not say yet (the Deferreds, for tests)."""
         self.active = True
         self.posted.clear()
+        self.posted_objects.clear()
+        pending = self._post_object_changes(self.latest_objects, resync=True)
         if self.latest is None:
-            return []
-        return self._post_changes(self.latest, resync=True)
+            return pending
+        return self._post_changes(self.latest, resync=True) + pending
 
     def stop_posting(self) -> None:
         self.active = False
@@ -153,6 +195,33 @@ class StatusEvents(Service):
         if not self.active:
             return []
         return self._post_changes(snapshot, resync=False)
+
+    def objects_reported(self, events: dict[str, dict[str, Any]]) -> list[Any]:
+        """
+        C{events}: "Kind namespace/name" -> the Event its state says now
+        (L{object_event}); posted when its reason or message changed.
+        """
+        self.latest_objects = events
+        if not self.active:
+            return []
+        return self._post_object_changes(events, resync=False)
+
+    def _post_object_changes(self, events: dict[str, dict[str, Any]], resync: bool) -> list[Any]:
+        pending = []
+        for key, event in sorted(events.items()):
+            said = (event["reason"], event["message"])
+            if self.posted_objects.get(key) == said:
+                continue
+            self.posted_objects[key] = said
+            namespace = event["involvedObject"]["namespace"]
+            d = deferToThreadPool(
+                self.reactor, self.threadpool, self._post_unless_stopping, namespace, event, resync
+            )
+            d.addErrback(_post_failed, namespace)
+            pending.append(d)
+        for gone in set(self.posted_objects) - set(events):
+            del self.posted_objects[gone]
+        return pending
 
     def _post_changes(self, snapshot: Snapshot, resync: bool) -> list[Any]:
         pending = []
@@ -218,7 +287,10 @@ def kubernetes_poster(api_client: Any) -> EventPoster:
 
     def post(namespace: str, event: dict[str, Any], resync: bool) -> str:
         involved = event["involvedObject"]
-        uid = uid_of(namespace, involved["name"])
+        # An Ingress's uid comes from the watch; a ConfigMap's is read here.
+        uid = involved.get("uid") or ""
+        if not uid and involved["kind"] == "ConfigMap":
+            uid = uid_of(namespace, involved["name"])
         if uid:
             involved["uid"] = uid
         name = event_name(involved["name"], uid, event["reason"])

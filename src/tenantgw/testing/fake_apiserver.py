@@ -44,6 +44,14 @@ has them:
     C{metadata.generation} (1, then +1 whenever anything outside
     C{metadata} and C{status} changes).  C{metadata.generateName} names a
     created object; an invalid name is 422 Invalid.
+  - B{the status subresource} of Ingresses, HTTPRoutes, Gateways and
+    GatewayClasses (L{STATUS_SUBRESOURCE}): GET, PUT and PATCH on
+    C{.../NAME/status} change nothing but C{.status} (resourceVersion moves,
+    generation does not, watchers see MODIFIED; a stale resourceVersion is
+    409); writes to the object itself keep the stored status, a create
+    drops it.  Discovery lists C{ingresses/status} and the like, and
+    C{kubectl get ingress} gets the server-side Table with its ADDRESS
+    column.  L{FakeAPIServer.write_status} plays another controller.
   - B{errors} are C{Status} objects in JSON (404, 405, 409, 422, 400).
   - B{the wire}: TCP_NODELAY, and every response (or watch event) written
     in one C{send}, so keep-alive requests cost no delayed-ACK wait.
@@ -92,6 +100,10 @@ RESOURCES: dict[str, tuple[str, str, str, bool]] = {
     "events": ("/api/v1", "v1", "Event", True),
     "leases": ("/apis/coordination.k8s.io/v1", "coordination.k8s.io/v1", "Lease", True),
 }
+# Kinds with a C{status} subresource: a write to the object leaves its
+# status as it was, and C{.../NAME/status} writes nothing but the status.
+# (The kinds tenantgw writes statuses of, from the one list.)
+STATUS_SUBRESOURCE = frozenset(k.plural for k in KINDS if k.status_verbs)
 KIND_TO_PLURAL = {kind: plural for plural, (_, _, kind, _) in RESOURCES.items()}
 SHORT_NAMES = {
     "namespaces": ["ns"],
@@ -251,6 +263,10 @@ class FakeAPIServer:
         """403 Forbidden for C{kind} (every verb, or only C{verb}: get, list, watch...)."""
         self.forbidden.add((KIND_TO_PLURAL[kind], verb))
 
+    def forbid_status(self, kind: str, verb: str | None = None) -> None:
+        """403 Forbidden for C{kind}'s status subresource only (RBAC on C{ingresses/status})."""
+        self.forbidden.add((f"{KIND_TO_PLURAL[kind]}/status", verb))
+
     # -- what tests call ---------------------------------------------------
 
     @property
@@ -279,6 +295,12 @@ class FakeAPIServer:
 
     def delete(self, kind: str, namespace: str, name: str) -> dict[str, Any]:
         return self._delete(KIND_TO_PLURAL[kind], namespace, name)
+
+    def write_status(self, kind: str, namespace: str, name: str, status: Any) -> dict[str, Any]:
+        """Sets C{.status} as another controller would, through the subresource."""
+        plural = KIND_TO_PLURAL[kind]
+        body = {"metadata": {"name": name}, "status": status}
+        return self._write("update", plural, namespace, body, subresource="status")
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         with self._lock:
@@ -330,13 +352,20 @@ class FakeAPIServer:
     # -- the store ---------------------------------------------------------
 
     def _write(
-        self, verb: str, plural: str, namespace: str, body: dict[str, Any]
+        self,
+        verb: str,
+        plural: str,
+        namespace: str,
+        body: dict[str, Any],
+        subresource: str | None = None,
     ) -> dict[str, Any]:
         _, api_version, kind, namespaced = RESOURCES[plural]
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
         if not isinstance(meta, dict):
             raise APIError(422, "Invalid", "metadata: must be an object")
+        if subresource is not None and plural not in STATUS_SUBRESOURCE:
+            raise APIError(404, "NotFound", "the server could not find the requested resource")
         name = meta.get("name")
         if not name and verb == "create" and meta.get("generateName"):
             name = meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
@@ -368,6 +397,8 @@ class FakeAPIServer:
             if verb == "create":
                 if previous is not None:
                     raise APIError(409, "AlreadyExists", f'{plural} "{name}" already exists')
+                if plural in STATUS_SUBRESOURCE:
+                    obj.pop("status", None)  # set only through the subresource
                 meta["uid"] = str(uuid.uuid4())
                 meta.setdefault(
                     "creationTimestamp",
@@ -388,6 +419,19 @@ class FakeAPIServer:
                         " been modified; please apply your changes to the latest version"
                         " and try again",
                     )
+                if subresource == "status":
+                    # Only the status changes: spec and metadata stay stored.
+                    status = obj.get("status")
+                    obj = copy.deepcopy(previous)
+                    meta = obj["metadata"]
+                    if status is None:
+                        obj.pop("status", None)
+                    else:
+                        obj["status"] = status
+                elif plural in STATUS_SUBRESOURCE:
+                    obj.pop("status", None)
+                    if "status" in previous:
+                        obj["status"] = copy.deepcopy(previous["status"])
                 meta["uid"] = previous["metadata"]["uid"]
                 meta["creationTimestamp"] = previous["metadata"]["creationTimestamp"]
                 generation = int(previous["metadata"].get("generation") or 1)
@@ -403,7 +447,13 @@ class FakeAPIServer:
             return copy.deepcopy(obj)
 
     def _patch(
-        self, plural: str, namespace: str, name: str, content_type: str, patch: Any
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        content_type: str,
+        patch: Any,
+        subresource: str | None = None,
     ) -> dict[str, Any]:
         key = (namespace if RESOURCES[plural][3] else "", name)
         with self._lock:  # re-entrant use below: Condition wraps an RLock
@@ -430,7 +480,7 @@ class FakeAPIServer:
             meta = patched.setdefault("metadata", {})
             if meta.get("name") != name:
                 raise APIError(422, "Invalid", "metadata.name: field is immutable")
-            return self._write("update", plural, namespace, patched)
+            return self._write("update", plural, namespace, patched, subresource)
 
     def _delete(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         key = (namespace if RESOURCES[plural][3] else "", name)
@@ -749,6 +799,69 @@ def _group_versions() -> dict[str, str]:
     return {prefix: api_version for prefix, api_version, _, _ in RESOURCES.values()}
 
 
+def _age(stamp: str | None) -> str:
+    if not stamp:
+        return "<unknown>"
+    created = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(
+        tzinfo=datetime.timezone.utc
+    )
+    seconds = int((datetime.datetime.now(datetime.timezone.utc) - created).total_seconds())
+    return f"{max(seconds, 0)}s" if seconds < 120 else f"{seconds // 60}m"
+
+
+def ingress_table(items: list[dict[str, Any]], list_meta: dict[str, Any]) -> dict[str, Any]:
+    """
+    The C{meta.k8s.io/v1} Table the real server prints Ingresses as (its
+    columns: NAME, CLASS, HOSTS, ADDRESS, PORTS, AGE), so that C{kubectl get
+    ingress} shows the ADDRESS a controller published.
+    """
+    rows = []
+    for obj in items:
+        spec = obj.get("spec") or {}
+        hosts = [r.get("host") for r in spec.get("rules") or () if r.get("host")]
+        balancer = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or ()
+        address = ",".join(a.get("ip") or a.get("hostname") or "" for a in balancer)
+        meta = obj.get("metadata") or {}
+        rows.append(
+            {
+                "cells": [
+                    meta.get("name"),
+                    spec.get("ingressClassName") or "<none>",
+                    ",".join(hosts) or "*",
+                    address,
+                    "80, 443" if spec.get("tls") else "80",
+                    _age(meta.get("creationTimestamp")),
+                ],
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": meta,
+                },
+            }
+        )
+    columns = [
+        ("Name", "string", "name"),
+        ("Class", "string", ""),
+        ("Hosts", "string", ""),
+        ("Address", "string", ""),
+        ("Ports", "string", ""),
+        ("Age", "string", ""),
+    ]
+    return {
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": {k: v for k, v in list_meta.items() if k in ("resourceVersion", "continue")},
+        "columnDefinitions": [
+            {"name": n, "type": t, "format": f, "description": n, "priority": 0}
+            for n, t, f in columns
+        ],
+        "rows": rows,
+    }
+
+
+TABLES = frozenset({"ingresses"})
+
+
 def _resource_list(prefix: str) -> dict[str, Any]:
     resources = []
     for plural, (p, _, kind, namespaced) in sorted(RESOURCES.items()):
@@ -764,6 +877,16 @@ def _resource_list(prefix: str) -> dict[str, Any]:
         if plural in SHORT_NAMES:
             resource["shortNames"] = SHORT_NAMES[plural]
         resources.append(resource)
+        if plural in STATUS_SUBRESOURCE:
+            resources.append(
+                {
+                    "name": f"{plural}/status",
+                    "singularName": "",
+                    "namespaced": namespaced,
+                    "kind": kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
     return {
         "kind": "APIResourceList",
         "apiVersion": "v1",
@@ -801,7 +924,7 @@ def _openapi_v3(group_path: str) -> dict[str, Any] | None:
             if namespaced
             else f"{prefix}/{plural}/{{name}}"
         )
-        paths[item] = {
+        operation = {
             "patch": {
                 "x-kubernetes-group-version-kind": {
                     "group": group,
@@ -814,6 +937,9 @@ def _openapi_v3(group_path: str) -> dict[str, Any] | None:
                 "responses": {"200": {"description": "OK"}},
             }
         }
+        paths[item] = operation
+        if plural in STATUS_SUBRESOURCE:
+            paths[item + "/status"] = operation
     if not paths:
         return None
     return {
@@ -857,16 +983,26 @@ def _discovery(path: str, server_address: str) -> dict[str, Any] | None:
     return None
 
 
-def _parse_path(path: str) -> tuple[str, str | None, str | None]:
-    """C{/api/v1/namespaces/ns/configmaps/name} -> (plural, namespace, name)."""
+def _parse_path(path: str) -> tuple[str, str | None, str | None, str | None]:
+    """
+    C{/api/v1/namespaces/ns/configmaps/name} -> (plural, namespace, name,
+    subresource); C{.../name/status} names the status subresource.
+    """
     for plural, (prefix, _, _, namespaced) in RESOURCES.items():
         if not path.startswith(prefix + "/"):
             continue
         parts = path[len(prefix) + 1 :].strip("/").split("/")
+        subresource = None
+        if plural in STATUS_SUBRESOURCE and len(parts) in (3, 5) and parts[-1] == "status":
+            parts, subresource = parts[:-1], "status"
         if parts[0] == plural and len(parts) <= 2:
-            return plural, None, parts[1] if len(parts) == 2 else None
+            if subresource and len(parts) != 2:
+                break
+            return plural, None, parts[1] if len(parts) == 2 else None, subresource
         if namespaced and len(parts) in (3, 4) and parts[0] == "namespaces" and parts[2] == plural:
-            return plural, parts[1], parts[3] if len(parts) == 4 else None
+            if subresource and len(parts) != 4:
+                break
+            return plural, parts[1], parts[3] if len(parts) == 4 else None, subresource
     raise APIError(404, "NotFound", "the server could not find the requested resource")
 
 
@@ -979,20 +1115,26 @@ class _Handler(BaseHTTPRequestHandler):
             if found is not None:
                 self._send_json(200, found)
                 return
-            plural, namespace, name = _parse_path(url.path)
+            plural, namespace, name, subresource = _parse_path(url.path)
             if plural in self.api.not_served:
                 raise APIError(404, "NotFound", "the server could not find the requested resource")
             verb = self._verb(method, name, query)
-            if (plural, None) in self.api.forbidden or (plural, verb) in self.api.forbidden:
+            resource = f"{plural}/{subresource}" if subresource else plural
+            forbidden = self.api.forbidden
+            if {(plural, None), (resource, None), (resource, verb)} & forbidden:
                 where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
                 raise APIError(
                     403,
                     "Forbidden",
                     f'{plural} is forbidden: User "system:serviceaccount:test:tester" cannot'
-                    f' {verb} resource "{plural}" in API group ""{where}',
+                    f' {verb} resource "{resource}" in API group ""{where}',
                 )
-            if method == "GET":
+            if method == "GET" and subresource is not None:
+                self._get(plural, namespace, name, {})
+            elif method == "GET":
                 self._get(plural, namespace, name, query)
+            elif subresource is not None and method not in ("PUT", "PATCH"):
+                raise APIError(405, "MethodNotAllowed", f"{method} is not supported here")
             elif method == "POST" and name is None:
                 body = self._object_body(raw)
                 self._send_json(201, self.api._write("create", plural, namespace or "", body))
@@ -1000,11 +1142,13 @@ class _Handler(BaseHTTPRequestHandler):
                 body = self._object_body(raw)
                 if body.get("metadata", {}).get("name") != name:
                     raise APIError(400, "BadRequest", "the name in the body does not match")
-                self._send_json(200, self.api._write("update", plural, namespace or "", body))
+                self._send_json(
+                    200, self.api._write("update", plural, namespace or "", body, subresource)
+                )
             elif method == "PATCH" and name is not None:
                 content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
                 patched = self.api._patch(
-                    plural, namespace or "", name, content_type, self._body(raw)
+                    plural, namespace or "", name, content_type, self._body(raw), subresource
                 )
                 self._send_json(200, patched)
             elif method == "DELETE" and name is not None:
@@ -1040,6 +1184,8 @@ class _Handler(BaseHTTPRequestHandler):
                 obj = copy.deepcopy(self.api._objects[plural].get(key))
             if obj is None:
                 raise APIError(404, "NotFound", f'{plural} "{name}" not found')
+            if plural in TABLES and self._wants_table():
+                obj = ingress_table([obj], {"resourceVersion": obj["metadata"]["resourceVersion"]})
             self._send_json(200, obj)
             return
         if query.get("watch") in ("1", "true"):
@@ -1063,7 +1209,14 @@ class _Handler(BaseHTTPRequestHandler):
             limit = 0  # the watch cache of older API servers does not page
         elif version not in ("", "0") and int(version) < self.api._compacted:
             raise APIError(410, "Expired", f"too old resource version: {version}")
-        self._send_json(200, self.api._list(plural, namespace, selector, fields, limit, start))
+        found = self.api._list(plural, namespace, selector, fields, limit, start)
+        if plural in TABLES and self._wants_table():
+            found = ingress_table(found["items"], found["metadata"])
+        self._send_json(200, found)
+
+    def _wants_table(self) -> bool:
+        """kubectl get asks for a server-side Table (its columns, as the real server's)."""
+        return "as=Table" in (self.headers.get("Accept") or "")
 
     def _watch(
         self,
@@ -1097,7 +1250,10 @@ class _Handler(BaseHTTPRequestHandler):
                 query.get("allowWatchBookmarks") in ("1", "true"),
                 time.monotonic() + timeout,
             )
+            table = plural in TABLES and self._wants_table()
             for event in events:
+                if table and event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                    event = {**event, "object": ingress_table([event["object"]], {})}
                 line = json.dumps(event).encode() + b"\n"
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
             if not watch.dropped:
