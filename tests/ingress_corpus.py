@@ -191,7 +191,8 @@ CORPUS: list[dict[str, Any]] = [
         "ingresses": [
             ingress("limited", SITE, annotations={"limit-rps": "1", "limit-burst-multiplier": "2"})
         ],
-        "probes": [probe("/", upstream="web"), probe("/", upstream="web"), probe("/", 429)],
+        # nginx's limit_req: the burst (1 x 2) beyond the first request, at once.
+        "probes": [probe("/", upstream="web")] * 3 + [probe("/", 429)],
     },
     {
         "name": "limit-connections",
