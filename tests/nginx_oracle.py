@@ -8,8 +8,9 @@ Written from ingress-nginx's rendering rules (controller and ``nginx.tmpl``),
 not from tenantgw's translator, so that a mistake in the translator cannot
 hide itself in the oracle:
 
-- one ``server`` per host (``server_name`` as written, wildcards included),
-  and a catch-all default server answering 404;
+- one ``server`` per host (a wildcard host as the controller's regular
+  expression matching one label), and a catch-all default server answering
+  404;
 - Ingresses in creation order; the first Ingress defining a host and path
   keeps it; a host's root location ``/`` is the first Ingress's
   ``defaultBackend`` if it has one, else the default backend's 404;
@@ -346,8 +347,9 @@ def _canary_upstream(http: _Http, location: Location) -> str:
     if cookie:
         http.lines.append(f"map $cookie_{cookie} $canary{n}_c {{")
         http.lines.append('    default "";')
-        http.lines.append('    "always" "c";')
-        http.lines.append('    "never" "p";')
+        # Lua compares case-sensitively; a map's plain strings would not.
+        http.lines.append('    "~^always$" "c";')
+        http.lines.append('    "~^never$" "p";')
         http.lines.append("}")
         keys.append(f"$canary{n}_c")
     try:
@@ -532,6 +534,14 @@ def _list(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
 
+def server_name(host: str) -> str:
+    """buildServerName: a wildcard host matches exactly one more label."""
+    if not host.startswith("*."):
+        return host
+    labels = host[2:].split(".")
+    return '"~^(?<subdomain>[\\w-]+)\\.' + "\\.".join(labels) + '$"'
+
+
 def render(
     objects: Sequence[Mapping[str, Any]],
     services: Mapping[str, int],
@@ -557,7 +567,7 @@ def render(
         block = [
             "server {",
             f"    listen 127.0.0.1:{port};",
-            f"    server_name {server.host};",
+            f"    server_name {server_name(server.host)};",
         ]
         for location in server.locations:
             root = location.annotations.get("app-root")
