@@ -78,6 +78,9 @@ REALM_CHARSET = 'adds `charset="UTF-8"`'
 RATE_429 = "rate limit answers 429"
 REDIRECT_QUERY = "keep the request's query string"
 WILDCARD = "one label or more"
+NORMALISED = "forwarded as normalised"
+PATH_PARAMETERS = "Path parameters (`;x`) are ignored for matching"
+ESCAPED_SLASH = "`%2F` in a path is refused (400)"
 
 
 def served_by_one(
@@ -119,6 +122,14 @@ DIFFERENCES: dict[tuple[str, int], tuple[Difference, ...]] = {
     ),
     ("rewrite-target-on-exact", 2): served_by_one(
         False, (404, 200), "api", "/new", "shop.test", EXACT_STAYS
+    ),
+    ("two-ingresses-merge-on-a-host", 2): (Difference("uri", "/x", "/api/../x", NORMALISED),),
+    ("two-ingresses-merge-on-a-host", 3): (Difference("uri", "/api/x", "//api/x", NORMALISED),),
+    ("two-ingresses-merge-on-a-host", 4): (Difference("uri", "/api/y", "/x/../api/y", NORMALISED),),
+    ("two-ingresses-merge-on-a-host", 5): (Difference("uri", "/x", "/api/%2e%2e/x", NORMALISED),),
+    ("two-ingresses-merge-on-a-host", 7): (Difference("upstream", "api", "web", PATH_PARAMETERS),),
+    ("rewrite-target-capture-groups", 6): served_by_one(
+        False, (400, 200), "api", "/x", "shop.test", ESCAPED_SLASH
     ),
     ("wildcard-host", 1): served_by_one(True, (200, 404), "web", "/", "a.b.shop.test", WILDCARD),
     ("tenantgw-prefix-wins", 0): served_by_one(
