@@ -146,7 +146,6 @@ class Location:
     annotations: dict[str, str]
     default_root: bool = False
     canary: Canary | None = None
-    exact_twin: bool = False  # the "= /p" location added for a Prefix /p
 
 
 @define
@@ -288,7 +287,6 @@ def _normalise(locations: list[Location]) -> list[Location]:
             loc.service,
             loc.annotations,
             canary=loc.canary,
-            exact_twin=True,
         )
         if not loc.path.endswith("/"):
             loc.path += "/"
@@ -304,7 +302,6 @@ def _normalise(locations: list[Location]) -> list[Location]:
 class _Http:
     """What the http{} block collects while the servers are rendered."""
 
-    services: Mapping[str, int]
     directory: str
     secrets: Mapping[str, Mapping[str, Any]]
     lines: list[str] = field(factory=list)
@@ -558,7 +555,7 @@ def render(
         for o in objects
         if o.get("kind") == "Secret"
     }
-    http = _Http(services, directory, secrets)
+    http = _Http(directory, secrets)
     servers_text: list[str] = []
     for server in build_servers(objects):
         if server.host == "_":
