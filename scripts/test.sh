@@ -22,12 +22,14 @@ log() { printf '==> %s\n' "$*" >&2; }
 
 # --- 1. system packages -----------------------------------------------------
 # name-of-command:debian-package.  Keep to what the tests actually use.
-APT_NEEDS="${TENANTGW_APT_PACKAGES:-redis-server:redis-server curl:curl openssl:openssl chromium:chromium kubectl:kubernetes-client}"
+# nginx: the Ingress corpus's oracle (tests/test_ingress_nginx_oracle.py).
+APT_NEEDS="${TENANTGW_APT_PACKAGES:-redis-server:redis-server curl:curl openssl:openssl chromium:chromium kubectl:kubernetes-client nginx:nginx}"
 missing=()
 for pair in $APT_NEEDS; do
     cmd="${pair%%:*}"
     pkg="${pair#*:}"
-    command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    # /usr/sbin (nginx) is not on a non-root user's PATH on Debian.
+    command -v "$cmd" >/dev/null 2>&1 || [[ -x "/usr/sbin/$cmd" ]] || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
     SUDO=()

@@ -10,6 +10,7 @@ answer with their name), and probes ``(method, host, path, headers,
 expected)`` where ``expected`` holds ``status``, optionally ``upstream``
 (which Service answered), ``uri`` (what it received), ``location``,
 ``response_headers`` and ``request_headers`` (what the upstream saw).
+``ORACLE_PROBES`` (at the end) adds edge requests for the nginx oracle only.
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ CORPUS: list[dict[str, Any]] = [
         "ingresses": [
             ingress("limited", SITE, annotations={"limit-rps": "1", "limit-burst-multiplier": "2"})
         ],
-        "probes": [probe("/", upstream="web"), probe("/", upstream="web"), probe("/", 429)],
+        # nginx's limit_req: the burst (1 x 2) beyond the first request, at once.
+        "probes": [probe("/", upstream="web")] * 3 + [probe("/", 429)],
     },
     {
         "name": "limit-connections",
@@ -579,3 +581,119 @@ CORPUS: list[dict[str, Any]] = [
         "probes": [probe("/", 404)],
     },
 ]
+
+
+def oracle_probe(
+    path: str,
+    host: str = "shop.test",
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    compare: tuple[str, ...] = (),
+    **extra: Any,
+) -> dict[str, Any]:
+    """
+    A request for the nginx oracle only (tests/test_ingress_nginx_oracle.py):
+    no expectation of its own, tenantgw's answer must be nginx's; C{compare}
+    names response headers to compare besides the usual fields.
+    """
+    return {
+        "method": method,
+        "host": host,
+        "path": path,
+        "headers": headers or {},
+        "compare_headers": compare,
+        **extra,
+    }
+
+
+CORS_HEADERS = (
+    "access-control-allow-origin",
+    "access-control-allow-methods",
+    "access-control-allow-headers",
+    "access-control-allow-credentials",
+    "access-control-expose-headers",
+    "access-control-max-age",
+)
+
+# Metadata for the nginx oracle: edge requests of some cases, where
+# ingress-nginx's rendering is subtle (prefix twins, regex anchoring, query
+# strings through rewrites and redirects, case in canary values).  The
+# corpus test does not send them.
+ORACLE_PROBES: dict[str, list[dict[str, Any]]] = {
+    "plain-prefix": [oracle_probe("/a%20b?x=1"), oracle_probe("/", method="HEAD")],
+    "exact-and-prefix": [
+        oracle_probe("/login?x=1"),
+        oracle_probe("/login/"),
+        oracle_probe("/LOGIN"),
+    ],
+    "implementation-specific-is-prefix": [oracle_probe("/api"), oracle_probe("/api/")],
+    "two-ingresses-merge-on-a-host": [
+        oracle_probe("/api/../x"),
+        oracle_probe("//api/x"),
+        oracle_probe("/x/../api/y"),
+        oracle_probe("/api/%2e%2e/x"),
+        oracle_probe("/API/x"),
+        oracle_probe("/api;x"),
+        oracle_probe("/api"),
+        oracle_probe("/api/"),
+        oracle_probe("/apix"),
+    ],
+    "default-backend-with-rules": [oracle_probe("/api/x"), oracle_probe("/apix")],
+    "rewrite-target-capture-groups": [
+        oracle_probe("/something/a%20b"),
+        oracle_probe("/something//x"),
+        oracle_probe("/something/x/../y"),
+        oracle_probe("/something/%2Fx"),
+        oracle_probe("/something/new?x=1"),
+        oracle_probe("/somethingelse"),
+        oracle_probe("/other"),
+    ],
+    "use-regex-paths": [oracle_probe("/V2/USERS"), oracle_probe("/x/v2/users")],
+    "rewrite-target-on-exact": [oracle_probe("/old?x=1"), oracle_probe("/old/x")],
+    "force-ssl-redirect": [oracle_probe("/"), oracle_probe("/a%20b")],
+    "proxy-body-size": [oracle_probe("/up", method="POST", body=b"x" * 1024)],
+    "basic-auth": [oracle_probe("/", headers={"Authorization": "Basic YWxpY2U6d3Jvbmc="})],
+    "canary-by-header": [oracle_probe("/", headers={"X-Canary": "NEVER"})],
+    "canary-by-header-value": [
+        oracle_probe("/"),
+        oracle_probe("/", headers={"X-Region": "EU-WEST"}),
+        oracle_probe("/", headers={"X-Region": "always"}),
+    ],
+    "canary-by-header-pattern": [
+        oracle_probe("/", headers={"X-User": "xbeta-42"}),
+        oracle_probe("/", headers={"X-User": "never"}),
+    ],
+    "canary-by-cookie": [oracle_probe("/", headers={"Cookie": "try_new=ALWAYS"})],
+    "canary-header-beats-cookie": [
+        oracle_probe("/", headers={"X-Canary": "always"}),
+        oracle_probe("/", headers={"Cookie": "c=always"}),
+        oracle_probe("/", headers={"X-Canary": "other", "Cookie": "c=never"}),
+    ],
+    "enable-cors-defaults": [
+        oracle_probe(
+            "/",
+            method="OPTIONS",
+            headers={"Origin": "https://app.example", "Access-Control-Request-Method": "PUT"},
+            compare=CORS_HEADERS,
+        ),
+        oracle_probe("/", headers={"Origin": "https://app.example"}, compare=CORS_HEADERS),
+    ],
+    "cors-specific-origin": [
+        oracle_probe("/", headers={"Origin": "https://shop.example"}, compare=CORS_HEADERS),
+        oracle_probe(
+            "/",
+            method="OPTIONS",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+            compare=CORS_HEADERS,
+        ),
+    ],
+    "app-root": [oracle_probe("/?x=1"), oracle_probe("/other")],
+    "permanent-redirect": [oracle_probe("/x?y=1"), oracle_probe("/")],
+    "temporal-redirect": [oracle_probe("/deep/path?q=1")],
+    "wildcard-host": [
+        oracle_probe("/", host="a.b.shop.test"),
+        oracle_probe("/", host="shop.test"),
+        oracle_probe("/", host="EU.SHOP.TEST"),
+    ],
+    "whitelist-source-range-refuses": [oracle_probe("/other?x=1")],
+}

@@ -535,7 +535,9 @@ def _route_base(values: Mapping[str, str], namespace: str, warnings: list[str]) 
         access=access,
         timeout_seconds=timeout,
         max_request_body_bytes=body_size or None,
-        per_client_rate=RateLimit(float(rps), rps * multiplier) if rps else None,
+        # nginx's limit_req admits the burst beyond the first request: one more
+        # at once than a bucket of rps x multiplier (checked against nginx).
+        per_client_rate=RateLimit(float(rps), rps * multiplier + 1) if rps else None,
         max_client_concurrent=connections,
         load_balancer=load_balancer,
         cors=cors,

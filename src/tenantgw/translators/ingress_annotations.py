@@ -39,7 +39,7 @@ SERVED: Mapping[str, str] = {
     "proxy-connect-timeout": "upstream connect timeout (folded into the route timeout)",
     "proxy-read-timeout": "route timeout (504)",
     "proxy-send-timeout": "upstream send timeout (folded into the route timeout)",
-    "limit-rps": "per-client rate on the route (429), burst = rps x limit-burst-multiplier",
+    "limit-rps": "per-client rate on the route (429), burst rps x limit-burst-multiplier",
     "limit-burst-multiplier": "burst multiplier for limit-rps (default 5)",
     "limit-connections": "per-client concurrent requests on the route (503)",
     "whitelist-source-range": "route access: allowed CIDRs",
