@@ -76,9 +76,16 @@ class EchoResource(Resource):
             }
         ).encode()
         request.setHeader(b"content-type", b"application/json")
+        # As echo-basic: X-Echo-Set-Header "Name:value,Name2:value2" sets
+        # response headers, for the response header modifier tests.
+        for item in (request.getHeader(b"x-echo-set-header") or b"").split(b","):
+            name, colon, value = item.partition(b":")
+            if colon:
+                request.responseHeaders.addRawHeader(name.strip(), value.strip())
         delay = request.args.get(b"delay", [None])[0] or request.getHeader(b"x-delay")
         if delay:
-            call = self.reactor.callLater(float(delay), self._finish, request, body)
+            seconds = _duration(delay.decode())
+            call = self.reactor.callLater(seconds, self._finish, request, body)
             request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())
             return NOT_DONE_YET
         return body
@@ -88,6 +95,19 @@ class EchoResource(Resource):
         if not request.finished and request.channel is not None:
             request.write(body)
             request.finish()
+
+
+def _duration(text: str) -> float:
+    """A Go duration as echo-basic's ?delay= takes it ("1s", "500ms"), or plain seconds."""
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * scale
+    return float(text)
+
+
+def joined(values: list[str] | None) -> str | None:
+    """Header values as the upstream suite compares them: joined with commas."""
+    return None if values is None else ",".join(values)
 
 
 def service_objects(namespace: str, name: str, port: int) -> list[dict[str, Any]]:
@@ -357,8 +377,19 @@ class ConformanceCase(TestCase):
         method: str = "GET",
         headers: dict[str, str] | None = None,
         expect_path: str | None = None,
+        expect_host: str | None = None,
+        expect_headers: dict[str, str] | None = None,
+        absent_headers: tuple[str, ...] = (),
+        response_headers: dict[str, str] | None = None,
+        absent_response_headers: tuple[str, ...] = (),
+        location: str | None = None,
     ) -> Any:
-        """One upstream ExpectedResponse: status, and for 200 which backend saw what."""
+        """
+        One upstream ExpectedResponse: status; for a backend, which one saw
+        what (path, Host, headers present and absent, values joined with
+        commas as the suite compares them); headers of the response; the
+        redirect's Location.
+        """
         response, echoed = yield self.request(gw, path, host, method, headers)
         case = f"{method} {host}{path} {headers or ''}"
         self.assertEqual(response.code, status, case)
@@ -367,6 +398,20 @@ class ConformanceCase(TestCase):
             self.assertEqual((echoed["namespace"], echoed["service"]), (namespace, backend), case)
             if expect_path is not None:
                 self.assertEqual(echoed["path"], expect_path, case)
+            if expect_host is not None:
+                self.assertEqual(echoed["host"], expect_host, case)
+            seen = echoed["headers"]
+            for name, value in (expect_headers or {}).items():
+                self.assertEqual(joined(seen.get(name.lower())), value, f"{case}: {name}")
+            for name in absent_headers:
+                self.assertNotIn(name.lower(), seen, case)
+        get = response.headers.getRawHeaders
+        for name, value in (response_headers or {}).items():
+            self.assertEqual(joined(get(name)), value, f"{case}: response {name}")
+        for name in absent_response_headers:
+            self.assertIsNone(get(name), f"{case}: response {name}")
+        if location is not None:
+            self.assertEqual(get("location"), [location], case)
         return response, echoed
 
     def parent_conditions(self, namespace: str, name: str) -> dict[str, tuple[str, str]]:

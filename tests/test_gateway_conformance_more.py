@@ -106,7 +106,7 @@ class HostnameConformance(ConformanceCase):
                     "wildcard.io",
                     "foo.wildcard.io",
                     "bar.wildcard.io",
-                    "*.bar.wildcard.io",
+                    "foo.bar.wildcard.io",
                 ],
                 parents=parents,
             ),
@@ -124,25 +124,83 @@ class HostnameConformance(ConformanceCase):
             ),
             http_route(
                 "no-intersecting-hosts",
-                [{"backendRefs": [backend("infra-backend-v1")]}],
+                [{"matches": [prefix("/s5")], "backendRefs": [backend("infra-backend-v2")]}],
                 hostnames=["specific.but.wrong.com", "wildcard.io"],
                 parents=parents,
             ),
         )
-        yield self.expect(served, "/s1", host="very.specific.com", backend="infra-backend-v1")
-        yield self.expect(served, "/s1", host="non.matching.com", status=404)
-        yield self.expect(served, "/s1", host="foo.nonmatchingwildcard.io", status=404)
-        for host in ("foo.wildcard.io", "bar.wildcard.io", "foo.bar.wildcard.io"):
-            yield self.expect(served, "/s2", host=host, backend="infra-backend-v2")
-        yield self.expect(served, "/s2", host="wildcard.io", status=404)
-        yield self.expect(served, "/s3", host="very.specific.com", backend="infra-backend-v3")
-        yield self.expect(served, "/s4", host="anotherwildcard.io", status=404)
-        for host in ("foo.anotherwildcard.io", "foo.bar.anotherwildcard.io"):
-            yield self.expect(served, "/s4", host=host, backend="infra-backend-v1")
+        cases: list[tuple[str, str, str | None]] = [
+            ("very.specific.com", "/s1", "infra-backend-v1"),
+            # The port in the Host header is not part of the hostname match.
+            ("very.specific.com:1234", "/s1", "infra-backend-v1"),
+            ("non.matching.com", "/s1", None),
+            ("foo.nonmatchingwildcard.io", "/s1", None),
+            ("foo.wildcard.io", "/s1", None),
+            ("very.specific.com", "/non-matching-prefix", None),
+            ("foo.wildcard.io", "/s2", "infra-backend-v2"),
+            ("bar.wildcard.io", "/s2", "infra-backend-v2"),
+            ("foo.bar.wildcard.io", "/s2", "infra-backend-v2"),
+            ("non.matching.com", "/s2", None),
+            ("wildcard.io", "/s2", None),
+            ("very.specific.com", "/s2", None),
+            ("foo.wildcard.io", "/non-matching-prefix", None),
+            ("very.specific.com", "/s3", "infra-backend-v3"),
+            ("non.matching.com", "/s3", None),
+            ("foo.specific.com", "/s3", None),
+            ("foo.wildcard.io", "/s3", None),
+            ("very.specific.com", "/non-matching-prefix", None),
+            ("foo.anotherwildcard.io", "/s4", "infra-backend-v1"),
+            ("bar.anotherwildcard.io", "/s4", "infra-backend-v1"),
+            ("foo.bar.anotherwildcard.io", "/s4", "infra-backend-v1"),
+            ("anotherwildcard.io", "/s4", None),
+            ("foo.wildcard.io", "/s4", None),
+            ("very.specific.com", "/s4", None),
+            ("foo.anotherwildcard.io", "/non-matching-prefix", None),
+            # "HTTPRoutes that do not intersect with listener hostnames"
+            ("specific.but.wrong.com", "/s5", None),
+            ("wildcard.io", "/s5", None),
+        ]
+        for host, p, expected in cases:
+            yield self.expect(
+                served, p, host=host, status=200 if expected else 404, backend=expected
+            )
         self.assertEqual(
             self.parent_conditions(INFRA, "no-intersecting-hosts")["Accepted"],
             ("False", "NoMatchingListenerHostname"),
         )
+        # "AttachedRoutes only if they are Accepted"
+        status = next(
+            s
+            for s in self.snapshot.object_statuses
+            if (s.key.kind, s.key.name) == ("Gateway", "httproute-hostname-intersection")
+        )
+        self.assertEqual(
+            {lst.name: lst.attached_routes for lst in status.listeners},
+            {"listener-1": 2, "listener-2": 1, "listener-3": 1},
+        )
+
+    @inlineCallbacks
+    def test_HTTPRouteHostnameIntersection_unspecified_listener_hostname(self) -> Any:
+        """
+        Upstream subtest "HTTPRoutes intersects with an unspecified hostname
+        listener" (gateway httproute-hostname-intersection-all).  Its manifest
+        is not in the stored copy we read; written from the cases: a listener
+        without a hostname, a route for first.com, second.com and their
+        subdomains.
+        """
+        served = self.serve(
+            gateway("httproute-hostname-intersection-all", listener("listener-1", same_ns=True)),
+            http_route(
+                "httproute-hostname-intersection-all",
+                [{"backendRefs": [backend("infra-backend-v2")]}],
+                hostnames=["first.com", "*.first.com", "second.com", "*.second.com"],
+                gateway_name="httproute-hostname-intersection-all",
+            ),
+        )
+        for host in ("first.com", "sub.first.com", "second.com", "sub.second.com"):
+            yield self.expect(served, host=host, backend="infra-backend-v2")
+        for host in ("third.com", "sub.third.com"):
+            yield self.expect(served, host=host, status=404)
 
 
 class TrafficConformance(ConformanceCase):
@@ -162,54 +220,130 @@ class TrafficConformance(ConformanceCase):
                 ],
             )
         )
+        yield self.expect(served)
         seen: Counter[str] = Counter()
-        for _ in range(100):
+        for _ in range(500):  # upstream: 500 requests, each share within 5 points
             _, echoed = yield self.expect(served)
             seen[echoed["service"]] += 1
-        self.assertEqual(seen["infra-backend-v3"], 0)
-        # The spec allows a tolerance; a smooth weighted round robin is exact.
-        self.assertAlmostEqual(seen["infra-backend-v1"], 70, delta=5)
-        self.assertAlmostEqual(seen["infra-backend-v2"], 30, delta=5)
+        self.assertEqual(set(seen), {"infra-backend-v1", "infra-backend-v2"})
+        self.assertAlmostEqual(seen["infra-backend-v1"] / 500, 0.7, delta=0.05)
+        self.assertAlmostEqual(seen["infra-backend-v2"] / 500, 0.3, delta=0.05)
 
     @inlineCallbacks
     def test_HTTPRouteRequestHeaderModifier(self) -> Any:
+        def modifier(**edits: Any) -> list[dict[str, Any]]:
+            return [{"type": "RequestHeaderModifier", "requestHeaderModifier": edits}]
+
+        def rule(p: str, **edits: Any) -> dict[str, Any]:
+            return {
+                "matches": [prefix(p)],
+                "filters": modifier(**edits),
+                "backendRefs": [backend("infra-backend-v1")],
+            }
+
+        def nv(**values: str) -> list[dict[str, str]]:
+            return [{"name": k.replace("_", "-"), "value": v} for k, v in values.items()]
+
         served = self.serve(
             http_route(
                 "request-header-modifier",
                 [
-                    {
-                        "filters": [
-                            {
-                                "type": "RequestHeaderModifier",
-                                "requestHeaderModifier": {
-                                    "set": [
-                                        {"name": "X-Header-Set", "value": "set-overwrites-values"}
-                                    ],
-                                    "add": [
-                                        {"name": "X-Header-Add", "value": "add-appends-values"}
-                                    ],
-                                    "remove": ["X-Header-Remove"],
-                                },
-                            }
-                        ],
-                        "backendRefs": [backend("infra-backend-v1")],
-                    }
+                    rule("/set", set=nv(X_Header_Set="set-overwrites-values")),
+                    rule("/add", add=nv(X_Header_Add="add-appends-values")),
+                    rule("/remove", remove=["X-Header-Remove"]),
+                    rule(
+                        "/multiple",
+                        set=nv(X_Header_Set_1="header-set-1", X_Header_Set_2="header-set-2"),
+                        add=nv(
+                            X_Header_Add_1="header-add-1",
+                            X_Header_Add_2="header-add-2",
+                            X_Header_Add_3="header-add-3",
+                        ),
+                        remove=["X-Header-Remove-1", "X-Header-Remove-2"],
+                    ),
+                    rule(
+                        "/case-insensitivity",
+                        set=nv(X_Header_Set="header-set"),
+                        add=nv(X_Header_Add="header-add"),
+                        remove=["X-Header-Remove"],
+                    ),
                 ],
             )
         )
-        _, echoed = yield self.expect(
+        v1 = "infra-backend-v1"
+        other = {"Some-Other-Header": "val"}
+        yield self.expect(
             served,
-            headers={
-                "X-Header-Set": "some-other-value",
-                "X-Header-Add": "add-val-0",
-                "X-Header-Remove": "val",
-            },
-            backend="infra-backend-v1",
+            "/set",
+            headers=other,
+            backend=v1,
+            expect_headers={**other, "X-Header-Set": "set-overwrites-values"},
         )
-        headers = echoed["headers"]
-        self.assertEqual(headers["x-header-set"], ["set-overwrites-values"])
-        self.assertEqual(headers["x-header-add"], ["add-val-0", "add-appends-values"])
-        self.assertNotIn("x-header-remove", headers)
+        yield self.expect(
+            served,
+            "/set",
+            headers={**other, "X-Header-Set": "some-other-value"},
+            backend=v1,
+            expect_headers={**other, "X-Header-Set": "set-overwrites-values"},
+        )
+        yield self.expect(
+            served,
+            "/add",
+            headers=other,
+            backend=v1,
+            expect_headers={**other, "X-Header-Add": "add-appends-values"},
+        )
+        yield self.expect(
+            served,
+            "/add",
+            headers={**other, "X-Header-Add": "some-other-value"},
+            backend=v1,
+            expect_headers={**other, "X-Header-Add": "some-other-value,add-appends-values"},
+        )
+        yield self.expect(
+            served,
+            "/remove",
+            headers={"X-Header-Remove": "val"},
+            backend=v1,
+            absent_headers=("X-Header-Remove",),
+        )
+        yield self.expect(
+            served,
+            "/multiple",
+            headers={
+                "X-Header-Set-2": "set-val-2",
+                "X-Header-Add-2": "add-val-2",
+                "X-Header-Remove-2": "remove-val-2",
+                "Another-Header": "another-header-val",
+            },
+            backend=v1,
+            expect_headers={
+                "X-Header-Set-1": "header-set-1",
+                "X-Header-Set-2": "header-set-2",
+                "X-Header-Add-1": "header-add-1",
+                "X-Header-Add-2": "add-val-2,header-add-2",
+                "X-Header-Add-3": "header-add-3",
+                "Another-Header": "another-header-val",
+            },
+            absent_headers=("X-Header-Remove-1", "X-Header-Remove-2"),
+        )
+        yield self.expect(
+            served,
+            "/case-insensitivity",
+            headers={
+                "x-header-set": "original-val-set",
+                "x-header-add": "original-val-add",
+                "x-header-remove": "original-val-remove",
+                "Another-Header": "another-header-val",
+            },
+            backend=v1,
+            expect_headers={
+                "X-Header-Set": "header-set",
+                "X-Header-Add": "original-val-add,header-add",
+                "Another-Header": "another-header-val",
+            },
+            absent_headers=("X-Header-Remove",),
+        )
 
     @inlineCallbacks
     def test_HTTPRouteInvalidNonExistentBackendRef(self) -> Any:
@@ -233,17 +367,12 @@ class TrafficConformance(ConformanceCase):
                         "matches": [prefix("/request-timeout")],
                         "timeouts": {"request": "500ms"},
                         "backendRefs": [backend("infra-backend-v1")],
-                    },
-                    {
-                        "matches": [prefix("/disable-request-timeout")],
-                        "timeouts": {"request": "0s"},
-                        "backendRefs": [backend("infra-backend-v1")],
-                    },
+                    }
                 ],
             )
         )
         yield self.expect(served, "/request-timeout", backend="infra-backend-v1")
-        yield self.expect(served, "/request-timeout?delay=1", status=504)
+        yield self.expect(served, "/request-timeout?delay=1s", status=504)
 
     @inlineCallbacks
     def test_HTTPRouteTimeoutBackendRequest(self) -> Any:
@@ -253,14 +382,14 @@ class TrafficConformance(ConformanceCase):
                 [
                     {
                         "matches": [prefix("/backend-timeout")],
-                        "timeouts": {"request": "2s", "backendRequest": "500ms"},
+                        "timeouts": {"backendRequest": "500ms"},
                         "backendRefs": [backend("infra-backend-v1")],
                     }
                 ],
             )
         )
         yield self.expect(served, "/backend-timeout", backend="infra-backend-v1")
-        yield self.expect(served, "/backend-timeout?delay=1", status=504)
+        yield self.expect(served, "/backend-timeout?delay=1s", status=504)
 
 
 class RedirectRewriteConformance(ConformanceCase):
