@@ -320,6 +320,7 @@ class ConformanceCase(TestCase):
         backend: str | None = None,
         namespace: str = INFRA,
         path: str = "/",
+        location: str | None = None,
     ) -> Any:
         """
         One upstream TLS ExpectedResponse: a request over real TLS with SNI
@@ -341,6 +342,8 @@ class ConformanceCase(TestCase):
             echoed = json.loads(body)
             self.assertEqual((echoed["namespace"], echoed["service"]), (namespace, backend), case)
             self.assertEqual(echoed["host"], host, case)
+        if location is not None:
+            self.assertEqual(response.headers.getRawHeaders("location"), [location], case)
         return response
 
     @inlineCallbacks
