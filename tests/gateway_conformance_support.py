@@ -57,9 +57,11 @@ class EchoResource(Resource):
         super().__init__()
         self.namespace, self.service, self.reactor = namespace, service, reactor
         self.seen = 0
+        self.paths: list[str] = []
 
     def render(self, request: Request) -> Any:
         self.seen += 1
+        self.paths.append(request.uri.decode())
         body = json.dumps(
             {
                 "path": request.uri.decode(),
@@ -277,9 +279,12 @@ class ConformanceCase(TestCase):
         *objects: dict[str, Any],
         extra: list[dict[str, Any]] = (),  # type: ignore[assignment]
         options: CompileOptions | None = None,
+        previous: Snapshot | None = None,
     ) -> Snapshot:
         everything = base_objects(self.ports) + list(extra) + list(objects)
-        return compile_snapshot(everything, options or CompileOptions())
+        if previous is None:
+            return compile_snapshot(everything, options or CompileOptions())
+        return compile_snapshot(everything, options or CompileOptions(), previous)
 
     def serve(
         self,

@@ -15,7 +15,6 @@ from twisted.internet.defer import inlineCallbacks
 
 from tenantgw.compile.compiler import CompileOptions
 from tests.gateway_conformance_support import (
-    APP,
     INFRA,
     WEB,
     ConformanceCase,
@@ -792,38 +791,50 @@ class ReferenceConformance(ConformanceCase):
         return {
             "apiVersion": "gateway.networking.k8s.io/v1beta1",
             "kind": "ReferenceGrant",
-            "metadata": {"name": "reference-grant", "namespace": APP},
+            "metadata": {"name": "reference-grant", "namespace": WEB},
             "spec": {
                 "from": [
                     {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": INFRA}
                 ],
-                "to": [{"group": "", "kind": "Service", "name": "app-backend-v1"}],
+                "to": [{"group": "", "kind": "Service", "name": "web-backend"}],
             },
         }
 
     @inlineCallbacks
     def test_HTTPRouteReferenceGrant(self) -> Any:
         route = http_route(
-            "reference-grant", [{"backendRefs": [backend("app-backend-v1", namespace=APP)]}]
+            "reference-grant", [{"backendRefs": [backend("web-backend", namespace=WEB)]}]
         )
         served = self.serve(route, self.grant())
-        yield self.expect(served, backend="app-backend-v1", namespace=APP)
         self.assertEqual(
             self.parent_conditions(INFRA, "reference-grant")["ResolvedRefs"],
             ("True", "ResolvedRefs"),
+        )
+        yield self.expect(served, backend="web-backend", namespace=WEB)
+        # "Simple HTTP request should return 500 after deleting the relevant
+        # reference grant": recompiled as a watch would, with the previous
+        # snapshot, so the last good version is in play and must not keep a
+        # revoked reference alive.
+        self.snapshot = self.compile(route, previous=self.snapshot)
+        served.gateway.apply(self.snapshot)
+        yield self.expect(served, status=500)
+        self.assertEqual(
+            self.parent_conditions(INFRA, "reference-grant")["ResolvedRefs"],
+            ("False", "RefNotPermitted"),
         )
 
     @inlineCallbacks
     def test_HTTPRouteInvalidCrossNamespaceBackendRef(self) -> Any:
         route = http_route(
             "invalid-cross-namespace-backend-ref",
-            [{"backendRefs": [backend("app-backend-v2", namespace=APP)]}],
+            [{"backendRefs": [backend("web-backend", namespace=WEB)]}],
         )
-        served = self.serve(route, self.grant())  # the grant names app-backend-v1 only
-        yield self.expect(served, status=500)
+        served = self.serve(route)  # no ReferenceGrant in the web-backend namespace
         conditions = self.parent_conditions(INFRA, "invalid-cross-namespace-backend-ref")
+        self.assertEqual(conditions["Accepted"], ("True", "Accepted"))
         self.assertEqual(conditions["ResolvedRefs"], ("False", "RefNotPermitted"))
-        self.assertEqual(self.echo[(APP, "app-backend-v2")].seen, 0)
+        yield self.expect(served, status=500)
+        self.assertEqual(self.echo[(WEB, "web-backend")].seen, 0)
 
 
 class MatchingConformance(ConformanceCase):
@@ -947,28 +958,43 @@ class MatchingConformance(ConformanceCase):
 class MirrorCorsConformance(ConformanceCase):
     @inlineCallbacks
     def test_HTTPRouteRequestMirror(self) -> Any:
+        from tests.eventually import eventually
+
+        mirror = {
+            "type": "RequestMirror",
+            "requestMirror": {"backendRef": backend("infra-backend-v2", namespace=INFRA)},
+        }
         served = self.serve(
             http_route(
                 "request-mirror",
                 [
                     {
-                        "matches": [prefix("/mirror")],
-                        "filters": [
-                            {
-                                "type": "RequestMirror",
-                                "requestMirror": {"backendRef": backend("infra-backend-v2")},
-                            }
-                        ],
-                        "backendRefs": [backend("infra-backend-v1")],
+                        "matches": [prefix(p)],
+                        "filters": f,
+                        "backendRefs": [backend("infra-backend-v1", namespace=INFRA)],
                     }
+                    for p, f in [
+                        ("/mirror", [mirror]),
+                        ("/mirror-and-modify-headers", [HEADER_EDITS, mirror]),
+                    ]
                 ],
             )
         )
-        yield self.expect(served, "/mirror", backend="infra-backend-v1")
-        from tests.eventually import eventually
-
-        mirror = self.echo[(INFRA, "infra-backend-v2")]
-        yield eventually(lambda: mirror.seen == 1, "the mirror backend saw the copy")
+        mirrored = self.echo[(INFRA, "infra-backend-v2")]
+        yield self.expect(served, "/mirror", backend="infra-backend-v1", expect_path="/mirror")
+        yield eventually(lambda: mirrored.seen == 1, "the mirror backend saw /mirror")
+        sent = {k: v for k, v in HEADER_EDITS_SENT.items() if k != "X-Header-Set"}
+        yield self.expect(
+            served,
+            "/mirror-and-modify-headers",
+            headers=sent,
+            backend="infra-backend-v1",
+            expect_path="/mirror-and-modify-headers",
+            expect_headers=HEADER_EDITS_SEEN,
+            absent_headers=("X-Header-Remove",),
+        )
+        yield eventually(lambda: mirrored.seen == 2, "the mirror backend saw the second copy")
+        self.assertEqual(mirrored.paths, ["/mirror", "/mirror-and-modify-headers"])
         yield served.gateway.mirrors.stop()
 
     @inlineCallbacks
@@ -1028,33 +1054,189 @@ class MirrorCorsConformance(ConformanceCase):
         )
 
 
+def backend_sets(**headers: str) -> dict[str, str]:
+    """The request header that makes the echo backend answer with these headers."""
+    return {"X-Echo-Set-Header": ",".join(f"{k}:{v}" for k, v in headers.items())}
+
+
 class ResponseHeaderConformance(ConformanceCase):
     @inlineCallbacks
     def test_HTTPRouteResponseHeaderModifier(self) -> Any:
+        def rule(p: str, *extra: dict[str, Any], **edits: Any) -> dict[str, Any]:
+            return {
+                "matches": [prefix(p)],
+                "filters": [
+                    {"type": "ResponseHeaderModifier", "responseHeaderModifier": edits},
+                    *extra,
+                ],
+                "backendRefs": [backend("infra-backend-v1")],
+            }
+
+        def nv(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+            return [{"name": k, "value": v} for k, v in pairs]
+
         served = self.serve(
             http_route(
                 "response-header-modifier",
                 [
-                    {
-                        "filters": [
-                            {
-                                "type": "ResponseHeaderModifier",
-                                "responseHeaderModifier": {
-                                    "set": [{"name": "X-Header-Set", "value": "set-value"}],
-                                    "add": [
-                                        {"name": "X-Header-Add", "value": "add-appends-values"}
-                                    ],
-                                    "remove": ["Server"],
-                                },
-                            }
-                        ],
-                        "backendRefs": [backend("infra-backend-v1")],
-                    }
+                    rule("/set", set=nv(("X-Header-Set", "set-overwrites-values"))),
+                    rule("/add", add=nv(("X-Header-Add", "add-appends-values"))),
+                    rule("/remove", remove=["X-Header-Remove"]),
+                    rule(
+                        "/multiple",
+                        set=nv(
+                            ("X-Header-Set-1", "header-set-1"), ("X-Header-Set-2", "header-set-2")
+                        ),
+                        add=nv(
+                            ("X-Header-Add-1", "header-add-1"),
+                            ("X-Header-Add-2", "header-add-2"),
+                            ("X-Header-Add-3", "header-add-3"),
+                        ),
+                        remove=["X-Header-Remove-1", "X-Header-Remove-2"],
+                    ),
+                    rule(
+                        "/case-insensitivity",
+                        set=nv(("X-Header-Set", "header-set")),
+                        add=nv(
+                            ("X-Header-Add", "header-add"),
+                            ("x-lowercase-add", "lowercase-add"),
+                            ("x-Mixedcase-ADD-1", "mixedcase-add-1"),
+                            ("X-mixeDcase-add-2", "mixedcase-add-2"),
+                            ("X-UPPERCASE-ADD", "uppercase-add"),
+                        ),
+                        remove=["X-Header-Remove"],
+                    ),
+                    rule(
+                        "/response-and-request-header-modifiers",
+                        HEADER_EDITS,
+                        set=nv(
+                            ("X-Header-Set-1", "header-set-1"), ("X-Header-Set-2", "header-set-2")
+                        ),
+                        add=nv(
+                            ("X-Header-Add-1", "header-add-1"), ("X-Header-Add-2", "header-add-2")
+                        ),
+                        remove=["X-Header-Remove-1", "X-Header-Remove-2"],
+                    ),
                 ],
             )
         )
-        response, _ = yield self.expect(served, backend="infra-backend-v1")
-        get = response.headers.getRawHeaders
-        self.assertEqual(get("x-header-set"), ["set-value"])
-        self.assertEqual(get("x-header-add"), ["add-appends-values"])
-        self.assertIsNone(get("server"))
+        v1 = "infra-backend-v1"
+        yield self.expect(
+            served,
+            "/set",
+            headers=backend_sets(**{"Some-Other-Header": "val"}),
+            backend=v1,
+            response_headers={"Some-Other-Header": "val", "X-Header-Set": "set-overwrites-values"},
+        )
+        yield self.expect(
+            served,
+            "/set",
+            headers=backend_sets(
+                **{"Some-Other-Header": "val", "X-Header-Set": "some-other-value"}
+            ),
+            backend=v1,
+            response_headers={"Some-Other-Header": "val", "X-Header-Set": "set-overwrites-values"},
+        )
+        yield self.expect(
+            served,
+            "/add",
+            headers=backend_sets(**{"Some-Other-Header": "val"}),
+            backend=v1,
+            response_headers={"Some-Other-Header": "val", "X-Header-Add": "add-appends-values"},
+        )
+        yield self.expect(
+            served,
+            "/add",
+            headers=backend_sets(
+                **{"Some-Other-Header": "val", "X-Header-Add": "some-other-value"}
+            ),
+            backend=v1,
+            response_headers={
+                "Some-Other-Header": "val",
+                "X-Header-Add": "some-other-value,add-appends-values",
+            },
+        )
+        yield self.expect(
+            served,
+            "/remove",
+            headers=backend_sets(**{"X-Header-Remove": "val"}),
+            backend=v1,
+            absent_response_headers=("X-Header-Remove",),
+        )
+        yield self.expect(
+            served,
+            "/multiple",
+            headers=backend_sets(
+                **{
+                    "X-Header-Set-2": "set-val-2",
+                    "X-Header-Add-2": "add-val-2",
+                    "X-Header-Remove-2": "remove-val-2",
+                    "Another-Header": "another-header-val",
+                    "X-Header-Remove-1": "val",
+                }
+            ),
+            backend=v1,
+            response_headers={
+                "X-Header-Set-1": "header-set-1",
+                "X-Header-Set-2": "header-set-2",
+                "X-Header-Add-1": "header-add-1",
+                "X-Header-Add-2": "add-val-2,header-add-2",
+                "X-Header-Add-3": "header-add-3",
+                "Another-Header": "another-header-val",
+            },
+            absent_response_headers=("X-Header-Remove-1", "X-Header-Remove-2"),
+        )
+        yield self.expect(
+            served,
+            "/case-insensitivity",
+            headers=backend_sets(
+                **{
+                    "x-header-set": "original-val-set",
+                    "x-header-add": "original-val-add",
+                    "x-header-remove": "original-val-remove",
+                    "Another-Header": "another-header-val",
+                }
+            ),
+            backend=v1,
+            response_headers={
+                "X-Header-Set": "header-set",
+                "X-Header-Add": "original-val-add,header-add",
+                "X-Lowercase-Add": "lowercase-add",
+                "X-Mixedcase-Add-1": "mixedcase-add-1",
+                "X-Mixedcase-Add-2": "mixedcase-add-2",
+                "X-Uppercase-Add": "uppercase-add",
+                "Another-Header": "another-header-val",
+            },
+            absent_response_headers=("X-Header-Remove",),
+        )
+        yield self.expect(
+            served,
+            "/response-and-request-header-modifiers",
+            headers={
+                "X-Header-Remove": "remove-val",
+                "X-Header-Add-Append": "append-val-1",
+                "X-Header-Echo": "echo",
+                **backend_sets(
+                    **{
+                        "X-Header-Set-2": "set-val-2",
+                        "X-Header-Add-2": "add-val-2",
+                        "X-Header-Remove-2": "remove-val-2",
+                        "Another-Header": "another-header-val",
+                        "X-Header-Remove-1": "remove-val-1",
+                        "X-Header-Echo": "echo",
+                    }
+                ),
+            },
+            backend=v1,
+            expect_headers={**HEADER_EDITS_SEEN, "X-Header-Echo": "echo"},
+            absent_headers=("X-Header-Remove",),
+            response_headers={
+                "X-Header-Set-1": "header-set-1",
+                "X-Header-Set-2": "header-set-2",
+                "X-Header-Add-1": "header-add-1",
+                "X-Header-Add-2": "add-val-2,header-add-2",
+                "Another-Header": "another-header-val",
+                "X-Header-Echo": "echo",
+            },
+            absent_response_headers=("X-Header-Remove-1", "X-Header-Remove-2"),
+        )
