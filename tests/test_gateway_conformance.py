@@ -25,10 +25,9 @@ class BasicConformance(ConformanceCase):
                 "gateway-conformance-infra-test", [{"backendRefs": [backend("infra-backend-v1")]}]
             )
         )
-        self.assertEqual(
-            self.parent_conditions(INFRA, "gateway-conformance-infra-test")["Accepted"],
-            ("True", "Accepted"),
-        )
+        conditions = self.parent_conditions(INFRA, "gateway-conformance-infra-test")
+        self.assertEqual(conditions["Accepted"], ("True", "Accepted"))
+        self.assertEqual(conditions["ResolvedRefs"], ("True", "ResolvedRefs"))
         yield self.expect(gw, "/", backend="infra-backend-v1")
 
     @inlineCallbacks
