@@ -59,7 +59,10 @@ class BasicConformance(ConformanceCase):
                 "matching",
                 [
                     {
-                        "matches": [path("PathPrefix", "/")],
+                        "matches": [
+                            path("PathPrefix", "/"),
+                            {"headers": [{"name": "version", "value": "one"}]},
+                        ],
                         "backendRefs": [backend("infra-backend-v1")],
                     },
                     {

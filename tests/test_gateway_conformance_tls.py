@@ -84,6 +84,8 @@ class ListenerStatusCase(ConformanceCase):
         else:  # the upstream test accepts any reason
             self.assertEqual(conditions["ResolvedRefs"][0], resolved[0], case)
         self.assertEqual(conditions["Programmed"][0], programmed, case)
+        if programmed == "True":
+            self.assertEqual(conditions["Programmed"][1], "Programmed", case)
         self.assertEqual(attached_routes, attached, case)
         self.assertEqual(tuple(kinds), ("HTTPRoute",), case)
 
