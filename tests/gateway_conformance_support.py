@@ -15,14 +15,23 @@ from typing import Any
 import treq
 from twisted.internet import reactor as global_reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
-from twisted.web.client import HTTPConnectionPool
+from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.iweb import IPolicyForHTTPS
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
+from tenantgw.dataplane.gateway import MultiplexingGatewaySite
 from tenantgw.plans.snapshot import Snapshot
+from tenantgw.tls.certificates import load_certificate
+from tenantgw.tls.default import self_signed
+from tenantgw.tls.sni import SNIContexts
 from tests.dataplane_support import GatewayUnderTest
+from tests.tls_support import TestCA
 
 GW_API = "gateway.networking.k8s.io/v1"
 INFRA = "gateway-conformance-infra"
@@ -48,9 +57,11 @@ class EchoResource(Resource):
         super().__init__()
         self.namespace, self.service, self.reactor = namespace, service, reactor
         self.seen = 0
+        self.paths: list[str] = []
 
     def render(self, request: Request) -> Any:
         self.seen += 1
+        self.paths.append(request.uri.decode())
         body = json.dumps(
             {
                 "path": request.uri.decode(),
@@ -67,9 +78,16 @@ class EchoResource(Resource):
             }
         ).encode()
         request.setHeader(b"content-type", b"application/json")
+        # As echo-basic: X-Echo-Set-Header "Name:value,Name2:value2" sets
+        # response headers, for the response header modifier tests.
+        for item in (request.getHeader(b"x-echo-set-header") or b"").split(b","):
+            name, colon, value = item.partition(b":")
+            if colon:
+                request.responseHeaders.addRawHeader(name.strip(), value.strip())
         delay = request.args.get(b"delay", [None])[0] or request.getHeader(b"x-delay")
         if delay:
-            call = self.reactor.callLater(float(delay), self._finish, request, body)
+            seconds = _duration(delay.decode())
+            call = self.reactor.callLater(seconds, self._finish, request, body)
             request.notifyFinish().addErrback(lambda _: call.active() and call.cancel())
             return NOT_DONE_YET
         return body
@@ -79,6 +97,19 @@ class EchoResource(Resource):
         if not request.finished and request.channel is not None:
             request.write(body)
             request.finish()
+
+
+def _duration(text: str) -> float:
+    """A Go duration as echo-basic's ?delay= takes it ("1s", "500ms"), or plain seconds."""
+    for suffix, scale in (("ms", 0.001), ("s", 1.0), ("m", 60.0)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * scale
+    return float(text)
+
+
+def joined(values: list[str] | None) -> str | None:
+    """Header values as the upstream suite compares them: joined with commas."""
+    return None if values is None else ",".join(values)
 
 
 def service_objects(namespace: str, name: str, port: int) -> list[dict[str, Any]]:
@@ -105,11 +136,52 @@ def service_objects(namespace: str, name: str, port: int) -> list[dict[str, Any]
 def listener(
     name: str, hostname: str | None = None, same_ns: bool = False, **extra: Any
 ) -> dict[str, Any]:
-    result: dict[str, Any] = {"name": name, "protocol": "HTTP", "port": 80, **extra}
+    result: dict[str, Any] = {"protocol": "HTTP", "port": 80, **extra, "name": name}
     if hostname is not None:
         result["hostname"] = hostname
     result.setdefault("allowedRoutes", {"namespaces": {"from": "Same" if same_ns else "All"}})
     return result
+
+
+def https_listener(
+    name: str,
+    secret: str,
+    hostname: str | None = None,
+    secret_namespace: str = INFRA,
+    same_ns: bool = True,
+) -> dict[str, Any]:
+    """An HTTPS listener on 443 terminating TLS with C{secret}."""
+    tls = {
+        "certificateRefs": [
+            {"group": "", "kind": "Secret", "name": secret, "namespace": secret_namespace}
+        ]
+    }
+    return listener(name, hostname, same_ns=same_ns, protocol="HTTPS", port=443, tls=tls)
+
+
+def tls_secret(namespace: str, name: str, certificate: tuple[bytes, bytes]) -> dict[str, Any]:
+    chain, key = certificate
+    return {
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": namespace},
+        "stringData": {"tls.crt": chain.decode(), "tls.key": key.decode()},
+    }
+
+
+@implementer(IPolicyForHTTPS)
+class SNIPolicy:
+    """
+    Client TLS as the upstream suite's TLS round tripper does it: SNI
+    C{server_name} whatever the URL says, and the certificate verified
+    against C{ca} for that name, so a wrong certificate fails the request.
+    """
+
+    def __init__(self, server_name: str, ca: bytes) -> None:
+        self.server_name, self.trust = server_name, Certificate.loadPEM(ca)
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        return optionsForClientTLS(self.server_name, trustRoot=self.trust)
 
 
 def gateway(name: str, *listeners: dict[str, Any]) -> dict[str, Any]:
@@ -146,7 +218,7 @@ def base_objects(ports: dict[tuple[str, str], int]) -> list[dict[str, Any]]:
         ),
     ]
     for ns in BACKENDS:
-        labels = {"gateway-conformance": "backend"} if ns != INFRA else {}
+        labels = {"gateway-conformance": "backend" if ns != INFRA else "infra"}
         objects.append({"kind": "Namespace", "metadata": {"name": ns, "labels": labels}})
     for (ns, name), port in ports.items():
         objects.extend(service_objects(ns, name, port))
@@ -202,15 +274,82 @@ class ConformanceCase(TestCase):
                 self.echo[(ns, name)] = resource
                 self.ports[(ns, name)] = port.getHost().port
 
-    def compile(self, *objects: dict[str, Any], extra: list[dict[str, Any]] = ()) -> Snapshot:  # type: ignore[assignment]
+    def compile(
+        self,
+        *objects: dict[str, Any],
+        extra: list[dict[str, Any]] = (),  # type: ignore[assignment]
+        options: CompileOptions | None = None,
+        previous: Snapshot | None = None,
+    ) -> Snapshot:
         everything = base_objects(self.ports) + list(extra) + list(objects)
-        return compile_snapshot(everything, CompileOptions())
+        if previous is None:
+            return compile_snapshot(everything, options or CompileOptions())
+        return compile_snapshot(everything, options or CompileOptions(), previous)
 
-    def serve(self, *objects: dict[str, Any], upstream_timeout: float = 10.0) -> GatewayUnderTest:
-        self.snapshot = self.compile(*objects)
+    def serve(
+        self,
+        *objects: dict[str, Any],
+        upstream_timeout: float = 10.0,
+        options: CompileOptions | None = None,
+    ) -> GatewayUnderTest:
+        self.snapshot = self.compile(*objects, options=options)
         gw = GatewayUnderTest(self.snapshot, upstream_timeout=upstream_timeout)
         self.addCleanup(gw.stop)
         return gw
+
+    def serve_https(
+        self, *objects: dict[str, Any], options: CompileOptions | None = None
+    ) -> tuple[GatewayUnderTest, int]:
+        """
+        The gateway with its HTTPS listener wired as the service wires it
+        (certificate by SNI from the snapshot, ALPN, the listener's own
+        self-signed default); returns the gateway and the TLS port.
+        """
+        gw = self.serve(*objects, options=options)
+        default = load_certificate(*self_signed(("default.invalid",)))
+        sni = SNIContexts(lambda: gw.gateway.snapshot, default)
+        site = MultiplexingGatewaySite(gw.gateway, global_reactor)
+        factory = TLSMemoryBIOFactory(sni.options, False, site)
+        listening = global_reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        return gw, listening.getHost().port
+
+    @inlineCallbacks
+    def expect_tls(
+        self,
+        port: int,
+        ca: TestCA,
+        server_name: str,
+        host: str,
+        status: int = 200,
+        backend: str | None = None,
+        namespace: str = INFRA,
+        path: str = "/",
+        location: str | None = None,
+    ) -> Any:
+        """
+        One upstream TLS ExpectedResponse: a request over real TLS with SNI
+        C{server_name}, the certificate verified for it against C{ca}, and
+        C{host} in the Host header.
+        """
+        agent = Agent(global_reactor, contextFactory=SNIPolicy(server_name, ca.pem), pool=self.pool)
+        response = yield treq.request(
+            "GET",
+            f"https://127.0.0.1:{port}{path}",
+            headers={"Host": [host]},
+            agent=agent,
+            allow_redirects=False,
+        )
+        body = yield response.content()
+        case = f"SNI {server_name} Host {host}{path}"
+        self.assertEqual(response.code, status, case)
+        if backend is not None:
+            echoed = json.loads(body)
+            self.assertEqual((echoed["namespace"], echoed["service"]), (namespace, backend), case)
+            self.assertEqual(echoed["host"], host, case)
+        if location is not None:
+            self.assertEqual(response.headers.getRawHeaders("location"), [location], case)
+        return response
 
     @inlineCallbacks
     def request(
@@ -246,8 +385,19 @@ class ConformanceCase(TestCase):
         method: str = "GET",
         headers: dict[str, str] | None = None,
         expect_path: str | None = None,
+        expect_host: str | None = None,
+        expect_headers: dict[str, str] | None = None,
+        absent_headers: tuple[str, ...] = (),
+        response_headers: dict[str, str] | None = None,
+        absent_response_headers: tuple[str, ...] = (),
+        location: str | None = None,
     ) -> Any:
-        """One upstream ExpectedResponse: status, and for 200 which backend saw what."""
+        """
+        One upstream ExpectedResponse: status; for a backend, which one saw
+        what (path, Host, headers present and absent, values joined with
+        commas as the suite compares them); headers of the response; the
+        redirect's Location.
+        """
         response, echoed = yield self.request(gw, path, host, method, headers)
         case = f"{method} {host}{path} {headers or ''}"
         self.assertEqual(response.code, status, case)
@@ -256,6 +406,20 @@ class ConformanceCase(TestCase):
             self.assertEqual((echoed["namespace"], echoed["service"]), (namespace, backend), case)
             if expect_path is not None:
                 self.assertEqual(echoed["path"], expect_path, case)
+            if expect_host is not None:
+                self.assertEqual(echoed["host"], expect_host, case)
+            seen = echoed["headers"]
+            for name, value in (expect_headers or {}).items():
+                self.assertEqual(joined(seen.get(name.lower())), value, f"{case}: {name}")
+            for name in absent_headers:
+                self.assertNotIn(name.lower(), seen, case)
+        get = response.headers.getRawHeaders
+        for name, value in (response_headers or {}).items():
+            self.assertEqual(joined(get(name)), value, f"{case}: response {name}")
+        for name in absent_response_headers:
+            self.assertIsNone(get(name), f"{case}: response {name}")
+        if location is not None:
+            self.assertEqual(get("location"), [location], case)
         return response, echoed
 
     def parent_conditions(self, namespace: str, name: str) -> dict[str, tuple[str, str]]:
