@@ -97,17 +97,23 @@ class CorsPolicy:
             if allowed:
                 headers.append((b"access-control-allow-headers", allowed))
         headers.append((b"access-control-max-age", b"%d" % self.max_age_seconds))
+        # Read by browsers only on actual responses, but the Gateway API
+        # conformance suite expects it here too, and it costs nothing.
+        self._add_expose(headers)
         return headers
+
+    def _add_expose(self, headers: ResponseHeaders) -> None:
+        if self.expose_headers:
+            headers.append(
+                (b"access-control-expose-headers", ", ".join(self.expose_headers).encode("ascii"))
+            )
 
     def response_headers(self, origin: bytes) -> ResponseHeaders:
         """Headers added to a forwarded request's response."""
         headers = self._for_origin(origin)
         if headers is None:
             return [(b"vary", b"Origin")]
-        if self.expose_headers:
-            headers.append(
-                (b"access-control-expose-headers", ", ".join(self.expose_headers).encode("ascii"))
-            )
+        self._add_expose(headers)
         return headers
 
 
