@@ -86,12 +86,17 @@ class DashboardInBrowserTests(TestCase):
 
     @inlineCallbacks
     def example_gateway(self) -> Any:
-        """A real gateway on a copy of the example tenants, admin on TCP for the browser."""
+        """
+        A real gateway on a copy of the example tenants, admin on TCP for the
+        browser, with the quick start's base domain (scripts/run-example.sh).
+        """
         tenants = os.path.abspath(self.mktemp())
         shutil.copytree(os.path.join(EXAMPLES, "tenants"), tenants)
         workdir = self.mktemp()
         os.makedirs(workdir)
-        gateway = GatewayProcess(workdir, tenants, admin_port=free_tcp_port())
+        gateway = GatewayProcess(
+            workdir, tenants, extra=["--base-domain=example.test"], admin_port=free_tcp_port()
+        )
         self.addCleanup(gateway.stop)
         yield gateway.wait_ready()
         return tenants, gateway
@@ -153,6 +158,40 @@ class DashboardInBrowserTests(TestCase):
         text = yield deferToThread(browser.wait_for_text, "storefront", 20)
         self.assertIn("storefront", text)
         self.assertEqual(browser.navigations, 1, "the page was not reloaded")
+
+    @inlineCallbacks
+    def test_ingresses_and_gateway_api_objects_show_and_a_broken_one_is_a_problem(self) -> Any:
+        """The example's Ingress and HTTPRoute are listed with their tenants, with their states."""
+        tenants, gateway = yield self.example_gateway()
+        response = yield gateway.admin_agent().request(b"GET", gateway.admin_url("/api/tenants"))
+        document = json.loads((yield readBody(response)))
+        self.assertEqual(
+            [(i["namespace"], i["name"], i["state"]) for i in document["ingresses"]],
+            [("blog", "legacy", "Accepted")],
+        )
+        browser = DevToolsBrowser(self.mktemp())
+        self.addCleanup(browser.close)
+        yield deferToThread(browser.open, gateway.admin_url("/").decode())
+        yield deferToThread(browser.wait_for_text, "3 tenants, 3 serving", 20)
+        objects = (
+            "JSON.stringify(Object.fromEntries([...document.querySelectorAll('#tenants tr')]"
+            ".map(r => [r.id, [...r.querySelectorAll('.object')].map(o => o.innerText)])))"
+        )
+        shown = json.loads((yield deferToThread(browser.evaluate, objects)))
+        self.assertEqual(shown["tenant-blog"], ["Ingress legacy Accepted"])
+        self.assertEqual(shown["tenant-docs"], ["HTTPRoute docs Accepted"])
+        self.assertEqual(shown["tenant-shop"], [])
+
+        # The route's backend goes missing: its state says why, and it is a problem.
+        path = os.path.join(tenants, "docs-gateway-api.yaml")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(text.replace("- {name: docs, port: 80}", "- {name: missing, port: 80}"))
+        yield deferToThread(browser.wait_for_text, "ResolvedRefs False (BackendNotFound)", 20)
+        yield deferToThread(browser.evaluate, "document.getElementById('problems').click()")
+        rows = "[...document.querySelectorAll('#tenants tr')].map(r => r.id).join(' ')"
+        self.assertEqual((yield deferToThread(browser.evaluate, rows)), "tenant-docs")
 
 
 class DevToolsBrowser:

@@ -31,6 +31,7 @@ th { background: #f4f4f4; }
 .state { font-weight: 600; padding: .1em .5em; border-radius: .3em; white-space: nowrap; }
 .Accepted { background: #d8f5d8; } .Clamped { background: #fff1c2; }
 .Rejected, .HostConflict, .CertificateError { background: #ffd6d6; }
+.object { font-size: 12px; }
 .muted { color: #777; } ul { margin: 0; padding-left: 1.1em; }
 .err { color: #a00; } .ok { color: #070; } code { font-size: 12px; }
 .traffic div { white-space: nowrap; } .ejected { color: #a00; font-weight: 600; }
@@ -42,6 +43,7 @@ SCRIPT = """
 const PAGE_ROWS = __PAGE_ROWS__;
 let tenants = [];
 let keys = [];
+let objects = new Map();  // namespace -> its Ingresses' and Gateway API objects' states
 let limit = PAGE_ROWS;
 function el(tag, text, cls) {
   const node = document.createElement(tag);
@@ -106,6 +108,7 @@ function row(t) {
   const state = el("td");
   state.appendChild(el("span", t.state, "state " + t.state));
   state.appendChild(el("div", t.serving ? "serving" : "not serving", t.serving ? "ok" : "err"));
+  if (objects.has(t.namespace)) state.appendChild(objectList(t));
   tr.appendChild(state);
   const hosts = el("td"); hosts.appendChild(list(t.hosts)); tr.appendChild(hosts);
   tr.appendChild(traffic(t));
@@ -128,15 +131,52 @@ function row(t) {
   tr.appendChild(problems);
   return tr;
 }
+function conditionsState(conditions) {
+  const failed = (conditions || []).find(c => c.status !== "True");
+  return failed ? failed.type + " " + failed.status + " (" + failed.reason + ")" : "Accepted";
+}
+function objectState(o) {
+  if (o.kind === "Ingress") return o;
+  let state = conditionsState(o.status.conditions);
+  for (const p of o.status.parents || []) {
+    if (state === "Accepted") state = conditionsState(p.conditions);
+  }
+  for (const l of o.status.listeners || []) {
+    if (state === "Accepted") state = conditionsState(l.conditions);
+  }
+  return {kind: o.kind, name: o.name, state: state, messages: []};
+}
+function groupObjects(doc) {
+  const found = new Map();
+  const add = o => {
+    if (!found.has(o.namespace)) found.set(o.namespace, []);
+    found.get(o.namespace).push(o);
+  };
+  for (const o of doc.ingresses || []) add(Object.assign({kind: "Ingress"}, o));
+  for (const o of doc.gatewayApi || []) if (o.namespace) add(Object.assign({}, o, objectState(o)));
+  return found;
+}
+function objectList(t) {
+  return list((objects.get(t.namespace) || []).map(o => {
+    const span = el("span", null, "object");
+    span.appendChild(el("span", o.kind + " " + o.name + " "));
+    span.appendChild(el("span", o.state,
+      "state " + (o.state === "Accepted" ? "Accepted" : "Rejected")));
+    for (const m of o.messages || []) span.appendChild(el("div", m, "muted"));
+    return span;
+  }));
+}
 function problem(t) {
   const x = t.traffic;
-  return t.state !== "Accepted" || !t.serving || t.messages.length > 0 ||
+  return t.state !== "Accepted" ||
+    (objects.get(t.namespace) || []).some(o => o.state !== "Accepted") || !t.serving || t.messages.length > 0 ||
     t.recentErrors.length > 0 || t.readyEndpoints === 0 || Boolean(x && x.errorRatio) ||
     Boolean(t.certificate && t.certificate.level !== "ok") ||
     t.routes.some(r => r.backends.some(b => (b.ejected || []).length > 0));
 }
 function key(t) {
   return [t.namespace, t.state, ...t.hosts, ...t.routes.map(r => r.name),
+          ...(objects.get(t.namespace) || []).flatMap(o => [o.kind, o.name, o.state]),
           ...t.routes.flatMap(r => r.backends.map(b => b.service))].join(" ").toLowerCase();
 }
 function render() {
@@ -167,6 +207,7 @@ async function refresh() {
     const response = await fetch("api/tenants", {cache: "no-store"});
     const doc = await response.json();
     tenants = doc.tenants;
+    objects = groupObjects(doc);
     keys = tenants.map(key);
     render();
   } catch (e) {

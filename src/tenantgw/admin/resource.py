@@ -68,15 +68,23 @@ class _Text(Resource):
 class _TenantsJSON(Resource):
     isLeaf = True
 
-    def __init__(self, snapshot: Callable[[], Snapshot], live: LiveState | None = None) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], Snapshot],
+        live: LiveState | None = None,
+        ingresses: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
         super().__init__()
         self.snapshot = snapshot
         self.live = live
+        self.ingresses = ingresses
 
     def render_GET(self, request: Request) -> bytes:
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
-        document = tenants_document(self.snapshot(), self.live)
+        document = tenants_document(
+            self.snapshot(), self.live, self.ingresses() if self.ingresses else []
+        )
         return json.dumps(document, indent=2).encode("utf-8") + b"\n"
 
 
@@ -111,7 +119,11 @@ def _quota_document(quota: Quota, in_flight: int | None) -> dict[str, object]:
     }
 
 
-def tenants_document(snapshot: Snapshot, live: LiveState | None = None) -> dict[str, list[Any]]:
+def tenants_document(
+    snapshot: Snapshot,
+    live: LiveState | None = None,
+    ingresses: list[dict[str, Any]] | None = None,
+) -> dict[str, list[Any]]:
     rows: list[dict[str, object]] = []
     expiry = certificate_expiry(snapshot)
     ejected = live.ejected() if live is not None else set()
@@ -199,6 +211,8 @@ def tenants_document(snapshot: Snapshot, live: LiveState | None = None) -> dict[
             }
             for s in snapshot.object_statuses
         ],
+        # Each Ingress of our class: its state as its Events say it.
+        "ingresses": ingresses or [],
     }
 
 
@@ -207,7 +221,12 @@ def admin_root(
     snapshot: Callable[[], Snapshot],
     metrics: Metrics | None = None,
     live: LiveState | None = None,
+    ingresses: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> Resource:
+    """
+    C{ingresses}: each served Ingress's state (as the status writer sees
+    it), listed by C{/api/tenants} under C{ingresses}.
+    """
     root = Resource()
     root.putChild(b"", DashboardResource())
     if metrics is not None:
@@ -218,6 +237,6 @@ def admin_root(
         _Text(readiness.report),
     )
     api = Resource()
-    api.putChild(b"tenants", _TenantsJSON(snapshot, live))
+    api.putChild(b"tenants", _TenantsJSON(snapshot, live, ingresses))
     root.putChild(b"api", api)
     return root

@@ -37,6 +37,7 @@ from tenantgw.dataplane.quota_redis import RedisQuota
 from tenantgw.sources.directory import DirectorySource
 from tenantgw.sources.kubernetes import KubernetesSource, api_client_from
 from tenantgw.status.events import StatusEvents, kubernetes_poster
+from tenantgw.status.ingress_report import IngressReport, ingress_reports
 from tenantgw.status.leader import KubernetesLeaseAPI, LeaderElector, LeaderGauge
 from tenantgw.status.reconciler import StatusReconciler
 from tenantgw.status.writer import KubernetesStatusAPI, StatusWriter
@@ -129,6 +130,8 @@ class GatewayServices(MultiService):
         self.elector: LeaderElector | None = None
         self.status_writer: StatusWriter | None = None
         self.reconciler: StatusReconciler | None = None
+        self._ingress_options = options["ingress"]
+        self.ingress_reports: dict[tuple[str, str], IngressReport] = {}
         if options["source"] == "kubernetes":
             try:
                 api_client = api_client_from(options["kubeconfig"], options["context"])
@@ -178,7 +181,7 @@ class GatewayServices(MultiService):
             self.source = DirectorySource(
                 options["source_dir"],
                 reactor,
-                self.pipeline.objects_changed,
+                self._objects_changed,
                 interval=options["poll-interval"],
             )
         self.metrics = Metrics()
@@ -225,7 +228,13 @@ class GatewayServices(MultiService):
         if destination is not None:
             self.access_log = self.gateway.access_log = AccessLog(destination, reactor)
         self.admin_site = Site(
-            admin_root(self.readiness, lambda: self.gateway.snapshot, self.metrics, self.metrics),
+            admin_root(
+                self.readiness,
+                lambda: self.gateway.snapshot,
+                self.metrics,
+                self.metrics,
+                ingresses=self.ingress_documents,
+            ),
             reactor=reactor,
         )
         self.admin_site.log = lambda request: None  # type: ignore[method-assign]
@@ -272,11 +281,32 @@ class GatewayServices(MultiService):
     def _objects_changed(self, objects: list[Any]) -> None:
         """A rebuild: the snapshot first, then the statuses it implies."""
         self.pipeline.objects_changed(objects)
+        snapshot = self.gateway.snapshot
+        try:
+            reports = ingress_reports(objects, snapshot, self._ingress_options)
+        except Exception:
+            _log.failure("working out the Ingresses' statuses failed")
+            return
+        self.ingress_reports = reports
         if self.reconciler is not None:
             try:
-                self.reconciler.applied(objects, self.gateway.snapshot)
+                self.reconciler.applied(objects, snapshot, reports)
             except Exception:
                 _log.failure("working out the objects' statuses failed")
+
+    def ingress_documents(self) -> list[dict[str, Any]]:
+        """Each served Ingress's state, for /api/tenants and the dashboard."""
+        return [
+            {
+                "namespace": r.namespace,
+                "name": r.name,
+                "state": r.state,
+                "serving": r.served,
+                "hosts": list(r.hosts),
+                "messages": list(r.messages),
+            }
+            for _, r in sorted(self.ingress_reports.items())
+        ]
 
     def startService(self) -> None:
         super().startService()

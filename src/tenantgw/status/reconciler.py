@@ -91,10 +91,20 @@ class StatusReconciler(Service):
             self._checking.stop()
         return super().stopService()
 
-    def applied(self, objects: list[KubeObject], snapshot: Snapshot) -> list[Any]:
-        """A rebuild applied C{snapshot}, compiled from C{objects}; the Deferreds, for tests."""
+    def applied(
+        self,
+        objects: list[KubeObject],
+        snapshot: Snapshot,
+        reports: dict[tuple[str, str], IngressReport] | None = None,
+    ) -> list[Any]:
+        """
+        A rebuild applied C{snapshot}, compiled from C{objects}; the
+        Deferreds, for tests.  C{reports}: the Ingresses' reports, when the
+        caller worked them out already.
+        """
         self._latest = (objects, snapshot)
-        reports = ingress_reports(objects, snapshot, self.ingress)
+        if reports is None:
+            reports = ingress_reports(objects, snapshot, self.ingress)
         desires = self.publisher.desires(objects, reports)
         addresses = gateway_addresses(self.publisher.balancer) if self.publish.enabled else None
         desires.update(
