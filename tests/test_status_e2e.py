@@ -228,6 +228,35 @@ class StatusEndToEndTests(TestCase):
         )
         self.assertIn("server-snippet", events["refused"]["message"])
 
+        # The Gateway API objects get theirs too (contract section 13: every dialect).
+        def gateway_api_event(kind: str, namespace: str, name: str) -> Any:
+            for e in self.server.objects("Event"):
+                involved = e["involvedObject"]
+                if (involved["kind"], involved["namespace"], involved["name"]) == (
+                    kind,
+                    namespace,
+                    name,
+                ):
+                    return e
+            return None
+
+        route_event = yield eventually(
+            lambda: gateway_api_event("HTTPRoute", "shop", "web"), "the HTTPRoute's Event"
+        )
+        route_uid = (self.server.get("HTTPRoute", "shop", "web") or {})["metadata"]["uid"]
+        self.assertEqual(route_event["involvedObject"]["uid"], route_uid)
+        self.assertEqual(
+            route_event["involvedObject"]["apiVersion"], "gateway.networking.k8s.io/v1"
+        )
+        gateway_event = yield eventually(
+            lambda: gateway_api_event("Gateway", "infra", "gw"), "the Gateway's Event"
+        )
+        self.assertEqual(gateway_event["reason"], "Accepted")
+        self.assertEqual(
+            (route_event["reason"], route_event["type"], route_event["message"]),
+            ("Accepted", "Normal", "attached to Gateway infra/gw"),
+        )
+
         # The watch events of our own writes rebuild both replicas: nothing more to write.
         yield deferLater(reactor, 1.0, lambda: None)
         written = self.status_puts()

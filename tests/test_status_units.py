@@ -26,7 +26,11 @@ from tenantgw.status.ingress_status import (
     published,
     service_addresses,
 )
-from tenantgw.status.reconciler import SERVICE_CHECK_INTERVAL, StatusReconciler
+from tenantgw.status.reconciler import (
+    SERVICE_CHECK_INTERVAL,
+    StatusReconciler,
+    gateway_api_events,
+)
 from tenantgw.status.writer import (
     FORBIDDEN_RETRY,
     Conflict,
@@ -35,6 +39,8 @@ from tenantgw.status.writer import (
     StatusWriter,
     key_of,
 )
+from tenantgw.translators.conditions import Condition, ObjectKey
+from tenantgw.translators.gateway_api import ObjectStatus, ParentStatus
 from tenantgw.translators.ingress import IngressOptions
 from tests.ingress_corpus import ingress
 from tests.test_compile import namespace, service, tenant_cm
@@ -466,3 +472,50 @@ class ReconcilerTests(SynchronousTestCase):
         )
         clock.advance(SERVICE_CHECK_INTERVAL * 3)  # unchanged since: no more writes
         self.assertEqual(len(api.writes), 2)
+
+
+class GatewayApiEventTests(SynchronousTestCase):
+    """The contract's Event reasons from Gateway API conditions (section 9, every dialect)."""
+
+    NOW = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+
+    def event(self, *conditions: Condition) -> dict[str, Any]:
+        key = ObjectKey("HTTPRoute", "shop", "web")
+        gateway = ObjectKey("Gateway", "infra", "gw")
+        status = ObjectStatus(key, parents=(ParentStatus(gateway, None, None, conditions),))
+        route = {"kind": "HTTPRoute", "metadata": {"namespace": "shop", "name": "web", "uid": "u"}}
+        (event,) = gateway_api_events([status], [route], self.NOW, "tenantgw").values()
+        return event
+
+    def said(self, event: dict[str, Any]) -> tuple[str, str, str]:
+        return event["reason"], event["type"], event["message"]
+
+    def test_good_conditions_are_accepted(self) -> None:
+        event = self.event(Condition("Accepted", "True", "Accepted"))
+        self.assertEqual(self.said(event), ("Accepted", "Normal", "attached to Gateway infra/gw"))
+        self.assertEqual(event["involvedObject"]["uid"], "u")
+
+    def test_a_route_not_accepted_is_rejected(self) -> None:
+        event = self.event(Condition("Accepted", "False", "NotAllowedByListeners", "no listener"))
+        self.assertEqual(
+            self.said(event),
+            ("Rejected", "Warning", "Accepted False (NotAllowedByListeners): no listener"),
+        )
+
+    def test_a_missing_backend_is_an_accepted_warning(self) -> None:
+        event = self.event(
+            Condition("Accepted", "True", "Accepted"),
+            Condition("ResolvedRefs", "False", "BackendNotFound", "no Service 'gone'"),
+        )
+        self.assertEqual(
+            self.said(event),
+            ("Accepted", "Warning", "ResolvedRefs False (BackendNotFound): no Service 'gone'"),
+        )
+
+    def test_host_conflict_keeps_its_name(self) -> None:
+        event = self.event(Condition("Accepted", "False", "HostConflict", "taken"))
+        self.assertEqual(self.said(event)[:2], ("HostConflict", "Warning"))
+
+    def test_cluster_scoped_objects_get_none(self) -> None:
+        status = ObjectStatus(ObjectKey("GatewayClass", "", "tenantgw"))
+        self.assertEqual(gateway_api_events([status], [], self.NOW, "tenantgw"), {})

@@ -49,6 +49,7 @@ from tenantgw.config.namespace import ALLOWED_HOSTS_ANNOTATION
 from tenantgw.config.parse import parse_tenant_yaml
 from tenantgw.plans.snapshot import STATE_HOST_CONFLICT, STATE_REJECTED, Snapshot
 from tenantgw.sources.directory import ManifestError, load_manifests, manifest_files
+from tenantgw.status.ingress_report import IngressReport, ingress_reports
 from tenantgw.translators.gateway_api import ObjectStatus
 from tenantgw.translators.objects import labels_of, meta
 
@@ -165,6 +166,8 @@ class Report:
     strict: bool
     files: list[FileReport] = field(factory=list)
     tenants: list[TenantReport] = field(factory=list)
+    # Each Ingress of our class, as its status and Events would say it.
+    ingresses: list[IngressReport] = field(factory=list)
     objects: list[ObjectReport] = field(factory=list)
 
     @property
@@ -307,6 +310,8 @@ def check_report(
         report.tenants.append(tenant)
     for object_status in snapshot.object_statuses:
         report.objects.append(_object_report(object_status))
+    for _, ingress in sorted(ingress_reports(compiled_objects, snapshot, options.ingress).items()):
+        report.ingresses.append(ingress)
     for namespace in sorted(unselected):
         for (ns, name), path in sorted(origin.items()):
             if ns != namespace:
@@ -331,16 +336,7 @@ def check_report(
 
 
 def _object_report(status: ObjectStatus) -> ObjectReport:
-    conditions = [
-        *status.conditions,
-        *(c for p in status.parents for c in p.conditions),
-        *(c for lst in status.listeners for c in lst.conditions),
-    ]
-    # Conflicted reads the other way round: True is the bad state.
-    failing = next(
-        (c for c in conditions if (c.type == "Conflicted") == c.ok),
-        None,
-    )
+    failing = status.failing()
     summary = (
         "Accepted" if failing is None else f"{failing.type} {failing.status} ({failing.reason})"
     )
@@ -462,6 +458,10 @@ def report_text(report: Report, out: TextIO) -> None:
     for obj in report.objects:
         name = f"{obj.namespace}/{obj.name}" if obj.namespace else obj.name
         print(f"{obj.kind} {name}: {obj.summary}", file=out)
+    for ingress in report.ingresses:
+        print(f"Ingress {ingress.namespace}/{ingress.name}: {ingress.state}", file=out)
+        for message in ingress.messages:
+            print(f"Ingress {ingress.namespace}/{ingress.name}: {message}", file=out)
     errors = sum(len(f.errors) for f in report.files) + sum(len(t.errors) for t in report.tenants)
     warnings = sum(len(t.warnings) for t in report.tenants)
     print(
@@ -481,7 +481,9 @@ def report_json(report: Report) -> dict[str, Any]:
     every backend is C{{"path", "service", "port", "protocol"}}, the
     protocol being C{"h1"}, C{"h2c"} or C{"tls"}.
     C{"gatewayApi": [{kind, namespace, name, status}]} holds the Gateway API
-    objects' statuses, shaped as their status subresource.
+    objects' statuses, shaped as their status subresource;
+    C{"ingresses": [{namespace, name, state, serving, hosts, messages}]} each
+    Ingress of our class.
     """
     return {
         "ok": report.ok,
@@ -517,6 +519,17 @@ def report_json(report: Report) -> dict[str, Any]:
         "gatewayApi": [
             {"kind": o.kind, "namespace": o.namespace, "name": o.name, "status": o.status}
             for o in report.objects
+        ],
+        "ingresses": [
+            {
+                "namespace": i.namespace,
+                "name": i.name,
+                "state": i.state,
+                "serving": i.served,
+                "hosts": list(i.hosts),
+                "messages": list(i.messages),
+            }
+            for i in report.ingresses
         ],
     }
 

@@ -1,6 +1,6 @@
 """
-After every rebuild: what the objects' statuses and per-Ingress Events
-should say, handed to the writer and to the Events poster, which act only
+After every rebuild: what the objects' statuses and their Events (per
+Ingress, HTTPRoute and Gateway) should say, handed to the writer and to the Events poster, which act only
 while this replica leads.
 
 Everything here runs in the reactor and does no I/O; the published
@@ -29,10 +29,74 @@ from tenantgw.status.ingress_status import (
     gateway_addresses,
 )
 from tenantgw.status.writer import StatusWriter
+from tenantgw.translators.gateway_api import ObjectStatus
 from tenantgw.translators.ingress import IngressOptions
-from tenantgw.translators.objects import KubeObject
+from tenantgw.translators.objects import KubeObject, name_of, namespace_of
 
 SERVICE_CHECK_INTERVAL = 5.0  # seconds between looks at --publish-service's address
+
+_GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
+# Condition reasons that are the contract's Event reasons of the same name.
+_EVENT_REASONS = {"HostConflict": "HostConflict", "InvalidCertificateRef": "CertificateError"}
+
+
+def gateway_api_events(
+    statuses: Iterable[ObjectStatus],
+    objects: Iterable[KubeObject],
+    now: datetime.datetime,
+    component: str,
+) -> dict[str, dict[str, Any]]:
+    """
+    An Event for each namespaced Gateway API object (HTTPRoute, Gateway),
+    with the contract's reasons (section 9, for every dialect): C{Accepted}
+    when every condition is good, C{Rejected} when the object itself is not
+    accepted, C{HostConflict} or C{CertificateError} when a condition says
+    so; anything else that fails (a missing backend, a listener not
+    programmed) is C{Accepted} as a Warning naming that condition.
+    """
+    uids = {
+        (o.get("kind"), namespace_of(o), name_of(o)): str(
+            (o.get("metadata") or {}).get("uid") or ""
+        )
+        for o in objects
+        if o.get("kind") in ("HTTPRoute", "Gateway")
+    }
+    events = {}
+    for status in statuses:
+        key = status.key
+        if not key.namespace or key.kind not in ("HTTPRoute", "Gateway"):
+            continue
+        failing = status.failing()
+        if failing is None:
+            reason, message = "Accepted", _accepted_message(status)
+        else:
+            reason = _EVENT_REASONS.get(failing.reason) or (
+                "Rejected" if failing.type == "Accepted" else "Accepted"
+            )
+            message = f"{failing.type} {failing.status} ({failing.reason})"
+            if failing.message:
+                message += f": {failing.message}"
+        events[str(key)] = object_event(
+            key.kind,
+            _GATEWAY_API_VERSION,
+            key.namespace,
+            key.name,
+            uids.get((key.kind, key.namespace, key.name), ""),
+            reason,
+            message,
+            failing is not None,
+            now,
+            component,
+        )
+    return events
+
+
+def _accepted_message(status: ObjectStatus) -> str:
+    if status.key.kind == "HTTPRoute":
+        parents = ", ".join(f"{p.gateway.namespace}/{p.gateway.name}" for p in status.parents)
+        return "attached to Gateway " + (parents or "(none)")
+    listeners = ", ".join(f"{lst.name} ({lst.attached_routes} routes)" for lst in status.listeners)
+    return "listeners: " + (listeners or "(none)")
 
 
 def ingress_events(
@@ -112,9 +176,11 @@ class StatusReconciler(Service):
         )
         pending = self.writer.update(desires)
         if self.events is not None:
-            pending += self.events.objects_reported(
-                ingress_events(reports.values(), self.now(), self.component)
+            events = ingress_events(reports.values(), self.now(), self.component)
+            events.update(
+                gateway_api_events(snapshot.object_statuses, objects, self.now(), self.component)
             )
+            pending += self.events.objects_reported(events)
         return pending
 
     def _check_service(self) -> None:

@@ -220,6 +220,19 @@ class ObjectStatus:
     parents: tuple[ParentStatus, ...] = ()
     listeners: tuple[ListenerStatus, ...] = ()
 
+    def failing(self) -> Condition | None:
+        """
+        The first condition in a bad state, the object's own first, then its
+        parents' and listeners': what an operator needs to read first.
+        C{Conflicted} reads the other way round: True is the bad state.
+        """
+        conditions = [
+            *self.conditions,
+            *(c for p in self.parents for c in p.conditions),
+            *(c for lst in self.listeners for c in lst.conditions),
+        ]
+        return next((c for c in conditions if (c.type == "Conflicted") == c.ok), None)
+
 
 @frozen
 class GatewayApiTranslation:
