@@ -45,7 +45,7 @@ class Kind:
 
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
-STATUS_WRITES = ("update", "patch")
+STATUS_WRITES = ("update",)  # the writer replaces (PUT) with the resourceVersion it read
 
 KINDS: tuple[Kind, ...] = (
     Kind("Namespace", "", "v1", "namespaces", namespaced=False),
