@@ -64,7 +64,7 @@ def config_map(i: int, rng: random.Random) -> Obj:
     if choice < 0.1:
         text = "hosts: [unclosed"  # refused: the last good config serves
     else:
-        hosts = rng.sample(HOSTS + [f"{ns_name(rng.randrange(TENANTS))}.apps.example.com"], 2)
+        hosts = rng.sample([*HOSTS, f"{ns_name(rng.randrange(TENANTS))}.apps.example.com"], 2)
         spec: Obj = {
             "hosts": hosts[: rng.randint(1, 2)],
             "routes": [
@@ -319,7 +319,9 @@ class EqualityTests(SynchronousTestCase):
     def test_replace_diffs_full_lists(self) -> None:
         """A source that hands over every object (a directory) is diffed, then spliced."""
         rng = random.Random(7)
-        state = {k: v for k, v in initial_objects(rng).items() if k[0] not in ("Ingress", "HTTPRoute")}
+        state = {
+            k: v for k, v in initial_objects(rng).items() if k[0] not in ("Ingress", "HTTPRoute")
+        }
         compiler = IncrementalCompiler(OPTIONS, clock=lambda: NOW)
         compiler.replace(ordered(state))
         state[("ConfigMap", "t03", "tenant")] = config_map(3, rng)
@@ -417,3 +419,106 @@ class ScopeTests(SynchronousTestCase):
         key = ("EndpointSlice", "t07", "web-1")
         self.compiler.apply({key: self.state[key]}, NOW + datetime.timedelta(days=2))
         self.assertEqual(self.compiler.last_mode, MODE_FULL)
+
+
+def table_view(table: Any) -> tuple[Any, ...]:
+    """A host table by value: which namespace (or nobody) each host key leads to."""
+
+    def name(handler: Any) -> str | None:
+        return None if handler is None else handler.namespace
+
+    return (
+        {host: name(h) for host, h in table.exact.items()},
+        [(suffix, name(h)) for suffix, h in table.wildcards],
+        name(table.catch_all),
+        {ns: h.compiled for ns, h in table.handlers.items()},
+    )
+
+
+class ServingTreeTests(SynchronousTestCase):
+    def test_patched_table_equals_a_built_one(self) -> None:
+        """
+        Applying each incremental snapshot patches the serving table; it
+        leads every host where a table built from scratch leads it, and an
+        unchanged tenant keeps its handler.
+        """
+        from twisted.internet.task import Clock
+        from twisted.python.threadpool import ThreadPool
+
+        from tenantgw.dataplane.gateway import HostTable, gateway_on
+
+        gateway = gateway_on(Clock(), threadpool=ThreadPool())
+        rng = random.Random(21)
+        state = {k: v for k, v in initial_objects(rng).items() if k[0] not in ("Ingress",)}
+        compiler = IncrementalCompiler(OPTIONS, clock=lambda: NOW)
+        gateway.apply(compiler.replace(ordered(state), NOW))
+        kept = 0
+        for _ in range(150):
+            before = gateway.table
+            change = random_change(rng, state)
+            for key, obj in change.items():
+                if obj is None:
+                    state.pop(key, None)
+                else:
+                    state[key] = obj
+            gateway.apply(compiler.apply(change, NOW))
+            self.assertEqual(
+                table_view(gateway.table), table_view(HostTable(gateway, gateway.snapshot))
+            )
+            for namespace, handler in gateway.table.handlers.items():
+                if before.handlers.get(namespace) is handler:
+                    kept += 1
+        self.assertGreater(kept, 50 * TENANTS)
+
+
+class KubernetesSourceTests(SynchronousTestCase):
+    def test_changes_handed_over_compile_as_everything(self) -> None:
+        """
+        What the Kubernetes source hands over after its first rebuild is
+        only what changed; compiling that gives the snapshot a compile of
+        every object it holds gives.
+        """
+        from twisted.internet.task import Clock
+
+        from tenantgw.sources.kinds import KINDS
+        from tenantgw.sources.kubernetes import KubernetesSource
+
+        clock = Clock()
+        compiler = IncrementalCompiler(OPTIONS, clock=lambda: NOW)
+        calls: list[str] = []
+
+        def everything(objects: list[Any]) -> None:
+            calls.append("all")
+            compiler.replace(objects, NOW)
+
+        def changes(delta: Any) -> None:
+            calls.append("delta")
+            compiler.apply(delta, NOW)
+
+        source = KubernetesSource(None, clock, everything, on_changes=changes)
+        rng = random.Random(5)
+        state = initial_objects(rng)
+        for kind in [k.kind for k in KINDS]:
+            source.listed(kind, [o for k, o in state.items() if k[0] == kind])
+        clock.advance(1)
+        for _ in range(120):
+            for (kind, _, _), obj in random_change(rng, state).items():
+                if obj is None:
+                    continue
+                event = "DELETED" if rng.random() < 0.1 else "MODIFIED"
+                source.changed(kind, event, obj)
+                state_key = object_key(obj)
+                if event == "DELETED" and state_key is not None:
+                    state.pop(state_key, None)
+            # The Secret reader's round: every wanted Secret, read by name.
+            source.listed(
+                "Secret",
+                [o for k, o in state.items() if k[0] == "Secret" and source._wants_secret(k[1:])],
+            )
+            clock.advance(1)
+            self.assertEqual(
+                compiler.snapshot,
+                compile_snapshot(source.store.all_objects(), OPTIONS, compiler.snapshot, NOW),
+            )
+        self.assertEqual(calls[0], "all")
+        self.assertGreater(calls.count("delta"), 40)

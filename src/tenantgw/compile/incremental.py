@@ -82,6 +82,9 @@ def object_key(obj: KubeObject) -> ObjectKey | None:
     return (kind, namespace, name)
 
 
+_DEFAULT_OPTIONS = CompileOptions()
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -103,7 +106,7 @@ class IncrementalCompiler:
 
     def __init__(
         self,
-        options: CompileOptions = CompileOptions(),
+        options: CompileOptions = _DEFAULT_OPTIONS,
         compile: Compile = compile_snapshot,
         clock: Callable[[], datetime.datetime] = _now,
     ) -> None:
@@ -129,7 +132,9 @@ class IncrementalCompiler:
 
     # Input.
 
-    def replace(self, objects: Iterable[KubeObject], now: datetime.datetime | None = None) -> Snapshot:
+    def replace(
+        self, objects: Iterable[KubeObject], now: datetime.datetime | None = None
+    ) -> Snapshot:
         """Every object the source holds: what differs from the last call is the change."""
         fresh: dict[str, dict[tuple[str, str], KubeObject]] = {}
         unfiled: list[KubeObject] = []
@@ -292,7 +297,9 @@ class IncrementalCompiler:
         affected = self._closure(changed)
         while True:
             if affected & self._pinned:
-                return self._full(now, "a change in a namespace with Gateway API or Ingress objects")
+                return self._full(
+                    now, "a change in a namespace with Gateway API or Ingress objects"
+                )
             if len(affected) > 8 and len(affected) > self.max_share * len(self.snapshot.tenants):
                 return self._full(now, "a change reaching most tenants")
             trace = CompileTrace()
@@ -362,7 +369,9 @@ class IncrementalCompiler:
             for suffix, plan in previous.wildcard_hosts
             if plan.namespace not in affected
         ]
-        wildcards.extend((suffix, tenants[plan.namespace]) for suffix, plan in partial.wildcard_hosts)
+        wildcards.extend(
+            (suffix, tenants[plan.namespace]) for suffix, plan in partial.wildcard_hosts
+        )
         wildcards.sort(key=lambda pair: (-len(pair[0]), pair[0]))
         certificates.update(partial.certificates)
         statuses.update(partial.statuses)
