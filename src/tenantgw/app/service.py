@@ -146,6 +146,7 @@ class GatewayServices(MultiService):
                 self._objects_changed,
                 namespace_selector=options["namespace-selector"],
                 extra_secrets=[default_secret] if default_secret else (),
+                on_changes=self.pipeline.objects_delta,
             )
             self.readiness.kind_states = self.source.kind_states
             # Only the Lease's holder posts (contract section 13).

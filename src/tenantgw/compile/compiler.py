@@ -19,7 +19,7 @@ import functools
 import hashlib
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from attrs import evolve, field, frozen
@@ -552,6 +552,7 @@ def _tenant_certificates(
     now: datetime.datetime,
     certificates: dict[str, ServingCertificate],
     messages: list[str],
+    on_date: Callable[[datetime.datetime], None] | None = None,
 ) -> bool:
     """
     Records the tenant's certificate for each of its hosts it covers, and
@@ -571,6 +572,8 @@ def _tenant_certificates(
     values = secret_values(secret)
     try:
         certificate = load_certificate(values.get("tls.crt", b""), values.get("tls.key", b""))
+        if on_date is not None:
+            _record_dates(certificate, now, on_date)
         check_dates(certificate, now)
     except CertificateProblem as e:
         messages.append(f"tls.secretName: Secret {tls.secret_name!r}: {e}")
@@ -588,10 +591,45 @@ def _tenant_certificates(
     return bool(uncovered)
 
 
+def _record_dates(
+    certificate: ServingCertificate,
+    now: datetime.datetime,
+    on_date: Callable[[datetime.datetime], None],
+) -> None:
+    """The next moment this certificate's verdict changes (valid, expired), if any."""
+    if certificate.not_before > now:
+        on_date(certificate.not_before)
+    elif certificate.not_after > now:
+        on_date(certificate.not_after)
+
+
+class CompileTrace:
+    """
+    What a compile learnt besides the snapshot, for the incremental compiler
+    (L{tenantgw.compile.incremental}): every namespace's host claims, and per
+    namespace the next moment one of its certificates turns valid or expires,
+    after which its plan is stale even though no object changed.
+    """
+
+    def __init__(self) -> None:
+        self.claims: dict[str, list[HostClaim]] = defaultdict(list)
+        self.dates: dict[str, datetime.datetime] = {}
+        self.tenants_compiled = 0
+
+    def date(self, namespace: str) -> Callable[[datetime.datetime], None]:
+        def record(when: datetime.datetime) -> None:
+            current = self.dates.get(namespace)
+            if current is None or when < current:
+                self.dates[namespace] = when
+
+        return record
+
+
 def _default_certificate(
     reference: tuple[str, str] | None,
     by_namespace: Mapping[str, _NamespaceIndex],
     now: datetime.datetime,
+    on_date: Callable[[datetime.datetime], None] | None = None,
 ) -> dict[str, Any]:
     if reference is None:
         return {}
@@ -603,6 +641,8 @@ def _default_certificate(
     values = secret_values(secret)
     try:
         certificate = load_certificate(values.get("tls.crt", b""), values.get("tls.key", b""))
+        if on_date is not None:
+            _record_dates(certificate, now, on_date)
         check_dates(certificate, now)
     except CertificateProblem as e:
         return {"default_certificate_problem": f"Secret {namespace}/{name}: {e}"}
@@ -614,13 +654,17 @@ def compile_snapshot(
     options: CompileOptions = CompileOptions(),
     previous: Snapshot = EMPTY_SNAPSHOT,
     now: datetime.datetime | None = None,
+    trace: CompileTrace | None = None,
 ) -> Snapshot:
     """
     Builds the snapshot that should serve for C{objects}.  C{previous} is
     consulted only for the last good configs (tenant.yaml, Gateway API
     routes); C{now} (default: the current time) only for certificate
-    validity.
+    validity.  C{trace}, when given, is told what the incremental compiler
+    needs to know to recompile only some namespaces later.
     """
+    if trace is None:
+        trace = CompileTrace()
     if now is None:
         now = datetime.datetime.now(datetime.timezone.utc)
     objects = list(objects)
@@ -710,6 +754,8 @@ def compile_snapshot(
                 HostClaim(ingress_route.order[:3], namespace, h, str(ingress_route.origin))
                 for h in allowed
             )
+    for claim in claims:
+        trace.claims[claim.namespace].append(claim)
     ownership = share_hosts(
         claims,
         {c.derived_host: c.namespace for c in candidates if c.derived_host},
@@ -727,6 +773,7 @@ def compile_snapshot(
     certificates: dict[str, ServingCertificate] = {}
     for candidate in candidates:
         namespace = candidate.namespace
+        trace.tenants_compiled += 1
         index = by_namespace.get(namespace) or _NamespaceIndex.empty(namespace)
         messages = list(candidate.messages)
         quota, clamp_warnings = clamp_quota(candidate.spec.quota, candidate.policy)
@@ -794,7 +841,7 @@ def compile_snapshot(
             host_routes = routes_by_host(placed, sorted(owned))
             routes = routes + tuple(compiled_translated)
         tls_problems = _tenant_certificates(
-            candidate.spec.tls, index, hosts, now, certificates, messages
+            candidate.spec.tls, index, hosts, now, certificates, messages, trace.date(namespace)
         )
         redirect_hosts = set(
             h
@@ -806,7 +853,13 @@ def compile_snapshot(
         for entry in ingress.tls.get(namespace, ()) if namespace in serving else ():
             covered = tuple(h for h in entry.hosts if h in owned)
             problem = _tenant_certificates(
-                TLS(entry.secret_name), index, covered, now, certificates, messages
+                TLS(entry.secret_name),
+                index,
+                covered,
+                now,
+                certificates,
+                messages,
+                trace.date(namespace),
             )
             tls_problems = tls_problems or problem
         for r in from_ingress:
@@ -855,7 +908,9 @@ def compile_snapshot(
         statuses[namespace] = evolve(
             statuses[namespace], state=state, messages=tuple(messages), hosts=compiled_tenant.hosts
         )
-    wildcards.sort(key=lambda pair: -len(pair[0]))
+    # Longest first; no two tenants own one suffix, so the suffix makes the
+    # order total, the same whichever namespaces were compiled together.
+    wildcards.sort(key=lambda pair: (-len(pair[0]), pair[0]))
     listener_certificates = gateway_listener_certificates(gateway_api, by_namespace, now)
     return Snapshot(
         tenants=tenants,
@@ -872,8 +927,10 @@ def compile_snapshot(
             listener_certificates.statuses, ownership.lost, gateway_api
         ),
         last_good_objects=gateway_api.last_good_objects,
-        **_default_certificate(options.default_certificate_secret, by_namespace, now),
+        **_default_certificate(
+            options.default_certificate_secret, by_namespace, now, trace.date("")
+        ),
     )
 
 
-__all__ = ["STATE_ACCEPTED", "CompileOptions", "compile_snapshot"]
+__all__ = ["STATE_ACCEPTED", "CompileOptions", "CompileTrace", "compile_snapshot"]

@@ -65,6 +65,10 @@ FORBIDDEN_RETRY_SECONDS = 60.0  # a kind RBAC forbids: ask again this often
 HEALTHY_WATCH_SECONDS = 30.0  # a watch up this long (or delivering events) resets the backoff
 
 Key = tuple[str, str]  # (namespace or "", name)
+# What changed since the last rebuild, as the incremental compiler files it
+# ((kind, namespace, name), see tenantgw.compile.incremental): the object
+# now, or None when it is gone or no longer matters.
+ChangesCallback = Callable[[dict[tuple[str, str, str], KubeObject | None]], None]
 _BACKEND_KINDS = frozenset({"Service", "EndpointSlice"})
 
 
@@ -544,10 +548,20 @@ class KubernetesSource(Service):
         namespace_selector: str = "",
         extra_secrets: Iterable[Key] = (),
         backoff: tuple[float, float] = (0.5, 30.0),
+        on_changes: ChangesCallback | None = None,
     ) -> None:
+        """
+        C{on_changes}, when given, is called after the first rebuild with
+        only what changed (a list every rebuild: C{on_objects}), so that one
+        edit costs the compile of what it touches, not a list of every
+        object.  A re-list hands over everything again.
+        """
         self.api_client = api_client
         self.reactor = reactor
         self.on_objects = on_objects
+        self.on_changes = on_changes
+        self._changes: dict[tuple[str, str, str], tuple[str, Key]] = {}
+        self._everything = True
         self.kinds = watched_kinds(namespace_selector)
         self.store = ObjectStore([k.kind for k in self.kinds], extra_secrets)
         self.synced = False
@@ -625,11 +639,19 @@ class KubernetesSource(Service):
         if released:
             self._awaiting_secrets = False
         if self.store.replace(kind, items) or released:
+            self._everything = True
             self._after_change(kind)
 
     def changed(self, kind: str, event_type: str, obj: KubeObject) -> None:
-        if self.store.apply(kind, event_type, obj) and self.store.matters(kind, _key(obj)):
+        key = _key(obj)
+        if self.store.apply(kind, event_type, obj) and self.store.matters(kind, key):
+            self._note(kind, key)
             self._after_change(kind)
+
+    def _note(self, kind: str, key: Key) -> None:
+        namespace, name = key
+        filed = (kind, name, name) if kind == "Namespace" else (kind, namespace or "default", name)
+        self._changes[filed] = (kind, key)
 
     def _after_change(self, kind: str) -> None:
         if self._stopped:
@@ -637,9 +659,24 @@ class KubernetesSource(Service):
         store = self.store
         others_synced = len(store.synced - {"Secret"}) >= len(self.kinds)
         references = kind in ("ConfigMap", "Ingress", "Gateway", "HTTPRoute")
-        if references and store.update_references() and others_synced:
-            self._awaiting_secrets = True
-            self.secrets.wake()
+        if references:
+            routed = store.routed_namespaces
+            secrets = set(store.objects["Secret"])
+            newly_wanted = store.update_references()
+            # What the compile sees changes with the references: Secrets
+            # no longer wanted are dropped, and a namespace's Services start
+            # (or stop) mattering.
+            for key in secrets - store.objects["Secret"].keys():
+                self._note("Secret", key)
+            moved = routed ^ store.routed_namespaces
+            if moved:
+                for backend_kind in _BACKEND_KINDS:
+                    for key in store.objects.get(backend_kind, {}):
+                        if key[0] in moved:
+                            self._note(backend_kind, key)
+            if newly_wanted and others_synced:
+                self._awaiting_secrets = True
+                self.secrets.wake()
         if not others_synced:
             return
         if "Secret" not in store.synced:
@@ -656,8 +693,19 @@ class KubernetesSource(Service):
         self._pending = None
         self.synced = True
         self.rebuilds += 1
+        changes, self._changes = self._changes, {}
         try:
-            self.on_objects(self.store.all_objects())
+            if self._everything or self.on_changes is None:
+                self._everything = False
+                self.on_objects(self.store.all_objects())
+            else:
+                store = self.store
+                self.on_changes(
+                    {
+                        filed: store.objects[kind].get(key) if store.matters(kind, key) else None
+                        for filed, (kind, key) in changes.items()
+                    }
+                )
         except Exception:
             _log.failure("applying the cluster's objects failed")
 
