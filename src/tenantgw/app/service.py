@@ -45,6 +45,9 @@ from tenantgw.tls.sni import SNIContexts
 
 __all__ = ["Options", "build", "makeService"]
 
+# What the statuses and their Events are worked out from (status/), beside the snapshot.
+_STATUS_KINDS = frozenset({"Ingress", "IngressClass", "GatewayClass", "Gateway", "HTTPRoute"})
+
 _log = Logger()
 
 
@@ -146,7 +149,7 @@ class GatewayServices(MultiService):
                 self._objects_changed,
                 namespace_selector=options["namespace-selector"],
                 extra_secrets=[default_secret] if default_secret else (),
-                on_changes=self.pipeline.objects_delta,
+                on_changes=self._objects_delta,
             )
             self.readiness.kind_states = self.source.kind_states
             # Only the Lease's holder posts (contract section 13).
@@ -280,8 +283,25 @@ class GatewayServices(MultiService):
         ).setServiceParent(self)
 
     def _objects_changed(self, objects: list[Any]) -> None:
-        """A rebuild: the snapshot first, then the statuses it implies."""
+        """A rebuild of everything: the snapshot first, then the statuses it implies."""
         self.pipeline.objects_changed(objects)
+        self._statuses([o for o in objects if o.get("kind") in _STATUS_KINDS])
+
+    def _objects_delta(self, changes: Any) -> None:
+        """
+        A rebuild of what changed: the snapshot, then the statuses, worked
+        out from the only kinds they read (held by the source; none at all
+        in a cluster of Tenant ConfigMaps only), not the whole cluster.
+        """
+        self.pipeline.objects_delta(changes)
+        held = getattr(self.source, "store", None)
+        if held is None:
+            return
+        self._statuses(
+            [obj for kind in _STATUS_KINDS for obj in held.objects.get(kind, {}).values()]
+        )
+
+    def _statuses(self, objects: list[Any]) -> None:
         snapshot = self.gateway.snapshot
         try:
             reports = ingress_reports(objects, snapshot, self._ingress_options)
