@@ -201,6 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "import sys; from twisted.scripts.twistd import run; sys.exit(run())",
                 "-n",
                 "--pidfile=",
+                *args.twistd_option,
                 "tenantgw",
                 "--source=kubernetes",
                 f"--kubeconfig={kubeconfig}",
@@ -299,6 +300,13 @@ def main() -> int:
         "--catch-up", type=float, default=120.0, help="seconds to wait for changes to apply"
     )
     parser.add_argument("--no-pin", dest="pin", action="store_false")
+    parser.add_argument(
+        "--twistd-option",
+        action="append",
+        default=[],
+        help="passed to twistd before the plugin, e.g. --twistd-option=--profile=out"
+        " --twistd-option=--profiler=cprofile --twistd-option=--savestats",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     figures = run(args)

@@ -41,7 +41,6 @@ from tenantgw.sources.kubernetes import (
     KubernetesSource,
     ObjectStore,
     api_client_from,
-    referenced_secrets,
     watched_kinds,
 )
 from tenantgw.testing.fake_apiserver import FakeAPIServer
@@ -113,10 +112,33 @@ class ObjectStoreTests(SynchronousTestCase):
         self.assertTrue(store.update_references())
 
     def test_broken_config_keeps_the_secrets_of_its_last_good_config(self) -> None:
-        good = referenced_secrets([tenant_cm("a", keys_spec("keys"))], {})
-        self.assertEqual(good, {"a": frozenset({"keys"})})
-        broken = referenced_secrets([tenant_cm("a", text="routes: {")], good)
-        self.assertEqual(broken, good)
+        store = ObjectStore(KINDS)
+        store.replace("ConfigMap", [tenant_cm("a", keys_spec("keys"))])
+        store.update_references()
+        store.apply("ConfigMap", "MODIFIED", tenant_cm("a", text="routes: {"))
+        store.update_references(("ConfigMap", ("a", "tenant")))
+        self.assertEqual(store.secret_refs, {("a", "keys")})
+
+    def test_one_changed_object_updates_what_a_full_pass_would(self) -> None:
+        store = ObjectStore(KINDS)
+        store.replace("ConfigMap", [tenant_cm(ns, keys_spec("keys")) for ns in ("a", "b", "c")])
+        store.update_references()
+        changes = [
+            ("MODIFIED", tenant_cm("b", keys_spec("rotated"))),
+            ("DELETED", tenant_cm("c", keys_spec("keys"))),
+            ("ADDED", tenant_cm("d", simple_spec())),
+        ]
+        for event_type, obj in changes:
+            store.apply("ConfigMap", event_type, obj)
+            wanted = store.update_references(
+                ("ConfigMap", (obj["metadata"]["namespace"], "tenant"))
+            )
+            self.assertEqual(wanted, obj["metadata"]["namespace"] == "b")
+        incremental = (store.secret_refs, store.routed_namespaces)
+        store.update_references()
+        self.assertEqual((store.secret_refs, store.routed_namespaces), incremental)
+        self.assertEqual(incremental[0], {("a", "keys"), ("b", "rotated")})
+        self.assertEqual(incremental[1], {"a", "b", "d"})
 
     def test_default_certificate_secret_is_kept_from_any_namespace(self) -> None:
         store = ObjectStore(KINDS, extra_secrets=[("ops", "default-tls")])

@@ -12,7 +12,7 @@ the API server; a thousand tenants with a certificate each cost 200 gets a
 second, which is the price of holding no Secret nobody asked for.
 
 What counts as a reference: a Tenant ConfigMap's C{tls.secretName} and
-C{access} Secrets (L{tenantgw.sources.kubernetes.referenced_secrets}), an
+C{access} Secrets (L{tenantgw.sources.kubernetes.ObjectStore.update_references}), an
 Ingress's C{spec.tls[].secretName} and C{auth-secret} annotation, a
 Gateway listener's C{tls.certificateRefs}, and C{--default-cert-secret}.
 Whether a reference is allowed (same namespace, ReferenceGrant) is
