@@ -469,6 +469,21 @@ CORPUS: list[dict[str, Any]] = [
         "probes": [probe("/x", 301, location="https://new.example/landing")],
     },
     {
+        # ingress-nginx sends the URL as written: its own query and fragment
+        # stay, the request's query is not added.
+        "name": "permanent-redirect-query-fragment",
+        "ingresses": [
+            ingress(
+                "movedq",
+                SITE,
+                annotations={"permanent-redirect": "https://new.example/landing?from=old#top"},
+            )
+        ],
+        "probes": [
+            probe("/x?y=1", 301, location="https://new.example/landing?from=old#top"),
+        ],
+    },
+    {
         "name": "permanent-redirect-code",
         "ingresses": [
             ingress(

@@ -76,7 +76,6 @@ EXACT_STAYS = "An `Exact` path with `rewrite-target` stays exact"
 OUR_PREFIX = "`tenantgw.io/` annotations"
 REALM_CHARSET = 'adds `charset="UTF-8"`'
 RATE_429 = "rate limit answers 429"
-REDIRECT_QUERY = "keep the request's query string"
 WILDCARD = "one label or more"
 NORMALISED = "forwarded as normalised"
 PATH_PARAMETERS = "Path parameters (`;x`) are ignored for matching"
@@ -176,24 +175,6 @@ DIFFERENCES: dict[tuple[str, int], tuple[Difference, ...]] = {
     ("cors-specific-origin", 3): served_by_one(
         False, (200, 200), "web", "/", "shop.test", CORS_PREFLIGHT
     )[1:],
-    ("app-root", 2): (
-        Difference(
-            "location", ["http://shop.test/app1?x=1"], ["http://shop.test/app1"], REDIRECT_QUERY
-        ),
-    ),
-    ("permanent-redirect", 1): (
-        Difference(
-            "location",
-            ["https://new.example/landing?y=1"],
-            ["https://new.example/landing"],
-            REDIRECT_QUERY,
-        ),
-    ),
-    ("temporal-redirect", 1): (
-        Difference(
-            "location", ["https://status.example/?q=1"], ["https://status.example/"], REDIRECT_QUERY
-        ),
-    ),
 }
 
 

@@ -664,6 +664,8 @@ class TenantHandler:
             target_path = replace_prefix(path, matched, redirect.replace_prefix.encode("ascii"))
         else:
             target_path = path
+        if redirect.query is not None:
+            query = redirect.query.encode("ascii")
         location = f"{scheme}://{authority}".encode("ascii") + target_path + query
         respond(request, redirect.status_code, [(b"location", location)])
 
