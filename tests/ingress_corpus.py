@@ -635,7 +635,19 @@ CORS_HEADERS = (
 # strings through rewrites and redirects, case in canary values).  The
 # corpus test does not send them.
 ORACLE_PROBES: dict[str, list[dict[str, Any]]] = {
-    "plain-prefix": [oracle_probe("/a%20b?x=1"), oracle_probe("/", method="HEAD")],
+    "plain-prefix": [
+        oracle_probe("/a%20b?x=1"),
+        oracle_probe("/", method="HEAD"),
+        # A client's own values of the proxy's fields are replaced on both sides.
+        oracle_probe(
+            "/",
+            headers={
+                "X-Real-IP": "10.9.9.9",
+                "X-Scheme": "https",
+                "X-Original-Forwarded-For": "10.8.8.8",
+            },
+        ),
+    ],
     "exact-and-prefix": [
         oracle_probe("/login?x=1"),
         oracle_probe("/login/"),
