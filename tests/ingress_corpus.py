@@ -469,6 +469,21 @@ CORPUS: list[dict[str, Any]] = [
         "probes": [probe("/x", 301, location="https://new.example/landing")],
     },
     {
+        # ingress-nginx sends the URL as written: its own query and fragment
+        # stay, the request's query is not added.
+        "name": "permanent-redirect-query-fragment",
+        "ingresses": [
+            ingress(
+                "movedq",
+                SITE,
+                annotations={"permanent-redirect": "https://new.example/landing?from=old#top"},
+            )
+        ],
+        "probes": [
+            probe("/x?y=1", 301, location="https://new.example/landing?from=old#top"),
+        ],
+    },
+    {
         "name": "permanent-redirect-code",
         "ingresses": [
             ingress(
@@ -620,7 +635,19 @@ CORS_HEADERS = (
 # strings through rewrites and redirects, case in canary values).  The
 # corpus test does not send them.
 ORACLE_PROBES: dict[str, list[dict[str, Any]]] = {
-    "plain-prefix": [oracle_probe("/a%20b?x=1"), oracle_probe("/", method="HEAD")],
+    "plain-prefix": [
+        oracle_probe("/a%20b?x=1"),
+        oracle_probe("/", method="HEAD"),
+        # A client's own values of the proxy's fields are replaced on both sides.
+        oracle_probe(
+            "/",
+            headers={
+                "X-Real-IP": "10.9.9.9",
+                "X-Scheme": "https",
+                "X-Original-Forwarded-For": "10.8.8.8",
+            },
+        ),
+    ],
     "exact-and-prefix": [
         oracle_probe("/login?x=1"),
         oracle_probe("/login/"),

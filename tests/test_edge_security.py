@@ -312,6 +312,51 @@ class EdgeTests(TestCase):
         self.assertNotIn(b"keep-alive", head)
         self.assertEqual(head.count(b"\r\nhost: "), 1)
 
+    def forwarded_fields(self) -> dict[bytes, list[bytes]]:
+        fields: dict[bytes, list[bytes]] = {}
+        for line in self.public.heads[-1].split(b"\r\n")[1:]:
+            if b":" in line:
+                name, value = line.split(b":", 1)
+                fields.setdefault(name.strip().lower(), []).append(value.strip())
+        return fields
+
+    def assert_gateway_forwarded(self, scheme: bytes) -> None:
+        """Apps moved off ingress-nginx trust these: each is the gateway's, once."""
+        fields = self.forwarded_fields()
+        self.assertEqual(fields[b"x-real-ip"], [b"127.0.0.1"])
+        self.assertEqual(fields[b"x-scheme"], [scheme])
+        self.assertEqual(fields[b"x-forwarded-proto"], [scheme])
+        port = self.gateway.port if scheme == b"http" else self.https.getHost().port
+        self.assertEqual(fields[b"x-forwarded-port"], [b"%d" % port])
+        self.assertEqual(fields[b"x-original-forwarded-for"], [b"203.0.113.9"])
+        self.assertEqual(fields[b"x-forwarded-for"], [b"203.0.113.9, 127.0.0.1"])
+        self.assertNotIn(b"forged", self.public.heads[-1])
+
+    FORGED = [
+        (b"x-real-ip", b"10.9.9.9-forged"),
+        (b"x-scheme", b"https-forged"),
+        (b"x-forwarded-port", b"1-forged"),
+        (b"x-original-forwarded-for", b"10.8.8.8-forged"),
+        (b"x-forwarded-for", b"203.0.113.9"),
+    ]
+
+    @inlineCallbacks
+    def test_forged_forwarded_fields_are_replaced_over_http1(self) -> Any:
+        forged = b"".join(b"%s: %s\r\n" % pair for pair in self.FORGED)
+        reply = yield self.send(
+            b"GET /public HTTP/1.1\r\nHost: a.example\r\n" + forged + b"Connection: close\r\n\r\n"
+        )
+        self.assertEqual(_status(reply), 200)
+        self.assert_gateway_forwarded(b"http")
+
+    @inlineCallbacks
+    def test_forged_forwarded_fields_are_replaced_over_http2(self) -> Any:
+        client = yield self.h2()
+        client.send_headers(1, request_headers(path=b"/public", extra=self.FORGED))
+        yield client.answered(1)
+        self.assertEqual(client.responses[1].status, 200)
+        self.assert_gateway_forwarded(b"https")
+
     @inlineCallbacks
     def test_connection_cannot_remove_host(self) -> Any:
         reply = yield self.send(

@@ -19,6 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
+from tenantgw.translators import ingress as ingress_translator
 from tenantgw.translators import ingress_annotations
 from tests.dataplane_support import GatewayUnderTest, Upstream
 from tests.ingress_corpus import CORPUS
@@ -124,6 +125,31 @@ def _make_test(case: dict[str, Any]) -> Any:
 
 for _case in CORPUS:
     setattr(IngressCorpusTests, "test_" + _case["name"].replace("-", "_"), _make_test(_case))
+
+
+class RedirectAnnotationTests(SynchronousTestCase):
+    """The redirect annotations' URL, validated, then kept as written."""
+
+    def test_query_and_fragment_kept_request_query_not(self) -> None:
+        redirect = ingress_translator._redirect_to("https://new.example/a?b=1#c", "k", 301)
+        self.assertEqual(redirect.query, "?b=1#c")
+        self.assertEqual((redirect.host, redirect.path), ("new.example", "/a"))
+        plain = ingress_translator._redirect_to("https://new.example/a", "k", 301)
+        self.assertEqual(plain.query, "", "the request's query would be appended")
+
+    def test_control_characters_refused(self) -> None:
+        for url in ("https://new.example/a\r\nSet-Cookie: x=1", "https://n.example/?a=1\tb"):
+            with self.assertRaises(ingress_translator._Refused) as caught:
+                ingress_translator._redirect_to(url, "permanent-redirect", 301)
+            self.assertIn("permanent-redirect", str(caught.exception))
+
+    def test_space_in_query_refused(self) -> None:
+        with self.assertRaises(ingress_translator._Refused):
+            ingress_translator._redirect_to("https://n.example/?a=1 b", "temporal-redirect", 302)
+
+    def test_not_absolute_refused(self) -> None:
+        with self.assertRaises(ingress_translator._Refused):
+            ingress_translator._redirect_to("/relative?x=1", "permanent-redirect", 301)
 
 
 class CoverageTests(SynchronousTestCase):

@@ -7,6 +7,7 @@ is tested is what a tenant's file does, not what a hand-built snapshot does.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from typing import Any
 
@@ -110,6 +111,22 @@ class ForwardingTests(ProxyTestCase):
         request_id = response.headers.getRawHeaders("x-request-id")[0]
         self.assertEqual(headers["x-request-id"], [request_id])
         self.assertRegex(request_id, r"^[0-9a-f]{32}$")
+
+    @inlineCallbacks
+    def test_ingress_nginx_fields_follow_trusted_proxies(self) -> Any:
+        """X-Real-IP is the client address: behind a trusted proxy, its client's."""
+        self.upstream()
+        tenant = {"hosts": ["t.example"], "routes": [_route("all")]}
+        sent = {"X-Forwarded-For": ["198.51.100.7"], "X-Real-IP": ["10.0.0.1"]}
+        _, seen = yield self.get_json(self.serve(tenant), "/", headers=sent)
+        self.assertEqual(seen["headers"]["x-real-ip"], ["127.0.0.1"])
+        self.assertEqual(seen["headers"]["x-original-forwarded-for"], ["198.51.100.7"])
+        trusting = self.serve(tenant, trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"),))
+        _, seen = yield self.get_json(trusting, "/", headers=sent)
+        headers = seen["headers"]
+        self.assertEqual(headers["x-real-ip"], ["198.51.100.7"])
+        self.assertEqual(headers["x-scheme"], ["http"])
+        self.assertEqual(headers["x-forwarded-port"], [str(trusting.port)])
 
     @inlineCallbacks
     def test_well_formed_request_id_is_kept_and_malformed_replaced(self) -> Any:

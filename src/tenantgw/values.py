@@ -64,6 +64,10 @@ class Redirect:
     # Gateway API RequestRedirect ReplacePrefixMatch: the matched prefix of
     # the request's path is replaced, the rest kept.
     replace_prefix: str | None = None
+    # None keeps the request's query string (Gateway API RequestRedirect, the
+    # ConfigMap); a string, empty or "?q#f" as the Ingress annotation wrote it,
+    # is sent in its place, since ingress-nginx's `return` sends the URL as is.
+    query: str | None = None
 
 
 @frozen

@@ -569,15 +569,27 @@ class TenantHandler:
         original_host = request.requestHeaders.getRawHeaders(b"host", [host.encode("ascii")])[0]
         previous_for = headers.getRawHeaders(b"x-forwarded-for")
         client = request.client_address.encode("ascii")
-        forwarded = (
+        scheme = b"https" if request.isSecure() else b"http"
+        # ingress-nginx's set, sent on every route: apps moved off it read
+        # them, and a client's own values of these names never reach any
+        # upstream (proxy._NOT_COPIED). X-Real-IP is the client address,
+        # so it follows --trusted-proxies as X-Forwarded-For does.
+        forwarded = [
             (
                 b"X-Forwarded-For",
                 b", ".join([*previous_for, client]) if previous_for else client,
             ),
-            (b"X-Forwarded-Proto", b"https" if request.isSecure() else b"http"),
+            (b"X-Forwarded-Proto", scheme),
             (b"X-Forwarded-Host", original_host),
             (b"X-Request-Id", request.request_id),
-        )
+            (b"X-Real-Ip", client),  # the Header-Case a mirror copy overrides
+            (b"X-Scheme", scheme),
+        ]
+        local_port = getattr(request.getHost(), "port", None)  # a UNIX socket has none
+        if local_port is not None:
+            forwarded.append((b"X-Forwarded-Port", b"%d" % local_port))
+        if previous_for:
+            forwarded.append((b"X-Original-Forwarded-For", b", ".join(previous_for)))
         target = route.target_for(path, query)
         upstream_host = route.rewrite_host or original_host
         if (
@@ -664,6 +676,8 @@ class TenantHandler:
             target_path = replace_prefix(path, matched, redirect.replace_prefix.encode("ascii"))
         else:
             target_path = path
+        if redirect.query is not None:
+            query = redirect.query.encode("ascii")
         location = f"{scheme}://{authority}".encode("ascii") + target_path + query
         respond(request, redirect.status_code, [(b"location", location)])
 

@@ -52,6 +52,10 @@ _NOT_COPIED = frozenset(
         b"X-Forwarded-Proto",
         b"X-Forwarded-Host",
         b"X-Request-Id",
+        b"X-Real-Ip",
+        b"X-Forwarded-Port",
+        b"X-Scheme",
+        b"X-Original-Forwarded-For",
     }
 )
 

@@ -577,15 +577,28 @@ def _cors(values: Mapping[str, str]) -> Cors:
 
 
 def _redirect_to(url: str, key: str, code: int) -> Redirect:
+    # urlsplit silently drops CR, LF and tab: refuse them before it can.
+    if any(c < " " or c == "\x7f" for c in url.strip()):
+        raise _Refused(f"annotation {key}: the URL has a control character")
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise _Refused(f"annotation {key}: {url!r} is not an absolute http(s) URL")
     try:
         host = names.validate_hostname(parts.hostname, allow_wildcard=False)
         path = names.validate_path(parts.path or "/")
+        port = parts.port
     except ValueError as e:
         raise _Refused(f"annotation {key}: {e}") from None
-    return Redirect(scheme=parts.scheme, host=host, port=parts.port, path=path, status_code=code)
+    # ingress-nginx returns the URL as written: its own query and fragment are
+    # kept, the request's query is not added.
+    tail = (f"?{parts.query}" if parts.query else "") + (
+        f"#{parts.fragment}" if parts.fragment else ""
+    )
+    if not all("!" <= c <= "~" for c in tail):
+        raise _Refused(f"annotation {key}: query or fragment has a space or control character")
+    return Redirect(
+        scheme=parts.scheme, host=host, port=port, path=path, status_code=code, query=tail
+    )
 
 
 def _with_app_root(route: IngressRoute, values: Mapping[str, str]) -> list[IngressRoute]:
@@ -608,7 +621,7 @@ def _with_app_root(route: IngressRoute, values: Mapping[str, str]) -> list[Ingre
             name=route.route.name + "-app-root",
             match=RouteMatch(path="/", path_type=PATH_EXACT),
             backends=(),
-            redirect=Redirect(path=target, status_code=302),
+            redirect=Redirect(path=target, status_code=302, query=""),
             rewrite=None,
         ),
     )
