@@ -70,8 +70,15 @@ class Difference:
 
     field: str
     tenantgw: Any
-    nginx: Any
+    nginx: Any  # or a frozenset of the values nginx may show
     documented: str  # words of docs/ingress.md's differences section
+
+
+def _as_documented(got: tuple[Any, Any], known: Difference) -> bool:
+    nginx_ok = (
+        got[1] in known.nginx if isinstance(known.nginx, frozenset) else got[1] == known.nginx
+    )
+    return got[0] == known.tenantgw and nginx_ok
 
 
 ORIGIN_ECHO = "echoes an allowed `Origin`"
@@ -133,7 +140,11 @@ DIFFERENCES: dict[tuple[str, int], tuple[Difference, ...]] = {
         False, (404, 200), "api", "/new", "shop.test", EXACT_STAYS
     ),
     ("two-ingresses-merge-on-a-host", 2): (Difference("uri", "/x", "/api/../x", NORMALISED),),
-    ("two-ingresses-merge-on-a-host", 3): (Difference("uri", "/api/x", "//api/x", NORMALISED),),
+    # nginx passes the path as the client wrote it; treq writes "//api/x" as
+    # "////api/x" on Python 3.13 (its URL parsing changed), so either is nginx's.
+    ("two-ingresses-merge-on-a-host", 3): (
+        Difference("uri", "/api/x", frozenset({"//api/x", "////api/x"}), NORMALISED),
+    ),
     ("two-ingresses-merge-on-a-host", 4): (Difference("uri", "/api/y", "/x/../api/y", NORMALISED),),
     ("two-ingresses-merge-on-a-host", 5): (Difference("uri", "/x", "/api/%2e%2e/x", NORMALISED),),
     ("two-ingresses-merge-on-a-host", 7): (Difference("upstream", "api", "web", PATH_PARAMETERS),),
@@ -262,7 +273,7 @@ class NginxOracleTests(TestCase):
                 known = expected.pop(name, None)
                 if known is None and got[0] != got[1]:
                     problems.append(f"{where}: {name}: tenantgw {got[0]!r}, nginx {got[1]!r}")
-                elif known is not None and got != (known.tenantgw, known.nginx):
+                elif known is not None and not _as_documented(got, known):
                     problems.append(f"{where}: {name}: documented difference changed: {got!r}")
             problems += [f"{where}: {name}: not a field" for name in expected]
         if problems:
