@@ -24,7 +24,6 @@ this script on the other.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import sys
@@ -113,26 +112,10 @@ def memory(pid: int) -> dict[str, int]:
 def wrk(
     children: bench.Children, settings: bench.Settings, port: int, host: str, seconds: int
 ) -> bench.Result:
-    argv = [
-        "wrk",
-        "-t1",
-        f"-c{settings.connections}",
-        f"-d{seconds}s",
-        "--latency",
-        # A request held up by a compile must count in the latency, not
-        # vanish as a wrk timeout (2 s by default).
-        "--timeout",
-        "30s",
-        "-H",
-        f"Host: {host}",
-        f"http://{bench.HOST}:{port}/",
-    ]
-    child = children.start("wrk", argv, cpu=settings.load_cpu, log_path=None)
-    try:
-        out, _ = child.proc.communicate(timeout=seconds + 60)
-    finally:
-        children.stop(child)
-    return bench.parse_wrk(out.decode(errors="replace"), "tenantgw", host)
+    # A request held up by a compile must count in the latency, not vanish
+    # as a wrk timeout (2 s by default).
+    output = bench.run_wrk(children, settings, port, seconds, host=host, timeout=30)
+    return bench.parse_wrk(output, "tenantgw", host)
 
 
 class Changer(threading.Thread):
@@ -160,13 +143,8 @@ class Changer(threading.Thread):
 
 def applied(admin_port: int, changed: dict[int, int]) -> int:
     """How many of the changed tenants the gateway serves with their last version."""
-    conn = http.client.HTTPConnection(bench.HOST, admin_port, timeout=120)
-    try:
-        conn.request("GET", "/api/tenants")
-        response = conn.getresponse()
-        status, body = response.status, response.read()
-    finally:
-        conn.close()
+    # A gateway busy compiling answers late, and its answer still counts.
+    status, body = bench.http_get(admin_port, "/api/tenants", host=bench.HOST, timeout=120)
     if status != 200:
         return -1
     paths = {t["namespace"]: {r["path"] for r in t["routes"]} for t in json.loads(body)["tenants"]}

@@ -194,9 +194,11 @@ def log_tail(path: Path | None, lines: int = 20) -> str:
 # ------------------------------------------------------------------------ readiness
 
 
-def http_get(port: int, path: str = "/", host: str = VHOST) -> tuple[int, bytes]:
+def http_get(
+    port: int, path: str = "/", host: str = VHOST, timeout: float = 2
+) -> tuple[int, bytes]:
     """One GET on a fresh connection; returns (status, body)."""
-    conn = http.client.HTTPConnection(HOST, port, timeout=2)
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
     try:
         conn.request("GET", path, headers={"Host": host})
         response = conn.getresponse()
@@ -355,21 +357,33 @@ class Settings:
     wait_quiet: int = 0
 
 
-def run_wrk(children: Children, settings: Settings, port: int, seconds: int) -> str:
-    """Run wrk against *port* for *seconds* and return its output."""
+def run_wrk(
+    children: Children,
+    settings: Settings,
+    port: int,
+    seconds: int,
+    host: str = VHOST,
+    timeout: int | None = None,
+) -> str:
+    """Run wrk against *port* for *seconds* and return its output.
+
+    *timeout*: wrk's per-request timeout in seconds (its default is 2 s, and
+    a slower answer is counted as an error, not in the latency).
+    """
     argv = [
         "wrk",
         "-t1",
         f"-c{settings.connections}",
         f"-d{seconds}s",
         "--latency",
+        *(["--timeout", f"{timeout}s"] if timeout is not None else []),
         "-H",
-        f"Host: {VHOST}",
+        f"Host: {host}",
         f"http://{HOST}:{port}/",
     ]
     child = children.start("wrk", argv, cpu=settings.load_cpu, log_path=None)
     try:
-        out, _ = child.proc.communicate(timeout=seconds + 30)
+        out, _ = child.proc.communicate(timeout=seconds + 30 + (timeout or 0))
     finally:
         children.stop(child)
     text = out.decode(errors="replace")

@@ -169,6 +169,14 @@ class DashboardInBrowserTests(TestCase):
             [(i["namespace"], i["name"], i["state"]) for i in document["ingresses"]],
             [("blog", "legacy", "Accepted")],
         )
+        self.assertEqual(
+            {(o["kind"], o["name"]): o["state"] for o in document["gatewayApi"]},
+            {
+                ("GatewayClass", "tenantgw"): "Accepted",
+                ("Gateway", "edge"): "Accepted",
+                ("HTTPRoute", "docs"): "Accepted",
+            },
+        )
         browser = DevToolsBrowser(self.mktemp())
         self.addCleanup(browser.close)
         yield deferToThread(browser.open, gateway.admin_url("/").decode())

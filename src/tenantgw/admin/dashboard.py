@@ -131,21 +131,6 @@ function row(t) {
   tr.appendChild(problems);
   return tr;
 }
-function conditionsState(conditions) {
-  const failed = (conditions || []).find(c => c.status !== "True");
-  return failed ? failed.type + " " + failed.status + " (" + failed.reason + ")" : "Accepted";
-}
-function objectState(o) {
-  if (o.kind === "Ingress") return o;
-  let state = conditionsState(o.status.conditions);
-  for (const p of o.status.parents || []) {
-    if (state === "Accepted") state = conditionsState(p.conditions);
-  }
-  for (const l of o.status.listeners || []) {
-    if (state === "Accepted") state = conditionsState(l.conditions);
-  }
-  return {kind: o.kind, name: o.name, state: state, messages: []};
-}
 function groupObjects(doc) {
   const found = new Map();
   const add = o => {
@@ -153,7 +138,7 @@ function groupObjects(doc) {
     found.get(o.namespace).push(o);
   };
   for (const o of doc.ingresses || []) add(Object.assign({kind: "Ingress"}, o));
-  for (const o of doc.gatewayApi || []) if (o.namespace) add(Object.assign({}, o, objectState(o)));
+  for (const o of doc.gatewayApi || []) if (o.namespace) add(Object.assign({messages: []}, o));
   return found;
 }
 function objectList(t) {

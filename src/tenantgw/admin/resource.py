@@ -207,6 +207,8 @@ def tenants_document(
                 "kind": s.key.kind,
                 "namespace": s.key.namespace,
                 "name": s.key.name,
+                # "Accepted", or its first failing condition (as tenantgw check says).
+                "state": s.summary(),
                 "status": status_json(s),
             }
             for s in snapshot.object_statuses

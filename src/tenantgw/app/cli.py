@@ -336,14 +336,12 @@ def check_report(
 
 
 def _object_report(status: ObjectStatus) -> ObjectReport:
-    failing = status.failing()
-    summary = (
-        "Accepted" if failing is None else f"{failing.type} {failing.status} ({failing.reason})"
-    )
-    if failing is not None and failing.message:
-        summary += f": {failing.message}"
     return ObjectReport(
-        status.key.kind, status.key.namespace, status.key.name, summary, status_json(status)
+        status.key.kind,
+        status.key.namespace,
+        status.key.name,
+        status.summary(with_message=True),
+        status_json(status),
     )
 
 

@@ -73,9 +73,7 @@ def gateway_api_events(
             reason = _EVENT_REASONS.get(failing.reason) or (
                 "Rejected" if failing.type == "Accepted" else "Accepted"
             )
-            message = f"{failing.type} {failing.status} ({failing.reason})"
-            if failing.message:
-                message += f": {failing.message}"
+            message = status.summary(with_message=True)
         events[str(key)] = object_event(
             key.kind,
             _GATEWAY_API_VERSION,

@@ -233,6 +233,19 @@ class ObjectStatus:
         ]
         return next((c for c in conditions if (c.type == "Conflicted") == c.ok), None)
 
+    def summary(self, with_message: bool = False) -> str:
+        """
+        "Accepted", or the first failing condition as "Type Status (Reason)"
+        (and ": message" when asked): what check, Events and the dashboard say.
+        """
+        failing = self.failing()
+        if failing is None:
+            return "Accepted"
+        text = f"{failing.type} {failing.status} ({failing.reason})"
+        if with_message and failing.message:
+            text += f": {failing.message}"
+        return text
+
 
 @frozen
 class GatewayApiTranslation:
