@@ -39,7 +39,13 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from tenantgw.admin.traffic import Totals, TrafficWindow
-from tenantgw.plans.snapshot import EMPTY_SNAPSHOT, STATE_HOST_CONFLICT, STATE_REJECTED, Snapshot
+from tenantgw.plans.snapshot import (
+    EMPTY_SNAPSHOT,
+    STATE_HOST_CONFLICT,
+    STATE_REJECTED,
+    Snapshot,
+    changed_namespaces,
+)
 
 if TYPE_CHECKING:
     from tenantgw.dataplane.request import GatewayRequest
@@ -428,6 +434,9 @@ class Metrics:
         self.traffic_window = TrafficWindow(monotonic, LATENCY_BUCKETS)
         self._upstream_children: dict[tuple[str, str, str], Any] = {}
         self._previous = EMPTY_SNAPSHOT
+        # Namespaces whose config is Rejected now, kept across snapshots so
+        # that one tenant's change does not cost a pass over all of them.
+        self._rejected: set[str] = set()
         self._errors: dict[str, deque[dict[str, object]]] = {}
         # Set by whoever holds the quota state: requests in flight per tenant.
         self.tenant_in_flight: Callable[[str], int] = lambda namespace: 0
@@ -565,10 +574,25 @@ class Metrics:
         previous = self._previous
         self._previous = current
         self.config_rebuilds.inc()
-        for namespace, status in current.statuses.items():
-            if status.state in REFUSED_STATES and previous.statuses.get(namespace) != status:
+        statuses = current.statuses
+        visit = changed_namespaces(current, previous)
+        if visit is None:
+            visit = statuses
+            self._rejected = set()
+        rejected = self._rejected
+        for namespace in visit:
+            status = statuses.get(namespace)
+            if status is None or status.state != STATE_REJECTED:
+                rejected.discard(namespace)
+            else:
+                rejected.add(namespace)
+            if (
+                status is not None
+                and status.state in REFUSED_STATES
+                and previous.statuses.get(namespace) != status
+            ):
                 self.config_rejections.labels(namespace, status.state).inc()
-        refused = any(s.state == STATE_REJECTED for s in current.statuses.values())
+        refused = bool(rejected)
         self.config_last_reload_successful.set(0 if refused else 1)
         if not refused:
             self.config_last_reload_success_timestamp.set(self.wall_clock())

@@ -17,7 +17,7 @@ from tenantgw.admin.resource import Readiness
 from tenantgw.compile.compiler import CompileOptions
 from tenantgw.compile.incremental import Changes, IncrementalCompiler
 from tenantgw.dataplane.gateway import Gateway
-from tenantgw.plans.snapshot import STATE_ACCEPTED, Snapshot, TenantStatus
+from tenantgw.plans.snapshot import STATE_ACCEPTED, Snapshot, TenantStatus, changed_namespaces
 
 _log = Logger()
 
@@ -55,15 +55,30 @@ class ConfigPipeline:
                 _log.failure("a snapshot listener failed")
 
     def _log_changes(self, previous: Snapshot, current: Snapshot) -> None:
-        # Identity first: an incremental compile keeps every untouched
-        # tenant's status object, and comparing 5,000 by value costs more
-        # than the compile of the one that changed.
         before = previous.statuses
-        changed = [
-            (namespace, status)
-            for namespace, status in current.statuses.items()
-            if before.get(namespace) is not status and before.get(namespace) != status
-        ]
+        after = current.statuses
+        visit = changed_namespaces(current, previous)
+        if visit is None:
+            # Identity first: an incremental compile keeps every untouched
+            # tenant's status object, and comparing 5,000 by value costs
+            # more than the compile of the one that changed.
+            changed = [
+                (namespace, status)
+                for namespace, status in after.items()
+                if before.get(namespace) is not status and before.get(namespace) != status
+            ]
+            removed = sorted(before.keys() - after.keys())
+        else:
+            changed = []
+            removed = []
+            for namespace in visit:
+                status = after.get(namespace)
+                if status is None:
+                    if namespace in before:
+                        removed.append(namespace)
+                elif before.get(namespace) != status:
+                    changed.append((namespace, status))
+            removed.sort()
         for _, status in sorted(changed):
             _report(status)
         problem = current.default_certificate_problem
@@ -72,7 +87,7 @@ class ConfigPipeline:
                 "--default-cert-secret unusable, the listener default serves: {problem}",
                 problem=problem,
             )
-        for namespace in sorted(previous.statuses.keys() - current.statuses.keys()):
+        for namespace in removed:
             _log.info("tenant {namespace}: removed", namespace=namespace)
 
 

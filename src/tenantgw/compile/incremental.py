@@ -38,7 +38,13 @@ from attrs import evolve
 
 from tenantgw.compile.compiler import CompileOptions, CompileTrace, compile_snapshot
 from tenantgw.compile.hosts import HostClaim
-from tenantgw.plans.snapshot import EMPTY_SNAPSHOT, Snapshot, TenantPlan
+from tenantgw.plans.snapshot import (
+    EMPTY_SNAPSHOT,
+    Snapshot,
+    SnapshotDelta,
+    TenantPlan,
+    next_revision,
+)
 from tenantgw.sources.kinds import KIND_NAMES
 from tenantgw.translators.gateway_api import GATEWAY_API_KINDS
 from tenantgw.translators.ingress import INGRESS_KINDS
@@ -219,7 +225,10 @@ class IncrementalCompiler:
         if now is None:
             now = self.clock()
         trace = CompileTrace()
-        snapshot = self.compile(self.all_objects(), self.options, self.snapshot, now, trace)
+        snapshot = evolve(
+            self.compile(self.all_objects(), self.options, self.snapshot, now, trace),
+            revision=next_revision(),
+        )
         self.synced = True
         self._claims = {ns: tuple(claims) for ns, claims in trace.claims.items()}
         self._claimers = defaultdict(set)
@@ -387,6 +396,8 @@ class IncrementalCompiler:
             last_good=last_good,
             reserved_hosts=reserved,
             certificates=certificates,
+            revision=next_revision(),
+            delta=SnapshotDelta(previous.revision, frozenset(affected)),
         )
 
 

@@ -64,7 +64,13 @@ from tenantgw.http2.client import H2UpstreamPool
 from tenantgw.http2.negotiate import NegotiatingProtocol, PriorKnowledgeProtocol
 from tenantgw.http2.server import H2ServerConnection
 from tenantgw.plans.routes import AccessPlan, BackendPlan, RoutePlan
-from tenantgw.plans.snapshot import ANY_HOST, EMPTY_SNAPSHOT, Snapshot, TenantPlan
+from tenantgw.plans.snapshot import (
+    ANY_HOST,
+    EMPTY_SNAPSHOT,
+    Snapshot,
+    TenantPlan,
+    changed_namespaces,
+)
 from tenantgw.tls.upstream import UpstreamTrust
 from tenantgw.values import LB_LEAST_REQUEST, IPNetwork, RateLimit, Redirect
 from tenantgw.wire.fields import HOP_BY_HOP, UNDERSCORES_DROP, connection_options
@@ -838,26 +844,51 @@ class Gateway:
         return self.table.snapshot
 
     def apply(self, snapshot: Snapshot) -> None:
+        seen = self.table.snapshot
         table = HostTable(self, snapshot, self.table)
         self.table = table  # the one atomic swap
-        self.active_checks.configure(self._probe_targets(snapshot))
+        targets = self._probe_targets(snapshot, seen)
+        if targets is not None:
+            self.active_checks.configure(targets)
         self.applied += 1
 
-    def _probe_targets(self, snapshot: Snapshot) -> set[ProbeTarget]:
-        """L{probe_targets}, reusing each unchanged tenant's from the last apply."""
+    def _probe_targets(self, snapshot: Snapshot, seen: Snapshot) -> set[ProbeTarget] | None:
+        """
+        L{probe_targets}, reusing each unchanged tenant's from the last
+        apply; None when they are the same as before, which is what a change
+        to a tenant without health checks gives.
+        """
         cache = self._probes
-        fresh: dict[str, tuple[TenantPlan, frozenset[ProbeTarget]]] = {}
+        tenants = snapshot.tenants
+        visit = changed_namespaces(snapshot, seen)
+        if visit is None:
+            fresh: dict[str, tuple[TenantPlan, frozenset[ProbeTarget]]] = {}
+            for namespace, tenant in tenants.items():
+                known = cache.get(namespace)
+                if known is not None and known[0] is tenant:
+                    fresh[namespace] = known
+                else:
+                    fresh[namespace] = (tenant, frozenset(tenant_probe_targets(tenant)))
+            self._probes = cache = fresh
+        else:
+            moved = False
+            for namespace in visit:
+                plan = tenants.get(namespace)
+                known = cache.get(namespace)
+                before = known[1] if known is not None else frozenset()
+                if plan is None:
+                    cache.pop(namespace, None)
+                    moved = moved or bool(before)
+                elif known is None or known[0] is not plan:
+                    found = frozenset(tenant_probe_targets(plan))
+                    cache[namespace] = (plan, found)
+                    moved = moved or found != before
+            if not moved:
+                return None
         targets: set[ProbeTarget] = set()
-        for namespace, tenant in snapshot.tenants.items():
-            known = cache.get(namespace)
-            if known is not None and known[0] is tenant:
-                found = known[1]
-            else:
-                found = frozenset(tenant_probe_targets(tenant))
+        for _, found in cache.values():
             if found:
                 targets |= found
-            fresh[namespace] = (tenant, found)
-        self._probes = fresh
         return targets
 
     def handle(self, request: GatewayRequest) -> None:

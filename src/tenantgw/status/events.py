@@ -32,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from tenantgw.plans.snapshot import STATE_ACCEPTED, Snapshot, TenantStatus
+from tenantgw.plans.snapshot import STATE_ACCEPTED, Snapshot, TenantStatus, changed_namespaces
 
 _log = Logger()
 
@@ -155,6 +155,9 @@ class StatusEvents(Service):
         self.now = now or (lambda: datetime.datetime.now(datetime.timezone.utc))
         # namespace -> (reason, message) last posted
         self.posted: dict[str, tuple[str, str]] = {}
+        # The snapshot last gone through: the next one's delta names the
+        # only namespaces worth looking at again.
+        self._seen: Snapshot | None = None
         # Events about other objects (Ingresses), by "Kind namespace/name":
         # the latest wanted, and (reason, message) last posted.
         self.latest_objects: dict[str, dict[str, Any]] = {}
@@ -181,6 +184,7 @@ class StatusEvents(Service):
         self.active = True
         self.posted.clear()
         self.posted_objects.clear()
+        self._seen = None
         pending = self._post_object_changes(self.latest_objects, resync=True)
         if self.latest is None:
             return pending
@@ -225,7 +229,14 @@ class StatusEvents(Service):
 
     def _post_changes(self, snapshot: Snapshot, resync: bool) -> list[Any]:
         pending = []
-        for namespace, status in sorted(snapshot.statuses.items()):
+        statuses = snapshot.statuses
+        visit = changed_namespaces(snapshot, self._seen)
+        self._seen = snapshot
+        for namespace in sorted(statuses if visit is None else visit):
+            status = statuses.get(namespace)
+            if status is None:
+                self.posted.pop(namespace, None)
+                continue
             if status.config_map is None:
                 continue  # no ConfigMap to attach the Event to
             event = event_for(status, self.now(), self.component)
@@ -238,8 +249,9 @@ class StatusEvents(Service):
             )
             d.addErrback(_post_failed, namespace)
             pending.append(d)
-        for gone in set(self.posted) - set(snapshot.statuses):
-            del self.posted[gone]
+        if visit is None:
+            for gone in set(self.posted) - set(statuses):
+                del self.posted[gone]
         return pending
 
 
