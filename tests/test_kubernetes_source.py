@@ -717,6 +717,19 @@ class TwistdWiringTests(TestCase):
         self.assertIn('tenantgw_source_synced{kind="ConfigMap"} 1.0', scraped)
         self.assertIn('tenantgw_source_synced{kind="Secret"} 1.0', scraped)
         self.assertIn('tenantgw_source_forbidden{kind="Ingress"} 0.0', scraped)
+        self.assertIn('tenantgw_config_full_compiles_total{reason="first compile"} 1.0', scraped)
+        # One tenant's edit compiles that tenant only, and says so.
+        compiled = services.pipeline.compiler.tenants_compiled
+        edited = tenant_cm("shop", {**simple_spec(), "quota": {"requestsPerSecond": 7}})
+        edited["metadata"]["resourceVersion"] = server.get("ConfigMap", "shop", "tenant")[
+            "metadata"
+        ]["resourceVersion"]
+        server.update(edited)
+        yield eventually(lambda: _rate_of(services, "shop") == 7)
+        scraped = services.metrics.exposition().decode("utf-8")
+        self.assertIn('tenantgw_config_compiles_total{mode="full"} 1.0', scraped)
+        self.assertIn('tenantgw_config_compiles_total{mode="incremental"} 1.0', scraped)
+        self.assertIn(f"tenantgw_config_tenants_compiled_total {float(compiled + 1)}", scraped)
 
 
 class TrafficThroughChangesTests(TestCase):
@@ -1000,3 +1013,9 @@ class KeepaliveTests(TestCase):
         options = api_client.rest_client.pool_manager.connection_pool_kw["socket_options"]
         self.assertIn((socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1), options)
         self.assertIn((socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 20), options)
+
+
+def _rate_of(services: Any, namespace: str) -> float | None:
+    tenant = services.gateway.snapshot.tenants.get(namespace)
+    rate = None if tenant is None else tenant.quota.rate
+    return None if rate is None else rate.requests_per_second

@@ -329,6 +329,22 @@ class _CallbackCounter(Collector):
         yield CounterMetricFamily(self.name, self.documentation, value=float(self.count()))
 
 
+class _LabelledCallbackCounter(Collector):
+    def __init__(
+        self, name: str, documentation: str, label: str, counts: Callable[[], Mapping[str, float]]
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.counts = counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value_of_label, value in sorted(self.counts().items()):
+            family.add_metric([value_of_label], float(value))
+        yield family
+
+
 def certificate_expiry(snapshot: Snapshot) -> dict[str, float]:
     """Per tenant, when the first of the certificates serving its hosts expires."""
     result: dict[str, float] = {}
@@ -453,6 +469,12 @@ class Metrics:
         watches), read at scrape time so those parts need not know of metrics.
         """
         self.registry.register(_CallbackCounter(name, documentation, count))
+
+    def count_by(
+        self, name: str, documentation: str, label: str, counts: Callable[[], Mapping[str, float]]
+    ) -> None:
+        """L{count_from} with one label, for a part that keeps its counts in a mapping."""
+        self.registry.register(_LabelledCallbackCounter(name, documentation, label, counts))
 
     def count_connections(self, count: Callable[[], dict[str, int]]) -> None:
         """Open client connections per listener, counted at scrape time."""

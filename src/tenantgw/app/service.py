@@ -197,6 +197,25 @@ class GatewayServices(MultiService):
         if isinstance(self.source, DirectorySource):
             self.metrics.source_problems = self.source.problems
         self.pipeline.listeners.append(self.metrics.snapshot_applied)
+        compiler = self.pipeline.compiler
+        self.metrics.count_by(
+            "tenantgw_config_compiles",
+            "Snapshot compiles, by mode: incremental (only the tenants a change reaches)"
+            " or full (every tenant)",
+            "mode",
+            lambda: {"full": 0, "incremental": 0, **compiler.compiles},
+        )
+        self.metrics.count_by(
+            "tenantgw_config_full_compiles",
+            "Full compiles, by the reason the change could not be compiled incrementally",
+            "reason",
+            lambda: compiler.full_reasons,
+        )
+        self.metrics.count_from(
+            "tenantgw_config_tenants_compiled",
+            "Tenants compiled, over every compile: how much work the changes cost",
+            lambda: compiler.tenants_compiled,
+        )
         _count_elsewhere(self.metrics, self.gateway, self.source)
         if self.status_writer is not None:
             writer = self.status_writer
