@@ -537,6 +537,41 @@ class WatcherEndToEndTests(TestCase):
         self.assertTrue(all("allowWatchBookmarks=true" in q for q in watches))
 
     @inlineCallbacks
+    def test_a_stalled_watch_is_reopened_without_a_relist(self) -> Any:
+        """
+        A watch whose connection stays open but carries nothing (no event,
+        no bookmark: what TCP keepalive cannot see) is re-opened from its
+        version once the read deadline passes; what changed meanwhile then
+        arrives, and nothing is listed again.
+        """
+        cluster = Cluster(self)
+        cluster.add_tenant("shop", simple_spec())
+        watchers = {
+            kind: w for kind, w in cluster.source.watchers.items() if isinstance(w, KindWatcher)
+        }
+        for watcher in watchers.values():
+            watcher.read_deadline = 1.0
+        cluster.start(self)
+        yield eventually(lambda: cluster.readiness.ready)
+        lists = {kind: w.lists for kind, w in watchers.items()}
+        cluster.server.stall_watches = True
+        cluster.add_tenant("blog", simple_spec())
+        config_maps = watchers["ConfigMap"]
+        stalled = time.monotonic()
+        yield eventually(lambda: config_maps.stalls >= 1, timeout=5.0)
+        self.assertLess(time.monotonic() - stalled, 3.0)
+        self.assertNotIn("blog", cluster.snapshot.statuses)
+        cluster.server.stall_watches = False
+        yield eventually(lambda: self.state(cluster, "blog") == STATE_ACCEPTED, timeout=5.0)
+        self.assertEqual({kind: w.lists for kind, w in watchers.items()}, lists)
+
+    def test_healthy_quiet_watches_end_before_the_read_deadline(self) -> None:
+        """The API server is asked to end each watch before a silent one would count as stalled."""
+        watcher = KindWatcher(None, watched_kinds()[0], print, print)
+        self.assertLess(watcher.watch_timeout + 5, watcher.read_deadline)
+        self.assertLessEqual(watcher.read_deadline, 60)
+
+    @inlineCallbacks
     def test_namespace_selector_is_sent_to_the_api(self) -> Any:
         cluster = Cluster(self, selector="team=a")
         cluster.server.create(namespace("in", labels={"team": "a"}))
@@ -999,7 +1034,7 @@ class BackoffTests(SynchronousTestCase):
 
 class KeepaliveTests(TestCase):
     def test_client_connections_probe_a_half_open_connection(self) -> None:
-        """A watch would otherwise notice a dead API server only after 330 s."""
+        """Without keepalive a dead API server would be noticed only at the read deadline."""
         import socket
 
         server = FakeAPIServer()

@@ -46,6 +46,7 @@ from attrs import frozen
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from urllib3.exceptions import ReadTimeoutError
 
 from tenantgw.compile.compiler import TENANT_KEY, TENANT_LABEL, parse_cached
 from tenantgw.config.model import Access, TenantSpec
@@ -57,8 +58,17 @@ from tenantgw.translators.ingress import CONTROLLER as INGRESS_CONTROLLER
 _log = Logger()
 
 LIST_PAGE = 500
-WATCH_TIMEOUT_SECONDS = 290  # server side: the API server ends the watch, we re-watch
-READ_TIMEOUT_SECONDS = 330  # client side: longer than the server's, and than its bookmarks
+# A watch that sends nothing for READ_DEADLINE_SECONDS is taken for stalled
+# (an API server, proxy or NAT that keeps the connection open and forwards
+# nothing, which TCP keepalive cannot see) and re-opened from the last
+# version, without a re-list.  So that a quiet but healthy watch never meets
+# that deadline, the API server is asked to end each watch before it
+# (timeoutSeconds); the watch is then re-opened, once a minute per kind.
+WATCH_TIMEOUT_SECONDS = 50
+READ_DEADLINE_SECONDS = 60
+# Lists: a read that waits longer than this for the next bytes fails (retried
+# with backoff); generous, since a big list may be slow to start.
+READ_TIMEOUT_SECONDS = 120
 MISSING_KIND_RETRY_SECONDS = 60.0  # an optional kind not installed: look again this often
 CONNECT_TIMEOUT_SECONDS = 5
 FORBIDDEN_RETRY_SECONDS = 60.0  # a kind RBAC forbids: ask again this often
@@ -330,6 +340,9 @@ class KindWatcher:
         # first list), and whether the API server said it is too old (410).
         self.synced_version = ""
         self.version_unavailable = False
+        self.watch_timeout = WATCH_TIMEOUT_SECONDS
+        self.read_deadline = READ_DEADLINE_SECONDS
+        self.stalls = 0  # watches re-opened because they went silent
 
     def start(self) -> None:
         self.thread.start()
@@ -354,7 +367,7 @@ class KindWatcher:
             with contextlib.suppress(Exception):
                 response.close()
 
-    def _request(self, **query: Any) -> Any:
+    def _request(self, read_timeout: float = READ_TIMEOUT_SECONDS, **query: Any) -> Any:
         """One call through the official client's typed API, as raw JSON."""
         arguments = {k: v for k, v in query.items() if v not in (None, "")}
         typed = _list_methods().get(self.watched.kind)
@@ -377,7 +390,7 @@ class KindWatcher:
         return function(
             **arguments,
             _preload_content=False,
-            _request_timeout=(CONNECT_TIMEOUT_SECONDS, READ_TIMEOUT_SECONDS),
+            _request_timeout=(CONNECT_TIMEOUT_SECONDS, read_timeout),
         )
 
     def run(self) -> None:
@@ -494,11 +507,12 @@ class KindWatcher:
         """Watches from C{version} until the stream ends; returns to re-list on 410."""
         while not self.stopping.is_set() and not self.relist_requested.is_set():
             response = self._request(
+                read_timeout=self.read_deadline,
                 watch=True,
                 resource_version=version,
                 allow_watch_bookmarks=True,
                 label_selector=self.watched.label_selector,
-                timeout_seconds=WATCH_TIMEOUT_SECONDS,
+                timeout_seconds=self.watch_timeout,
             )
             self.watches += 1
             started = time.monotonic()
@@ -525,6 +539,17 @@ class KindWatcher:
                         continue
                     self.watch_healthy = True
                     self.event(self.watched.kind, event_type, obj)
+            except ReadTimeoutError:
+                if self.stopping.is_set():
+                    return
+                self.stalls += 1
+                _log.warn(
+                    "watch of {kind} sent nothing for {seconds:.0f} s (stalled connection):"
+                    " re-watching from resourceVersion {version}",
+                    kind=self.watched.kind,
+                    seconds=self.read_deadline,
+                    version=version,
+                )
             finally:
                 if time.monotonic() - started >= HEALTHY_WATCH_SECONDS:
                     self.watch_healthy = True
