@@ -9,11 +9,15 @@ import json
 import os
 from typing import Any
 
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Cooperator
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python import usage
+from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.test.requesthelper import DummyRequest
 
 from tenantgw.admin.resource import Readiness, admin_root
@@ -30,13 +34,44 @@ class _ReactorWithThreads(MemoryReactorClock):
 
 
 def render(root: Any, path: bytes) -> tuple[int, bytes]:
+    """
+    A GET through the resource tree; one answered in steps (C{/api/tenants})
+    must be given an admin root built with C{cooperate=clocked.cooperate}
+    (L{ClockedCooperator}), whose steps are run here.
+    """
     segments = path.strip(b"/").split(b"/")
     request = DummyRequest(segments)
     resource = root
     for segment in segments:
         resource = resource.getChildWithDefault(segment, request)
     body = resource.render(request)
+    if body == NOT_DONE_YET:
+        clocked.run()
+        assert request.finished, "the resource never finished its answer"
+        body = b"".join(request.written)
     return request.responseCode or 200, body
+
+
+class ClockedCooperator:
+    """A Cooperator whose ticks run when a test says so, one step each, not on the reactor."""
+
+    def __init__(self) -> None:
+        self.ticks: list[Any] = []
+        self.cooperator = Cooperator(
+            terminationPredicateFactory=lambda: lambda: True,
+            scheduler=self.ticks.append,
+        )
+        self.cooperate = self.cooperator.cooperate
+
+    def tick(self) -> None:
+        self.ticks.pop(0)()
+
+    def run(self) -> None:
+        while self.ticks:
+            self.tick()
+
+
+clocked = ClockedCooperator()
 
 
 class AdminTests(SynchronousTestCase):
@@ -52,7 +87,9 @@ class AdminTests(SynchronousTestCase):
 
     def test_api_tenants_lists_hosts_routes_endpoints_and_state(self) -> None:
         snapshot = one_tenant_snapshot(9999)
-        code, body = render(admin_root(Readiness(), lambda: snapshot), b"/api/tenants")
+        code, body = render(
+            admin_root(Readiness(), lambda: snapshot, cooperate=clocked.cooperate), b"/api/tenants"
+        )
         self.assertEqual(code, 200)
         (tenant,) = json.loads(body)["tenants"]
         self.assertEqual(tenant["state"], "Accepted")
@@ -60,6 +97,46 @@ class AdminTests(SynchronousTestCase):
         self.assertTrue(tenant["serving"])
         endpoints = [e for r in tenant["routes"] for b in r["backends"] for e in b["endpoints"]]
         self.assertEqual(endpoints, ["127.0.0.1:9999"])
+
+    def test_api_tenants_is_written_in_steps_and_stops_when_the_client_leaves(self) -> None:
+        """
+        /api/tenants of many tenants (the dashboard asks every 2 s) is built
+        a few rows per reactor turn, so requests are served between the
+        steps; the document is the one tenants_document makes; a client that
+        leaves stops the work.
+        """
+        from tenantgw.admin.resource import ROWS_PER_TURN, tenants_document
+        from tenantgw.compile.compiler import compile_snapshot
+        from tests.test_compile import simple_spec, tenant, web_backend
+
+        count = ROWS_PER_TURN * 3 + 7
+        objects: list[Any] = []
+        for i in range(count):
+            objects += [*tenant(f"t{i:03d}", simple_spec()), *web_backend(f"t{i:03d}")]
+        snapshot = compile_snapshot(objects)
+        root = admin_root(Readiness(), lambda: snapshot, cooperate=clocked.cooperate)
+        request = DummyRequest([b"api", b"tenants"])
+        resource = root.getChildWithDefault(b"api", request).getChildWithDefault(
+            b"tenants", request
+        )
+        self.assertEqual(resource.render(request), NOT_DONE_YET)
+        clocked.tick()
+        self.assertFalse(request.finished)
+        self.assertLess(b"".join(request.written).count(b'"namespace"'), count)
+        clocked.run()
+        self.assertTrue(request.finished)
+        document = json.loads(b"".join(request.written))
+        self.assertEqual(document, json.loads(json.dumps(tenants_document(snapshot))))
+        self.assertEqual(len(document["tenants"]), count)
+
+        leaving = DummyRequest([b"api", b"tenants"])
+        resource.render(leaving)
+        clocked.tick()
+        written = len(leaving.written)
+        leaving.processingFailed(Failure(ConnectionDone("the client left")))
+        clocked.run()
+        self.assertEqual(len(leaving.written), written)
+        self.assertFalse(leaving.finished)
 
 
 class OptionsTests(SynchronousTestCase):

@@ -24,7 +24,7 @@ from tenantgw.admin.metrics import Metrics, method_label, status_class
 from tenantgw.admin.resource import Readiness, admin_root
 from tenantgw.plans.snapshot import EMPTY_SNAPSHOT
 from tests.dataplane_support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
-from tests.test_admin_and_options import render
+from tests.test_admin_and_options import clocked, render
 
 
 def _tenant(*routes: dict[str, Any]) -> dict[str, Any]:
@@ -214,7 +214,10 @@ class MetricsUnitTests(SynchronousTestCase):
         metrics = Metrics()
         metrics.tenant_in_flight = lambda namespace: 3
         _, body = render(
-            admin_root(Readiness(), lambda: snapshot, metrics, metrics), b"/api/tenants"
+            admin_root(
+                Readiness(), lambda: snapshot, metrics, metrics, cooperate=clocked.cooperate
+            ),
+            b"/api/tenants",
         )
         (row,) = json.loads(body)["tenants"]
         self.assertEqual(row["readyEndpoints"], 1)
