@@ -56,11 +56,13 @@ MAX_BODY_LENGTH = 2**63 - 1
 _REQUEST_LINE = re.compile(rb"([" + TCHAR + rb"]+) ([\x21-\x7e]+) (HTTP/1\.[01])\Z")
 # name ":" OWS value OWS; the value is HTAB, SP, VCHAR and obs-text.
 _FIELD_LINE = re.compile(rb"([" + TCHAR + rb"]+):([\t\x20-\x7e\x80-\xff]*)\Z")
+# A whole header section of such lines, through the empty line.
+_SECTION = re.compile(rb"(?:[" + TCHAR + rb"]+:[\t\x20-\x7e\x80-\xff]*\r\n)*\r\n\Z")
 
 _HOST = b"host"
 _CONTENT_LENGTH = b"content-length"
 _TRANSFER_ENCODING = b"transfer-encoding"
-_NOTED = frozenset({_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING})
+_NOTED_LENGTHS = frozenset(len(name) for name in (_HOST, _CONTENT_LENGTH, _TRANSFER_ENCODING))
 
 CHUNKED = None  # RequestHead.length of a chunked body
 
@@ -207,46 +209,37 @@ def parse_request_head(data: bytes, underscores: str = UNDERSCORES_DROP) -> Requ
     C{fields}) or C{reject} (400).  A backend that maps "_" to "-" would
     read Transfer_Encoding as Transfer-Encoding.
     """
-    if not data.endswith(b"\r\n\r\n"):
+    if data[-4:] != b"\r\n\r\n":
         raise HeadError(400, "head does not end with an empty line")
-    lines = data[:-4].split(b"\r\n")
-    request_line = lines[0]
+    eol = data.find(b"\r\n")
+    request_line = data[:eol]
     matched = _REQUEST_LINE.match(request_line)
-    if matched is None or len(request_line) > MAX_REQUEST_LINE_BYTES:
+    if matched is None or eol > MAX_REQUEST_LINE_BYTES:
         raise HeadError(request_line_status(request_line) or 400, "malformed request line")
     method, target, version = matched.groups()
-    # Per-line accounting is needed only when the whole section could be over.
-    count_lines = len(lines) - 1 > MAX_HEADER_COUNT or (
-        len(data) - len(request_line) - 4 > MAX_HEADER_BYTES
-    )
-    count = size = hosts = 0
+    lines = data[eol + 2 : -4].split(b"\r\n") if len(data) > eol + 4 else []
+    # One pass in C judges the whole section in the common case; only a
+    # section that breaks a rule is walked line by line, to find which.
+    if (
+        len(lines) > MAX_HEADER_COUNT
+        or len(data) - eol - 4 > MAX_HEADER_BYTES
+        or _SECTION.match(data, eol + 2) is None
+    ):
+        raise _section_error(lines)
+    hosts = 0
     length: int | None = 0
     framed = False
     fields: list[tuple[bytes, bytes]] = []
-    match = _FIELD_LINE.match
-    for line in lines[1:]:
-        field = match(line)
-        if field is None:
-            if line[:1] in (b" ", b"\t"):
-                raise HeadError(400, "obs-fold")
-            if b"\r" in line or b"\n" in line:
-                raise HeadError(400, "bare CR or LF")
-        if count_lines:
-            count += 1
-            size += len(line) + 2
-            if count > MAX_HEADER_COUNT or size > MAX_HEADER_BYTES:
-                raise HeadError(431, "header section too large")
-        if field is None:
-            raise HeadError(400, "malformed field line")
-        name, value = field.groups()
+    for line in lines:
+        name, _, value = line.partition(b":")
         value = value.strip(b" \t")
         if b"_" in name:
             if underscores == UNDERSCORES_REJECT:
                 raise HeadError(400, "field name with an underscore")
             if underscores == UNDERSCORES_DROP:
                 continue
-        lowered = name.lower()
-        if lowered in _NOTED:
+        if len(name) in _NOTED_LENGTHS:  # spares a lower() for most fields
+            lowered = name.lower()
             if lowered == _HOST:
                 hosts += 1
             elif lowered == _CONTENT_LENGTH:
@@ -254,15 +247,31 @@ def parse_request_head(data: bytes, underscores: str = UNDERSCORES_DROP) -> Requ
                     raise HeadError(400, "second framing field")
                 length = content_length(value)
                 framed = True
-            elif transfer_coding_status(value, version, framed):
-                raise HeadError(400, "Transfer-Encoding refused")
-            else:
+            elif lowered == _TRANSFER_ENCODING:
+                if transfer_coding_status(value, version, framed):
+                    raise HeadError(400, "Transfer-Encoding refused")
                 length = CHUNKED
                 framed = True
         fields.append((name, value))
     if host_count_status(hosts, version):
         raise HeadError(400, "Host missing or repeated")
     return RequestHead(method, target, version, tuple(fields), length)
+
+
+def _section_error(lines: list[bytes]) -> HeadError:
+    """The first rule the header section's lines break, in the order a line reader finds it."""
+    size = 0
+    for count, line in enumerate(lines, 1):
+        if line[:1] in (b" ", b"\t"):
+            return HeadError(400, "obs-fold")
+        if b"\r" in line or b"\n" in line:
+            return HeadError(400, "bare CR or LF")
+        size += len(line) + 2
+        if count > MAX_HEADER_COUNT or size > MAX_HEADER_BYTES:
+            return HeadError(431, "header section too large")
+        if _FIELD_LINE.match(line) is None:
+            return HeadError(400, "malformed field line")
+    return HeadError(400, "malformed header section")
 
 
 def serialize_request_head(head: RequestHead) -> bytes:
@@ -280,7 +289,7 @@ def serialize_request_head(head: RequestHead) -> bytes:
 
 def serialize_fields(fields: Iterable[tuple[bytes, bytes]]) -> bytes:
     """C{Name: value} lines with their CRLFs; a ValueError for a field that would not parse."""
-    parts = []
+    parts: list[bytes] = []
     for name, value in fields:
         if not is_token(name):
             raise ValueError("field name is not a token")
