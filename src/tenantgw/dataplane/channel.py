@@ -1,18 +1,22 @@
 """
 The client-facing HTTP/1.1 connection: twisted.web's parser, hardened.
 
-A gateway in front of many backends is where request-smuggling shapes do
-their damage, because the gateway and the backend may disagree on where one
-request ends.  twisted.web already refuses most of them; this subclass closes
-the rest, answers the size limits with their own statuses (414, 431) instead
-of a bare 400, bounds the time a client may take to send its headers
-(slowloris), and hands a request with a body to the router as soon as its
-headers are in, so that the body streams instead of being spooled to disk.
+The rules (limits, smuggling shapes, strict chunked bodies) are the wire
+layer's, L{tenantgw.http1}, and so are the refusals' fixed answers; this
+subclass applies them to twisted.web's line-by-line reading, answers the
+size limits with their own statuses (414, 431) instead of a bare 400,
+bounds the time a client may take to send its headers (slowloris), and
+hands a request with a body to the router as soon as its headers are in, so
+that the body streams instead of being spooled to disk.  A whole head that
+arrives in one read, without a body, is parsed in one pass by
+L{tenantgw.http1.head.parse_request_head}; one it refuses takes the line
+path, which refuses it the same way.
 
-Every refusal here answers with a fixed body and closes the connection:
-after a framing error nothing later on the connection can be trusted.
+Every refusal here answers with a fixed body (JSON when the fields read so
+far ask for it) and closes the connection: after a framing error nothing
+later on the connection can be trusted.
 
-Limits, exactly:
+Limits, exactly (L{tenantgw.http1.head}):
 
   - request line (without its CRLF): at most 8192 bytes, else 414;
   - header section (every field line with its CRLF, not counting the
@@ -22,16 +26,14 @@ Limits, exactly:
   - the whole header phase, from the first byte of a request to the end of
     its headers: at most C{header_deadline} seconds, else 408.
 
-This module leans on twisted.web internals (C{_ChunkedTransferDecoder},
-C{_maybeChooseTransferDecoder}, L{LineReceiver}'s buffer), which are pinned
+This module leans on twisted.web internals (C{_maybeChooseTransferDecoder},
+its transfer-decoder interface, L{LineReceiver}'s buffer), which are pinned
 by the Twisted version the project depends on; the tests in
 C{tests/test_http_hardening.py} pin the behaviour.
 """
 
 from __future__ import annotations
 
-import re
-import secrets
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,149 +41,81 @@ from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
-from twisted.web._abnf import _istoken
 
 from tenantgw.dataplane.transport import StreamTransport, sni_name, stream_of
-from tenantgw.wire.fields import (
+from tenantgw.http1.chunked import ChunkedDecoder, ChunkedError
+from tenantgw.http1.fields import (
     UNDERSCORES_DROP,
     UNDERSCORES_REJECT,
     forwardable_trailers,
-    valid_field_value,
 )
+from tenantgw.http1.head import (
+    MAX_BODY_LENGTH,
+    MAX_HEADER_BYTES,
+    MAX_HEADER_COUNT,
+    MAX_REQUEST_LINE_BYTES,
+    HeadError,
+    content_length,
+    field_line_status,
+    host_count_status,
+    parse_request_head,
+    pending_line_status,
+    request_line_status,
+    transfer_coding_status,
+)
+from tenantgw.http1.request_id import new_request_id
+from tenantgw.http1.responses import refusal, wants_json
 
 if TYPE_CHECKING:
     from tenantgw.dataplane.gateway import GatewaySite
     from tenantgw.dataplane.request import GatewayRequest
 
-MAX_REQUEST_LINE_BYTES = 8 * 1024
-MAX_HEADER_BYTES = 16 * 1024
-MAX_HEADER_COUNT = 100
+__all__ = [
+    "DEFAULT_HEADER_DEADLINE",
+    "MAX_BODY_LENGTH",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADER_COUNT",
+    "MAX_REQUEST_LINE_BYTES",
+    "GatewayChannel",
+]
+
 DEFAULT_HEADER_DEADLINE = 15.0
-# Content-Length and chunk sizes above this are refused: a backend that keeps
-# lengths in a signed 64-bit integer would read a larger one differently.
-MAX_BODY_LENGTH = 2**63 - 1
-
-_STATUS_TEXT = {
-    400: b"Bad Request",
-    408: b"Request Timeout",
-    414: b"URI Too Long",
-    431: b"Request Header Fields Too Large",
-}
-_BODY_TEXT = {
-    400: b"bad request\n",
-    408: b"request timeout\n",
-    414: b"request line too long\n",
-    431: b"request header fields too large\n",
-}
-
-# Visible ASCII and SP: anything else in a request line (HTAB, DEL, a bare CR,
-# bytes above 0x7E) is refused.  twisted.web's own check lets 0x7F-0xB0
-# through in the request-target (it compares against 176, meant as octal).
-_REQUEST_LINE_BYTES = bytes(range(0x20, 0x7F))
-
-# RFC 9112 section 7.1: chunk-size [ chunk-ext ] CRLF, with
-# chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] ).
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-_QUOTED = rb'"(?:[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]|\\[\t \x21-\x7e\x80-\xff])*"'
-_CHUNK_LINE = re.compile(
-    rb"\A([0-9A-Fa-f]{1,16})(?:[ \t]*;[ \t]*"
-    + _TOKEN
-    + rb"(?:[ \t]*=[ \t]*(?:"
-    + _TOKEN
-    + rb"|"
-    + _QUOTED
-    + rb"))?)*\Z"
-)
 
 
-# The fast path's idea of an unremarkable request head.  Anything that does
-# not match exactly goes through the line-by-line path, which alone decides
-# refusals; so these patterns may be stricter than HTTP, never looser.
-_PLAIN_REQUEST_LINE = re.compile(rb"(" + _TOKEN + rb") ([\x21-\x7e]+) (HTTP/1\.[01])\Z")
-_PLAIN_FIELD_LINE = re.compile(rb"(" + _TOKEN + rb"):([\t\x20-\x7e\x80-\xff]*)\Z")
-# Body framing stays with twisted.web's decoders and our checks on them.
-_FRAMING_FIELDS = frozenset({b"content-length", b"transfer-encoding"})
-
-
-def refusal(status: int) -> bytes:
-    """A complete, fixed response for a request the parser refused."""
-    body = _BODY_TEXT[status]
-    return b"".join(
-        (
-            b"HTTP/1.1 %d %s\r\n" % (status, _STATUS_TEXT[status]),
-            b"Content-Type: text/plain; charset=utf-8\r\n",
-            b"Content-Length: %d\r\n" % len(body),
-            b"Connection: close\r\n",
-            b"X-Request-Id: %s\r\n\r\n" % secrets.token_hex(16).encode("ascii"),
-            body,
-        )
-    )
-
-
-def _valid_field_line(line: bytes) -> bool:
-    name, colon, value = line.partition(b":")
-    return bool(colon) and _istoken(name) and len(value.translate(None, b"\x00\r\n")) == len(value)
-
-
-class _StrictChunkedDecoder(http._ChunkedTransferDecoder):
+class _ChunkedBody:
     """
-    twisted.web's chunked decoder with the lenient corners removed.
-
-    twisted.web accepts a chunk size of any number of hex digits, chunk
-    extensions made of any printable junk, trailer lines that are not field
-    lines (so data after the last chunk is swallowed as a "trailer"), and it
-    waits for a CRLF forever when a line ends in a bare LF.  A backend that
-    parses any of these differently reads a different body, so each is a 400.
-    Well-formed trailers are kept (L{trailers}) for the proxy to pass on.
+    twisted.web's transfer-decoder interface over the wire layer's strict
+    L{ChunkedDecoder} (whose rules are documented there): twisted.web's own
+    decoder accepts chunk sizes of any length, junk extensions, trailer
+    lines that are not field lines, and waits forever on a bare LF.  The
+    body bytes a read completes are passed on only once the whole read has
+    been judged, so a framing error later in it stops them too.
     """
 
-    def _dataReceived_CHUNK_LENGTH(self) -> bool:
-        """
-        Replaces twisted.web's version, whose character filter for chunk
-        extensions is both too loose (any printable junk) and too strict (no
-        backslash, so no quoted-pair): the grammar above decides instead.
-        """
-        buffer = self._buffer
-        eol = buffer.find(b"\r\n")
-        line = buffer if eol < 0 else buffer[:eol]
-        if b"\n" in line:
-            raise http._MalformedChunkedDataError("bare LF in a chunk-size line")
-        if len(line) > http.maxChunkSizeLineLength:
-            raise http._MalformedChunkedDataError("chunk-size line too long")
-        if eol < 0:
-            return False
-        match = _CHUNK_LINE.match(line)
-        if match is None:
-            raise http._MalformedChunkedDataError("malformed chunk-size line")
-        length = int(match.group(1), 16)
-        if length > MAX_BODY_LENGTH:
-            raise http._MalformedChunkedDataError("chunk size too large")
-        self.state = "TRAILER" if length == 0 else "BODY"
-        self.length = length
-        del buffer[: eol + 2]
-        self._start = 0
-        return True
+    def __init__(
+        self, data_callback: Callable[[bytes], None], finish_callback: Callable[[bytes], None]
+    ) -> None:
+        self.dataCallback = data_callback
+        self.finishCallback = finish_callback
+        self.decoder = ChunkedDecoder()
+        self._finished = False
 
-    def _dataReceived_CRLF(self) -> bool:
-        if self._buffer[:1] == b"\n":
-            raise http._MalformedChunkedDataError("chunk data ended with a bare LF")
-        return super()._dataReceived_CRLF()
+    def dataReceived(self, data: bytes) -> None:
+        decoder = self.decoder
+        try:
+            pieces = decoder.feed(data)
+        except ChunkedError as error:
+            raise http._MalformedChunkedDataError(str(error)) from None
+        for piece in pieces:
+            self.dataCallback(piece)
+        if decoder.done and not self._finished:
+            self._finished = True
+            rest, decoder.rest = decoder.rest, b""
+            self.finishCallback(rest)
 
-    def trailers(self) -> list[tuple[bytes, bytes]]:
-        """The trailer section's fields, as (name, value) pairs; each line was checked."""
-        fields = []
-        for line in self._trailerHeaders:
-            name, _, value = bytes(line).partition(b":")
-            fields.append((name, value))
-        return fields
-
-    def _dataReceived_TRAILER(self) -> bool:
-        buffer = self._buffer
-        eol = buffer.find(b"\r\n")
-        line = buffer if eol < 0 else buffer[:eol]
-        if b"\n" in line or (eol > 0 and not _valid_field_line(bytes(line))):
-            raise http._MalformedChunkedDataError("malformed trailer section")
-        return super()._dataReceived_TRAILER()
+    def noMoreData(self) -> None:
+        if not self._finished:
+            raise http._DataLoss("chunked body cut short")
 
 
 class GatewayChannel(http.HTTPChannel):
@@ -204,6 +138,8 @@ class GatewayChannel(http.HTTPChannel):
     _header_bytes = 0
     _header_lines = 0
     _header_timer: IDelayedCall | None = None
+    # The head was parsed whole by the wire layer (the one-pass path).
+    _head_checked = False
     _pending_dispatch: tuple[GatewayRequest, bytes, bytes, bytes] | None = None
 
     # -- header phase -----------------------------------------------------------
@@ -243,45 +179,30 @@ class GatewayChannel(http.HTTPChannel):
 
     def _take_plain_request(self, data: bytes) -> bool:
         """
-        Takes a whole, bodyless, unremarkable request head that arrived in
-        one read (the common case: a GET) in one pass, instead of line by
-        line through three layers of C{lineReceived}.  Returns False, having
-        changed nothing, for anything else.
+        Takes a whole request head without a body that arrived in one read
+        (the common case: a GET) in one pass of the wire layer's parser,
+        instead of line by line through three layers of C{lineReceived}.
+        Returns False, having changed nothing, for anything else, refused
+        heads included: the line-by-line path then refuses them, so a head
+        gets the same answer however its bytes were split.
         """
-        end = data.find(b"\r\n\r\n")
-        if end < 0 or end + 4 != len(data):
+        if data[-4:] != b"\r\n\r\n" or data.find(b"\r\n\r\n") + 4 != len(data):
             return False  # partial, pipelined or with a body: the general path
-        head = data[:end]
-        lines = head.split(b"\r\n")
-        line_ends = len(lines) - 1
-        if head.count(b"\n") != line_ends or head.count(b"\r") != line_ends:
+        try:
+            head = parse_request_head(data, self.site.underscores)
+        except HeadError:
             return False
-        request_line = lines[0]
-        matched = _PLAIN_REQUEST_LINE.match(request_line)
-        if (
-            matched is None
-            or len(request_line) > MAX_REQUEST_LINE_BYTES
-            or line_ends > MAX_HEADER_COUNT
-            or len(head) - len(request_line) + 2 > MAX_HEADER_BYTES
-        ):
-            return False
-        fields = []
-        for line in lines[1:]:
-            field = _PLAIN_FIELD_LINE.match(line)
-            if field is None:
-                return False
-            name = field.group(1)
-            if name.lower() in _FRAMING_FIELDS or b"_" in name:
-                return False
-            fields.append((name, field.group(2).strip(b" \t")))
+        if head.length != 0:
+            return False  # the body's decoder is chosen on the general path
         self.resetTimeout()
         request = self.requestFactory(self, len(self.requests))
         self.requests.append(request)
-        headers = request.requestHeaders
-        for name, value in fields:
-            headers.addRawHeader(name, value)
-        self._command, self._path, self._version = matched.groups()
+        add = request.requestHeaders.addRawHeader
+        for name, value in head.fields:
+            add(name, value)
+        self._command, self._path, self._version = head.method, head.target, head.version
         self.length = 0
+        self._head_checked = True
         self.allHeadersReceived()
         if not self._closing:
             self.allContentReceived()
@@ -297,16 +218,9 @@ class GatewayChannel(http.HTTPChannel):
         pending = self._buffer
         if not self.line_mode or not pending:
             return
-        if b"\n" in pending:
-            # Every line of the header phase that contains an LF is invalid.
-            self.refuse(400)
-            return
-        length = len(pending) - (1 if pending.endswith(b"\r") else 0)
-        if self._first_line_pending:
-            if length > MAX_REQUEST_LINE_BYTES:
-                self.refuse(414)
-        elif self._header_bytes + length + 2 > MAX_HEADER_BYTES:
-            self.refuse(431)
+        status = pending_line_status(pending, self._first_line_pending, self._header_bytes)
+        if status:
+            self.refuse(status)
 
     def _arm_header_deadline(self) -> None:
         if self.header_deadline and self._header_timer is None:
@@ -331,11 +245,9 @@ class GatewayChannel(http.HTTPChannel):
                 # Leave the one tolerated empty line to twisted.web.
                 super().lineReceived(line)
                 return
-            if len(line) > MAX_REQUEST_LINE_BYTES:
-                self.refuse(414)
-                return
-            if line.translate(None, _REQUEST_LINE_BYTES):
-                self.refuse(400)
+            status = request_line_status(line)
+            if status:
+                self.refuse(status)
                 return
             self._first_line_pending = False
             self._header_bytes = 0
@@ -355,10 +267,12 @@ class GatewayChannel(http.HTTPChannel):
             if self._header_lines > MAX_HEADER_COUNT or self._header_bytes > MAX_HEADER_BYTES:
                 self.refuse(431)
                 return
-            name, _, value = line.partition(b":")
-            if not valid_field_value(value):
+            if field_line_status(line):
+                # Judged here rather than by twisted.web, which sees a line
+                # only once the next one is in.
                 self.refuse(400)
                 return
+            name = line.partition(b":")[0]
             if b"_" in name:
                 action = self.site.underscores
                 if action == UNDERSCORES_REJECT:
@@ -373,25 +287,21 @@ class GatewayChannel(http.HTTPChannel):
 
     def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
         if header == b"Content-Length":
-            # The length check comes first: int() refuses more than 4300
-            # digits with a ValueError that would escape dataReceived.
-            if data.isdigit() and (len(data) > 19 or int(data) > MAX_BODY_LENGTH):
+            # The wire layer's rule first (plain digits, 64 bits); twisted.web
+            # then refuses a second framing field.
+            try:
+                content_length(data)
+            except HeadError:
                 return self._failChooseTransferDecoder()
             return super()._maybeChooseTransferDecoder(header, data)
         if header == b"Transfer-Encoding":
-            # twisted.web accepts "identity"; a backend that honours it while
-            # we frame by Content-Length is a desync, so only chunked passes.
-            # RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty
-            # framing.  A second Transfer-Encoding, or one after a
-            # Content-Length, finds a decoder already chosen.
-            if (
-                data.lower() != b"chunked"
-                or self._version != b"HTTP/1.1"
-                or self._transferDecoder is not None
-            ):
+            # Only chunked, only HTTP/1.1, never after another framing field
+            # (twisted.web accepts "identity", a desync with a backend that
+            # honours it while the gateway frames by Content-Length).
+            if transfer_coding_status(data, self._version, self._transferDecoder is not None):
                 return self._failChooseTransferDecoder()
             self.length = None
-            self._transferDecoder = _StrictChunkedDecoder(
+            self._transferDecoder = _ChunkedBody(
                 self.requests[-1].handleContentChunk, self._finishRequestBody
             )
             return True
@@ -411,11 +321,11 @@ class GatewayChannel(http.HTTPChannel):
         """
         self._disarm_header_deadline()
         request = self.requests[-1]
-        hosts = request.requestHeaders.getRawHeaders(b"host")
-        if (hosts is None and self._version == b"HTTP/1.1") or (hosts and len(hosts) > 1):
-            # RFC 9112 section 3.2: exactly one Host in HTTP/1.1.  Two Host
-            # headers are how a request gets routed as one tenant's and
-            # served as another's.
+        if self._head_checked:
+            self._head_checked = False  # the wire layer's parser checked Host
+        elif host_count_status(
+            len(request.requestHeaders.getRawHeaders(b"host", ())), self._version
+        ):
             self.refuse(400)
             return
         self.persistent = self.checkPersistence(request, self._version)
@@ -442,8 +352,8 @@ class GatewayChannel(http.HTTPChannel):
         self._pending_dispatch = None
         self._first_line_pending = True
         decoder = self._transferDecoder
-        if isinstance(decoder, _StrictChunkedDecoder) and decoder._trailerHeaders:
-            self.requests[-1].request_trailers = forwardable_trailers(decoder.trailers())
+        if isinstance(decoder, _ChunkedBody) and decoder.decoder.trailers:
+            self.requests[-1].request_trailers = forwardable_trailers(decoder.decoder.trailers)
         # twisted.web cancels the idle timer here and arms a new one when the
         # response is done: two timer operations per request.  The timer is
         # left running instead, and timeoutConnection spares a connection
@@ -493,7 +403,12 @@ class GatewayChannel(http.HTTPChannel):
         if answered:
             transport.abortConnection()
             return
-        transport.write(refusal(status))
+        # JSON if the request asked for it in the fields read so far; the id
+        # is always a new one: a refused request's own fields are not trusted.
+        accept = (
+            self.requests[-1].requestHeaders.getRawHeaders(b"accept") if self.requests else None
+        )
+        transport.write(refusal(status, new_request_id(), wants_json(accept)))
         self.loseConnection()
 
     def _respondToBadRequestAndDisconnect(self) -> None:

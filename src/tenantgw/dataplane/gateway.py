@@ -12,7 +12,6 @@ namespace, so a reload does not hand anyone a fresh budget.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 import random
 import re
@@ -60,6 +59,8 @@ from tenantgw.dataplane.quota_redis import connect as connect_redis
 from tenantgw.dataplane.request import GatewayRequest
 from tenantgw.dataplane.responses import respond, respond_empty
 from tenantgw.dataplane.upstream import ResponseHeaders, UpstreamPool
+from tenantgw.http1.request_id import SUPPLIED_REQUEST_ID as _REQUEST_ID
+from tenantgw.http1.request_id import new_request_id
 from tenantgw.http2.client import H2UpstreamPool
 from tenantgw.http2.negotiate import NegotiatingProtocol, PriorKnowledgeProtocol
 from tenantgw.http2.server import H2ServerConnection
@@ -88,10 +89,6 @@ if TYPE_CHECKING:
     from tenantgw.admin.metrics import Metrics
 
 _log = Logger()
-_REQUEST_ID_PREFIX = b"%016x" % random.SystemRandom().getrandbits(64)
-_request_counter = itertools.count(random.SystemRandom().getrandbits(32))
-
-_REQUEST_ID = re.compile(rb"\A[A-Za-z0-9._:+=/-]{8,128}\Z")
 _HOST = re.compile(rb"\A[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\Z")
 DEFAULT_UPSTREAM_TIMEOUT = 60.0
 DEFAULT_BODY_TIMEOUT = 15.0
@@ -166,15 +163,6 @@ def strip_hop_by_hop(request: GatewayRequest, connection: Sequence[bytes]) -> No
     headers = request.requestHeaders
     for name in (connection_options(connection) | HOP_BY_HOP) - _NEVER_NOMINATED:
         headers.removeHeader(name)
-
-
-def new_request_id() -> bytes:
-    """
-    32 hex digits: 64 random bits drawn once per process, then a counter.
-    Request ids must be unique, not secret; this is unique across processes
-    and restarts without drawing random numbers for every request.
-    """
-    return b"%s%016x" % (_REQUEST_ID_PREFIX, next(_request_counter))
 
 
 def _rate_policy_headers(denial: Denial) -> list[tuple[bytes, bytes]]:

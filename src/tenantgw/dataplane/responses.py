@@ -2,54 +2,19 @@
 The responses the gateway itself produces (contract section 6).
 
 Bodies are fixed texts chosen by status, in plain text or JSON by
-C{Accept}; nothing from the request is ever echoed, so no tenant's client
-can make the gateway reflect markup or smuggle bytes into a log viewer.
+C{Accept}, from the one table in L{tenantgw.http1.responses} that the
+front's refusals use too; nothing from the request is ever echoed, so no
+tenant's client can make the gateway reflect markup or smuggle bytes into a
+log viewer.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 
-from twisted.web.http import RESPONSES
-
 from tenantgw.dataplane.request import GatewayRequest
+from tenantgw.http1.responses import fixed_body, reason_phrase, wants_json
 from tenantgw.wire import grpc
-
-_CODES = {
-    301: "moved_permanently",
-    302: "found",
-    303: "see_other",
-    307: "temporary_redirect",
-    308: "permanent_redirect",
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "content_too_large",
-    414: "uri_too_long",
-    421: "misdirected_request",
-    429: "too_many_requests",
-    431: "request_header_fields_too_large",
-    500: "internal_error",
-    501: "not_implemented",
-    502: "bad_gateway",
-    503: "service_unavailable",
-    504: "gateway_timeout",
-}
-
-_PLAIN = {code: (name.replace("_", " ") + "\n").encode("ascii") for code, name in _CODES.items()}
-_JSON = {
-    code: json.dumps({"error": name, "status": code}).encode("ascii") + b"\n"
-    for code, name in _CODES.items()
-}
-
-
-def _wants_json(request: GatewayRequest) -> bool:
-    accept = request.requestHeaders.getRawHeaders(b"accept")
-    return accept is not None and any(b"json" in value for value in accept)
 
 
 def respond(
@@ -68,11 +33,10 @@ def respond(
     ):
         _respond_grpc(request, status, headers)
         return
-    if _wants_json(request):
-        body, content_type = _JSON[status], b"application/json"
-    else:
-        body, content_type = _PLAIN[status], b"text/plain; charset=utf-8"
-    request.setResponseCode(status, RESPONSES.get(status, b"Error"))
+    content_type, body = fixed_body(
+        status, wants_json(request.requestHeaders.getRawHeaders(b"accept"))
+    )
+    request.setResponseCode(status, reason_phrase(status))
     response_headers = request.responseHeaders
     response_headers.setRawHeaders(b"content-type", [content_type])
     response_headers.setRawHeaders(b"content-length", [b"%d" % len(body)])
@@ -116,7 +80,7 @@ def _respond_grpc(
     if headers:
         pairs = headers.items() if isinstance(headers, Mapping) else headers
         block += [(name.lower(), value) for name, value in pairs]
-    request.setResponseCode(status, RESPONSES.get(status, b"Error"))
+    request.setResponseCode(status, reason_phrase(status))
     request.startedWriting = 1
     channel = request.channel
     assert channel is not None
@@ -133,7 +97,7 @@ def respond_empty(
     """
     if request.finished or request.channel is None or request.startedWriting or request.refused:
         return
-    request.setResponseCode(status, RESPONSES.get(status, b"OK"))
+    request.setResponseCode(status, reason_phrase(status))
     response_headers = request.responseHeaders
     response_headers.setRawHeaders(b"content-length", [b"0"])
     response_headers.setRawHeaders(b"x-request-id", [request.request_id])
