@@ -523,6 +523,7 @@ class DeltaTests(SynchronousTestCase):
         state = initial_objects(rng)
         compiler = IncrementalCompiler(OPTIONS, clock=lambda: NOW)
         first = compiler.replace(ordered(state), NOW)
+
         # The same EndpointSlice again, for a tenant whose hosts nobody
         # contests (else the change reaches its rivals too).
         def one_namespace(i: int) -> bool:
