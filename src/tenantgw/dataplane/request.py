@@ -18,6 +18,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.web import server
 from twisted.web.http import NO_BODY_CODES
 
+from tenantgw.dataplane.responses import respond
 from tenantgw.wire.fields import NOT_IN_TRAILERS, is_token, valid_field_value
 
 if TYPE_CHECKING:
@@ -133,8 +134,6 @@ class GatewayRequest(server.Request):
         if self.startedWriting:
             self.abort()
             return
-        from tenantgw.dataplane.responses import respond
-
         respond(self, 408, close=True)
 
     def _stop_body_idle(self) -> None:

@@ -11,10 +11,14 @@ log viewer.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
-from tenantgw.dataplane.request import GatewayRequest
 from tenantgw.http1.responses import fixed_body, reason_phrase, wants_json
 from tenantgw.wire import grpc
+
+if TYPE_CHECKING:
+    # Typing only: the request module answers its own 408s through this one.
+    from tenantgw.dataplane.request import GatewayRequest
 
 
 def respond(
