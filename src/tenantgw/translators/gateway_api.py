@@ -648,6 +648,7 @@ class _RouteTranslator:
     """One HTTPRoute's spec; collects field errors and refused features."""
 
     rule_fields: tuple[str, ...] = RULE_FIELDS
+    match_all = RouteMatch()  # a rule without matches
 
     def __init__(self, namespace: str, raw_spec: object) -> None:
         self.namespace = namespace
@@ -692,7 +693,7 @@ class _RouteTranslator:
             self.refuse(rule.at("sessionPersistence"), "not supported")
         matches = [self._match(m, p) for p, m in rule.items("matches", MAX_MATCHES)]
         if not rule.has("matches"):
-            matches = [RouteMatch()]
+            matches = [self.match_all]
         filters = [self._filter(f, p) for p, f in rule.items("filters", MAX_FILTERS)]
         kinds = [f[0] for f in filters if f is not None]
         if "RequestRedirect" in kinds and "URLRewrite" in kinds:
@@ -1037,20 +1038,21 @@ class _GrpcRouteTranslator(_RouteTranslator):
       - anything else (an Exact method alone, RegularExpression): an RE2
         expression on the whole path, an absent part matching any segment.
 
-    So the precedence of exact paths, then longer prefixes, then header
-    count (L{tenantgw.compile.precedence}) orders the matches the way the
-    GRPCRoute spec does: more of service and method first, then more
-    header matches.
+    Precedence (L{tenantgw.compile.precedence}) puts an exact service and
+    method first, then counts service characters, then method characters
+    (L{RouteMatch.precedence_length}), then header matches: the GRPCRoute
+    spec's order once the hostname is chosen.
     """
 
     rule_fields = GRPC_RULE_FIELDS
+    match_all = RouteMatch(precedence_length=0)  # as a match without method or headers
 
     def _match(self, raw: object, path: str) -> RouteMatch | None:
         c = self.checker
         section = c.mapping(raw, path, GRPC_MATCH_FIELDS)
         if section is None:
             return None
-        path_type, value = PATH_PREFIX, "/"
+        path_type, value, length = PATH_PREFIX, "/", 0
         method = section.section("method", GRPC_METHOD_FIELDS)
         if method is not None:
             kind = method.string("type") or "Exact"
@@ -1072,6 +1074,9 @@ class _GrpcRouteTranslator(_RouteTranslator):
                     value = _whole(f"/(?:{service or _ANY_SEGMENT})/(?:{name or _ANY_SEGMENT})")
             else:
                 c.fail(method.at("type"), f"must be Exact or RegularExpression, got {kind!r}")
+                service = name = None
+            # The spec's order: more characters of service, then of method.
+            length = len(service or "") * (MAX_GRPC_NAME + 1) + len(name or "")
             if not method.raw("service") and not method.raw("method"):
                 c.fail(method.path, "needs a service, a method or both")
         headers: list[HeaderMatch] = []
@@ -1093,7 +1098,9 @@ class _GrpcRouteTranslator(_RouteTranslator):
                 continue  # a repeated name: the first entry wins, as the spec says
             seen.add(header)
             headers.append(HeaderMatch(header, f"^(?:{pattern})$" if regex else pattern, regex))
-        return RouteMatch(path=value, path_type=path_type, headers=tuple(headers))
+        return RouteMatch(
+            path=value, path_type=path_type, headers=tuple(headers), precedence_length=length
+        )
 
     def _filter(self, raw: object, path: str) -> tuple[str, Any] | None:
         section = self.checker.mapping(raw, path, GRPC_FILTER_FIELDS)
