@@ -233,6 +233,7 @@ def http_route(
     hostnames: list[str] | None = None,
     parents: list[dict[str, Any]] | None = None,
     created: str = "2026-01-01T00:00:00Z",
+    kind: str = "HTTPRoute",
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "parentRefs": parents or [{"name": gateway_name, "namespace": INFRA}],
@@ -242,7 +243,7 @@ def http_route(
         spec["hostnames"] = hostnames
     return {
         "apiVersion": GW_API,
-        "kind": "HTTPRoute",
+        "kind": kind,
         "metadata": {
             "name": name,
             "namespace": namespace,
@@ -251,6 +252,11 @@ def http_route(
         },
         "spec": spec,
     }
+
+
+def grpc_route(name: str, rules: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
+    """A GRPCRoute: an HTTPRoute's shape (parentRefs, hostnames, rules) with its own kind."""
+    return http_route(name, rules, kind="GRPCRoute", **options)
 
 
 def backend(name: str, port: int = 8080, **extra: Any) -> dict[str, Any]:
@@ -422,11 +428,20 @@ class ConformanceCase(TestCase):
             self.assertEqual(get("location"), [location], case)
         return response, echoed
 
-    def parent_conditions(self, namespace: str, name: str) -> dict[str, tuple[str, str]]:
-        status = next(
-            s
-            for s in self.snapshot.object_statuses
-            if (s.key.kind, s.key.namespace, s.key.name) == ("HTTPRoute", namespace, name)
-        )
-        (parent,) = status.parents
-        return {c.type: (c.status, c.reason) for c in parent.conditions}
+    def parent_conditions(
+        self, namespace: str, name: str, kind: str = "HTTPRoute"
+    ) -> dict[str, tuple[str, str]]:
+        return route_conditions(self.snapshot, namespace, name, kind)
+
+
+def route_conditions(
+    snapshot: Snapshot, namespace: str, name: str, kind: str = "HTTPRoute"
+) -> dict[str, tuple[str, str]]:
+    """A route's one parent's conditions: type -> (status, reason)."""
+    status = next(
+        s
+        for s in snapshot.object_statuses
+        if (s.key.kind, s.key.namespace, s.key.name) == (kind, namespace, name)
+    )
+    (parent,) = status.parents
+    return {c.type: (c.status, c.reason) for c in parent.conditions}

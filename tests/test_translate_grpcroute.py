@@ -278,10 +278,6 @@ class MatchTests(SynchronousTestCase):
                     "type": "ResponseHeaderModifier",
                     "responseHeaderModifier": {"remove": ["x-b"]},
                 },
-                {
-                    "type": "RequestMirror",
-                    "requestMirror": {"backendRef": {"name": "web", "port": 8081}},
-                },
             ],
             "backendRefs": [{"name": "web", "port": 8080}],
         }
@@ -289,8 +285,6 @@ class MatchTests(SynchronousTestCase):
         (route,) = result.routes
         self.assertEqual(route.route.request_headers, HeaderModifier(set=(("x-a", "1"),)))
         self.assertEqual(route.route.response_headers, HeaderModifier(remove=("x-b",)))
-        (mirror,) = route.route.mirrors
-        self.assertEqual((mirror.backend.port, mirror.backend.protocol), (8081, "H2C"))
 
 
 class PrecedenceTests(SynchronousTestCase):
@@ -373,6 +367,22 @@ class RefusalTests(SynchronousTestCase):
         )
         self.assertIn("spec.rules[0].filters[0].type", message)
         self.assertIn("ExtensionRef", message)
+
+    def test_request_mirror(self) -> None:
+        """Mirroring copies only bodyless requests: on gRPC it would silently do nothing."""
+        message = self.refused(
+            {
+                "filters": [
+                    {
+                        "type": "RequestMirror",
+                        "requestMirror": {"backendRef": {"name": "web", "port": 8081}},
+                    }
+                ],
+                "backendRefs": [{"name": "web", "port": 8080}],
+            }
+        )
+        self.assertIn("spec.rules[0].filters[0].type", message)
+        self.assertIn("body", message)
 
     def test_session_persistence(self) -> None:
         message = self.refused({"sessionPersistence": {"sessionName": "s"}})

@@ -989,6 +989,13 @@ GRPC_FILTER_FIELDS = (
     "extensionRef",
 )
 GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror", "ExtensionRef")
+# The spec's filters we refuse on a GRPCRoute, and why.
+_GRPC_REFUSED_FILTERS = {
+    # tenantgw.dataplane.mirror copies only requests without a body; every
+    # gRPC call has one, so the filter would be accepted and do nothing.
+    "RequestMirror": "RequestMirror is not supported on a GRPCRoute: only requests"
+    " without a body are mirrored and every gRPC call has one",
+}
 MAX_GRPC_NAME = 1024  # the CRD's bound on service and method
 # The CRD's patterns for an Exact service and method.
 _GRPC_SERVICE = re.compile(r"\.?[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*\Z")
@@ -1111,6 +1118,9 @@ class _GrpcRouteTranslator(_RouteTranslator):
             return None
         if kind not in GRPC_FILTERS:
             self.checker.fail(section.at("type"), f"must be one of {', '.join(GRPC_FILTERS)}")
+            return None
+        if kind in _GRPC_REFUSED_FILTERS:
+            self.refuse(section.at("type"), _GRPC_REFUSED_FILTERS[kind])
             return None
         return super()._filter(raw, path)
 
