@@ -8,16 +8,28 @@ every backend, and bad input refused naming the field.
 
 from __future__ import annotations
 
+import datetime
+import io
+import os
+import sys
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tenantgw.admin.resource import tenants_document
+from tenantgw.app.cli import main
+from tenantgw.compile.compiler import CompileOptions, compile_snapshot
 from tenantgw.compile.gateway_api import status_json
 from tenantgw.compile.lowering import plan_match
 from tenantgw.compile.precedence import in_precedence_order
 from tenantgw.config.model import PATH_EXACT, PATH_PREFIX, PATH_REGEX, HeaderModifier
 from tenantgw.dataplane.matching import matches
+from tenantgw.status.gateway_status import gateway_desires
+from tenantgw.status.reconciler import gateway_api_events
+from tenantgw.status.writer import StatusKey
 from tenantgw.translators.gateway_api import GatewayApiTranslation
+from tests.test_gateway_api_check import write
+from tests.test_gateway_api_policy import gateway_objects, service_objects
 from tests.test_translate_gateway_api import (
     GROUP,
     gateway,
@@ -387,3 +399,62 @@ class RefusalTests(SynchronousTestCase):
     def test_session_persistence(self) -> None:
         message = self.refused({"sessionPersistence": {"sessionName": "s"}})
         self.assertIn("spec.rules[0].sessionPersistence", message)
+
+
+def _grpc_world() -> list[dict[str, Any]]:
+    """The check/status world of tests.test_gateway_api_policy with a GRPCRoute in it."""
+    route = grpc_route(name="rpc", namespace="docs", hostnames=["rpc.apps.example"])
+    route["spec"]["parentRefs"] = [{"name": "edge", "namespace": "infra"}]
+    route["spec"]["rules"] = [{"backendRefs": [{"name": "web", "port": 80}]}]
+    route["metadata"]["uid"] = "u-rpc"
+    route["metadata"]["resourceVersion"] = "1"
+    return [
+        *gateway_objects(),
+        {"kind": "Namespace", "metadata": {"name": "docs"}},
+        *service_objects("docs", "web", 9),
+        route,
+    ]
+
+
+class ReportingTests(SynchronousTestCase):
+    """check, /api/tenants, the status writer and Events take GRPCRoutes as they take HTTPRoutes."""
+
+    def test_check_lists_it_from_a_directory(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        path = write(directory, "all.yaml", _grpc_world())
+        out = io.StringIO()
+        saved, sys.stdout = sys.stdout, out
+        try:
+            status = main(["check", "--base-domain", "apps.example", path])
+        finally:
+            sys.stdout = saved
+        self.assertEqual(status, 0, out.getvalue())
+        self.assertIn("GRPCRoute docs/rpc: Accepted", out.getvalue())
+
+    def test_api_tenants_status_writer_and_events(self) -> None:
+        objects = _grpc_world()
+        snapshot = compile_snapshot(objects, CompileOptions(base_domain="apps.example"))
+        (listed,) = [
+            o for o in tenants_document(snapshot)["gatewayApi"] if o["kind"] == "GRPCRoute"
+        ]
+        self.assertEqual(
+            (listed["namespace"], listed["name"], listed["state"]), ("docs", "rpc", "Accepted")
+        )
+        (parent,) = listed["status"]["parents"]
+        self.assertEqual(parent["parentRef"]["name"], "edge")
+
+        now = datetime.datetime(2026, 12, 3, 12, tzinfo=datetime.timezone.utc)
+        desires = gateway_desires(objects, snapshot.object_statuses, None, lambda: now)
+        route, desire = desires[StatusKey("GRPCRoute", "docs", "rpc")]
+        (written,) = desire(route)["parents"]
+        self.assertEqual(
+            {c["type"]: c["status"] for c in written["conditions"]},
+            {"Accepted": "True", "ResolvedRefs": "True"},
+        )
+
+        events = gateway_api_events(snapshot.object_statuses, objects, now, "tenantgw")
+        event = events["GRPCRoute docs/rpc"]
+        self.assertEqual(event["involvedObject"]["kind"], "GRPCRoute")
+        self.assertEqual(event["involvedObject"]["uid"], "u-rpc")
+        self.assertEqual((event["reason"], event["type"]), ("Accepted", "Normal"))
