@@ -494,3 +494,55 @@ class GrpcRouteConformanceTests(GrpcConformanceCase):
         yield self.expect(v2, "Echo")
         yield self.expect(v3, "EchoTwo")
         yield self.expect(v2, "EchoThree", x="1")
+
+    @inlineCallbacks
+    def test_all_backends_weight_zero(self) -> Any:
+        """GRPCRouteAllBackendsWeightZero."""
+        self.serve(
+            grpc_route(
+                "all-backends-weight-zero",
+                [
+                    {
+                        "backendRefs": [
+                            backend("grpc-infra-backend-v1", weight=0),
+                            backend("grpc-infra-backend-v2", weight=0),
+                        ]
+                    }
+                ],
+            )
+        )
+        self.accepted("all-backends-weight-zero")
+        code, _, _ = yield self.call()
+        self.assertEqual(code, grpc.StatusCode.UNAVAILABLE)
+
+    @inlineCallbacks
+    def test_weight(self) -> Any:
+        """GRPCRouteWeight: 500 calls, each backend within 5 points of its weight, v3 none."""
+        self.serve(
+            grpc_route(
+                "weighted-backends",
+                [
+                    {
+                        "backendRefs": [
+                            backend("grpc-infra-backend-v1", weight=70),
+                            backend("grpc-infra-backend-v2", weight=30),
+                            backend("grpc-infra-backend-v3", weight=0),
+                        ]
+                    }
+                ],
+            )
+        )
+        self.accepted("weighted-backends")
+        stub = self.channel("example.com").unary_unary(f"/{ECHO_SERVICE}/Echo")
+
+        def calls() -> dict[str, int]:
+            seen: dict[str, int] = {}
+            for _ in range(500):
+                name = json.loads(stub(b"", timeout=10))["service"]
+                seen[name] = seen.get(name, 0) + 1
+            return seen
+
+        seen = yield deferToThread(calls)
+        self.assertEqual(set(seen), {"grpc-infra-backend-v1", "grpc-infra-backend-v2"}, seen)
+        self.assertLessEqual(abs(seen["grpc-infra-backend-v1"] / 500 - 0.7), 0.05, seen)
+        self.assertLessEqual(abs(seen["grpc-infra-backend-v2"] / 500 - 0.3), 0.05, seen)
