@@ -115,6 +115,10 @@ class AttachmentTests(SynchronousTestCase):
         self.assertEqual(conditions(result)["Accepted"][0], "True")
         self.assertEqual(conditions(result, kind="HTTPRoute")["Accepted"][0], "True")
         self.assertEqual({t.origin.kind for t in result.routes}, {"HTTPRoute", "GRPCRoute"})
+        # Their model routes are named apart (metrics labels, /api/tenants).
+        self.assertEqual(
+            sorted(t.route.name for t in result.routes), ["grpc:web.rule-0", "web.rule-0"]
+        )
 
     def test_listener_kinds_admit_one_kind_or_the_other(self) -> None:
         http_only = listener(

@@ -1427,6 +1427,10 @@ def _translate_route(
     else:
         refs = condition(RESOLVED_REFS, True, RESOLVED_REFS, generation=generation)
 
+    # The model route's name prefix: a GRPCRoute's "grpc:NAME" (":" is in no
+    # object name) so an HTTPRoute of the same name never shares its route
+    # names (metrics labels, /api/tenants).
+    prefix = name if kind == "HTTPRoute" else f"grpc:{name}"
     raw_parents = spec(http_route).get("parentRefs") or []
     parents: list[ParentStatus] = []
     result: list[TranslatedRoute] = []
@@ -1490,7 +1494,7 @@ def _translate_route(
                         *(m.backend for k, m in rule.filters if k == "RequestMirror"),
                     )
                 )
-                for model_route in _rule_routes(rule, name, scheme, draft.listener.port, reasons):
+                for model_route in _rule_routes(rule, prefix, scheme, draft.listener.port, reasons):
                     result.append(
                         TranslatedRoute(
                             namespace=namespace,
