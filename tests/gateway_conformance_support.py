@@ -263,6 +263,17 @@ def backend(name: str, port: int = 8080, **extra: Any) -> dict[str, Any]:
     return {"name": name, "port": port, **extra}
 
 
+def https_factory(gateway: Any) -> TLSMemoryBIOFactory:
+    """
+    The HTTPS listener as the service wires it: the certificate by SNI from
+    the gateway's snapshot, ALPN (h2, http/1.1), the listener's own
+    self-signed default.
+    """
+    default = load_certificate(*self_signed(("default.invalid",)))
+    sni = SNIContexts(lambda: gateway.snapshot, default)
+    return TLSMemoryBIOFactory(sni.options, False, MultiplexingGatewaySite(gateway, global_reactor))
+
+
 class ConformanceCase(TestCase):
     """One real echo backend per base Service, a gateway per test's manifests."""
 
@@ -312,11 +323,7 @@ class ConformanceCase(TestCase):
         self-signed default); returns the gateway and the TLS port.
         """
         gw = self.serve(*objects, options=options)
-        default = load_certificate(*self_signed(("default.invalid",)))
-        sni = SNIContexts(lambda: gw.gateway.snapshot, default)
-        site = MultiplexingGatewaySite(gw.gateway, global_reactor)
-        factory = TLSMemoryBIOFactory(sni.options, False, site)
-        listening = global_reactor.listenTCP(0, factory, interface="127.0.0.1")
+        listening = global_reactor.listenTCP(0, https_factory(gw.gateway), interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
         return gw, listening.getHost().port
 

@@ -35,9 +35,13 @@ from tests.gateway_conformance_support import (
     base_objects,
     gateway,
     grpc_route,
+    https_factory,
+    https_listener,
     listener,
     route_conditions,
+    tls_secret,
 )
+from tests.tls_support import TestCA
 
 # The upstream echo service's name and methods.
 ECHO_SERVICE = "gateway_api_conformance.grpc_echo.grpcecho.GrpcEcho"
@@ -92,12 +96,12 @@ class GrpcConformanceCase(TestCase):
         self.backends = grpc_backends()
         self.channels: dict[str, grpc.Channel] = {}
 
-    def serve(self, *objects: dict[str, Any]) -> None:
+    def serve(self, *objects: dict[str, Any], tls: bool = False) -> None:
         ports = {(INFRA, name): b.port for name, b in self.backends.items()}
         self.snapshot = compile_snapshot(base_objects(ports) + list(objects))
         self.gateway = gateway_on(reactor, upstream_timeout=10.0)
         self.gateway.apply(self.snapshot)
-        site = PlainGatewaySite(self.gateway, reactor)
+        site: Any = https_factory(self.gateway) if tls else PlainGatewaySite(self.gateway, reactor)
         self.connections: list[Any] = []
         build = site.buildProtocol
 
@@ -121,12 +125,20 @@ class GrpcConformanceCase(TestCase):
                 protocol.transport.abortConnection()
         yield deferLater(reactor, 0.05, lambda: None)
 
-    def channel(self, authority: str) -> grpc.Channel:
+    def channel(self, authority: str, ca: bytes | None = None) -> grpc.Channel:
+        """h2c with prior knowledge; with C{ca}, TLS (ALPN h2) verified for C{authority}."""
         if authority not in self.channels:
-            self.channels[authority] = grpc.insecure_channel(
-                f"127.0.0.1:{self.listening.getHost().port}",
-                options=[("grpc.default_authority", authority)],
-            )
+            target = f"127.0.0.1:{self.listening.getHost().port}"
+            if ca is None:
+                self.channels[authority] = grpc.insecure_channel(
+                    target, options=[("grpc.default_authority", authority)]
+                )
+            else:
+                self.channels[authority] = grpc.secure_channel(
+                    target,
+                    grpc.ssl_channel_credentials(root_certificates=ca),
+                    options=[("grpc.ssl_target_name_override", authority)],
+                )
         return self.channels[authority]
 
     def accepted(self, *names: str) -> None:
@@ -546,3 +558,25 @@ class GrpcRouteConformanceTests(GrpcConformanceCase):
         self.assertEqual(set(seen), {"grpc-infra-backend-v1", "grpc-infra-backend-v2"}, seen)
         self.assertLessEqual(abs(seen["grpc-infra-backend-v1"] / 500 - 0.7), 0.05, seen)
         self.assertLessEqual(abs(seen["grpc-infra-backend-v2"] / 500 - 0.3), 0.05, seen)
+
+    @inlineCallbacks
+    def test_https_listener(self) -> Any:
+        """
+        Ours: a GRPCRoute on an HTTPS listener, gRPC over TLS with ALPN h2
+        and SNI (the spec's requirement for HTTPS listeners), the backend
+        still h2c.
+        """
+        ca = TestCA()
+        self.serve(
+            tls_secret(INFRA, "grpc-certificate", ca.issue("grpc.example.org")),
+            gateway("grpc-https", https_listener("https", "grpc-certificate", "grpc.example.org")),
+            grpc_route(
+                "over-tls",
+                [{"backendRefs": _to("grpc-infra-backend-v2")}],
+                parents=[{"name": "grpc-https", "namespace": INFRA}],
+            ),
+            tls=True,
+        )
+        self.accepted("over-tls")
+        self.channel("grpc.example.org", ca.pem)
+        yield self.expect("grpc-infra-backend-v2", authority="grpc.example.org")
