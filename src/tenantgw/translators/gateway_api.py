@@ -16,14 +16,14 @@ after every translator:
   L{Route}s.  A route whose spec we cannot serve as written (a regular
   expression match, an unknown filter) is refused whole with C{Accepted:
   False, UnsupportedValue} and the field path, never served half-way.
+  A backend we may not or cannot use (no ReferenceGrant, no such Service,
+  not a Service) keeps its weight as a share answered 500, as the spec
+  requires, with C{ResolvedRefs: False} naming the reason.
 - A GRPCRoute is the same machinery with gRPC's own matches: a method
   match becomes a match on the C{/service/method} path (an exact path, a
   prefix, or an RE2 expression matched whole), header matches may be RE2
   expressions, and every backend is spoken to over h2c whatever its
   Service port says (gRPC is HTTP/2).
-  A backend we may not or cannot use (no ReferenceGrant, no such Service,
-  not a Service) keeps its weight as a share answered 500, as the spec
-  requires, with C{ResolvedRefs: False} naming the reason.
 
 Host ownership across dialects, ceilings and the tenant-wide access and
 quota are not decided here: the same rules apply to every dialect.
@@ -188,7 +188,8 @@ class Listener:
 @frozen
 class TranslatedRoute:
     """
-    One rule-match of an HTTPRoute as served on one group of listeners.
+    One rule-match of an HTTPRoute or GRPCRoute as served on one group of
+    listeners.
 
     C{hosts} are the effective hostnames (listener x route intersection),
     C{ANY_HOST} when neither restricts them.  C{order} breaks ties the way
@@ -1333,8 +1334,8 @@ def translate_gateway_api(
 ) -> GatewayApiTranslation:
     """
     C{objects} by kind: C{GatewayClass}, C{Gateway}, C{HTTPRoute},
-    C{GRPCRoute}, C{ReferenceGrant}, C{Namespace} (labels for allowedRoutes selectors) and
-    C{Service} (to tell a missing backend from a present one).
+    C{GRPCRoute}, C{ReferenceGrant}, C{Namespace} (labels for allowedRoutes
+    selectors) and C{Service} (to tell a missing backend from a present one).
     """
     classes = _our_classes(objects.get("GatewayClass", ()), options.controller_name)
     class_names = {name_of(c) for c in classes}
