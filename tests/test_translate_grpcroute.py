@@ -462,3 +462,23 @@ class ReportingTests(SynchronousTestCase):
         self.assertEqual(event["involvedObject"]["kind"], "GRPCRoute")
         self.assertEqual(event["involvedObject"]["uid"], "u-rpc")
         self.assertEqual((event["reason"], event["type"]), ("Accepted", "Normal"))
+
+    def test_a_refused_update_keeps_the_last_good_version(self) -> None:
+        options = CompileOptions(base_domain="apps.example")
+        objects = _grpc_world()
+        good = compile_snapshot(objects, options)
+        route = dict(objects[-1])
+        route["spec"] = {
+            **route["spec"],
+            "rules": [{"matches": [{"method": {"type": "RegularExpression", "service": "("}}]}],
+        }
+        refused = compile_snapshot([*objects[:-1], route], options, good)
+        (listed,) = [o for o in tenants_document(refused)["gatewayApi"] if o["kind"] == "GRPCRoute"]
+        self.assertIn("UnsupportedValue", listed["state"])
+        self.assertIn(
+            "GRPCRoute rpc: serving its last good version", refused.statuses["docs"].messages
+        )
+        plan = refused.tenants["docs"]
+        (served,) = [r for r in plan.routes if r.source.startswith("GRPCRoute")]
+        # The old rule: its backend, over h2c (the refused one had none).
+        self.assertEqual([(b.service, b.protocol) for b in served.backends], [("web", "h2c")])
