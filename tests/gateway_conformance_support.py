@@ -233,6 +233,7 @@ def http_route(
     hostnames: list[str] | None = None,
     parents: list[dict[str, Any]] | None = None,
     created: str = "2026-01-01T00:00:00Z",
+    kind: str = "HTTPRoute",
 ) -> dict[str, Any]:
     spec: dict[str, Any] = {
         "parentRefs": parents or [{"name": gateway_name, "namespace": INFRA}],
@@ -242,7 +243,7 @@ def http_route(
         spec["hostnames"] = hostnames
     return {
         "apiVersion": GW_API,
-        "kind": "HTTPRoute",
+        "kind": kind,
         "metadata": {
             "name": name,
             "namespace": namespace,
@@ -253,8 +254,24 @@ def http_route(
     }
 
 
+def grpc_route(name: str, rules: list[dict[str, Any]], **options: Any) -> dict[str, Any]:
+    """A GRPCRoute: an HTTPRoute's shape (parentRefs, hostnames, rules) with its own kind."""
+    return http_route(name, rules, kind="GRPCRoute", **options)
+
+
 def backend(name: str, port: int = 8080, **extra: Any) -> dict[str, Any]:
     return {"name": name, "port": port, **extra}
+
+
+def https_factory(gateway: Any) -> TLSMemoryBIOFactory:
+    """
+    The HTTPS listener as the service wires it: the certificate by SNI from
+    the gateway's snapshot, ALPN (h2, http/1.1), the listener's own
+    self-signed default.
+    """
+    default = load_certificate(*self_signed(("default.invalid",)))
+    sni = SNIContexts(lambda: gateway.snapshot, default)
+    return TLSMemoryBIOFactory(sni.options, False, MultiplexingGatewaySite(gateway, global_reactor))
 
 
 class ConformanceCase(TestCase):
@@ -306,11 +323,7 @@ class ConformanceCase(TestCase):
         self-signed default); returns the gateway and the TLS port.
         """
         gw = self.serve(*objects, options=options)
-        default = load_certificate(*self_signed(("default.invalid",)))
-        sni = SNIContexts(lambda: gw.gateway.snapshot, default)
-        site = MultiplexingGatewaySite(gw.gateway, global_reactor)
-        factory = TLSMemoryBIOFactory(sni.options, False, site)
-        listening = global_reactor.listenTCP(0, factory, interface="127.0.0.1")
+        listening = global_reactor.listenTCP(0, https_factory(gw.gateway), interface="127.0.0.1")
         self.addCleanup(listening.stopListening)
         return gw, listening.getHost().port
 
@@ -422,11 +435,20 @@ class ConformanceCase(TestCase):
             self.assertEqual(get("location"), [location], case)
         return response, echoed
 
-    def parent_conditions(self, namespace: str, name: str) -> dict[str, tuple[str, str]]:
-        status = next(
-            s
-            for s in self.snapshot.object_statuses
-            if (s.key.kind, s.key.namespace, s.key.name) == ("HTTPRoute", namespace, name)
-        )
-        (parent,) = status.parents
-        return {c.type: (c.status, c.reason) for c in parent.conditions}
+    def parent_conditions(
+        self, namespace: str, name: str, kind: str = "HTTPRoute"
+    ) -> dict[str, tuple[str, str]]:
+        return route_conditions(self.snapshot, namespace, name, kind)
+
+
+def route_conditions(
+    snapshot: Snapshot, namespace: str, name: str, kind: str = "HTTPRoute"
+) -> dict[str, tuple[str, str]]:
+    """A route's one parent's conditions: type -> (status, reason)."""
+    status = next(
+        s
+        for s in snapshot.object_statuses
+        if (s.key.kind, s.key.namespace, s.key.name) == (kind, namespace, name)
+    )
+    (parent,) = status.parents
+    return {c.type: (c.status, c.reason) for c in parent.conditions}

@@ -108,7 +108,13 @@ class ManifestTests(SynchronousTestCase):
                 expected[(k.group, k.status_resource)] = set(k.status_verbs)
         self.assertEqual(
             {r for (_, r) in expected if r.endswith("/status")},
-            {"ingresses/status", "httproutes/status", "gateways/status", "gatewayclasses/status"},
+            {
+                "ingresses/status",
+                "httproutes/status",
+                "grpcroutes/status",
+                "gateways/status",
+                "gatewayclasses/status",
+            },
         )
         self.assertTrue(all(v <= {"update", "patch"} for (_, r), v in expected.items() if "/" in r))
         # get: a repeated status raises the count of the Event already there.

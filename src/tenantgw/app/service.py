@@ -46,7 +46,9 @@ from tenantgw.tls.sni import SNIContexts
 __all__ = ["Options", "build", "makeService"]
 
 # What the statuses and their Events are worked out from (status/), beside the snapshot.
-_STATUS_KINDS = frozenset({"Ingress", "IngressClass", "GatewayClass", "Gateway", "HTTPRoute"})
+_STATUS_KINDS = frozenset(
+    {"Ingress", "IngressClass", "GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute"}
+)
 
 _log = Logger()
 

@@ -30,6 +30,7 @@ from tenantgw.translators.gateway_api import (
     NOT_ALLOWED_BY_LISTENERS,
     PROGRAMMED,
     RESOLVED_REFS,
+    ROUTE_KINDS,
     UNSUPPORTED_VALUE,
     GatewayApiOptions,
     GatewayApiTranslation,
@@ -62,7 +63,9 @@ EMPTY = GatewayApiCompile(GatewayApiTranslation((), (), ()))
 
 
 def _key(obj: KubeObject) -> str:
-    return f"{namespace_of(obj)}/{name_of(obj)}"
+    """An HTTPRoute's "ns/name" (as before GRPCRoute), a GRPCRoute's "GRPCRoute ns/name"."""
+    key = f"{namespace_of(obj)}/{name_of(obj)}"
+    return key if obj.get("kind") != "GRPCRoute" else f"GRPCRoute {key}"
 
 
 def compile_gateway_api(
@@ -86,7 +89,7 @@ def compile_gateway_api(
     refused = {
         s.key
         for s in translation.statuses
-        if s.key.kind == "HTTPRoute"
+        if s.key.kind in ROUTE_KINDS
         and any(
             c.type == ACCEPTED and c.reason == UNSUPPORTED_VALUE
             for p in s.parents
@@ -95,19 +98,22 @@ def compile_gateway_api(
     }
     last_good: dict[str, KubeObject] = {}
     fallback: dict[str, KubeObject] = {}
-    for route in by_kind.get("HTTPRoute", ()):
-        key = ObjectKey("HTTPRoute", namespace_of(route), name_of(route))
-        if key in refused:
-            old = previous.last_good_objects.get(_key(route))
-            if old is not None:
-                fallback[_key(route)] = old
-                last_good[_key(route)] = old
-        else:
-            last_good[_key(route)] = route
+    for kind in ROUTE_KINDS:
+        for route in by_kind.get(kind, ()):
+            key = ObjectKey(kind, namespace_of(route), name_of(route))
+            if key in refused:
+                old = previous.last_good_objects.get(_key(route))
+                if old is not None:
+                    fallback[_key(route)] = old
+                    last_good[_key(route)] = old
+            else:
+                last_good[_key(route)] = route
     served = translation
     if fallback:
         replaced = dict(by_kind)
-        replaced["HTTPRoute"] = [fallback.get(_key(r), r) for r in by_kind["HTTPRoute"]]
+        for kind in ROUTE_KINDS:
+            if kind in by_kind:
+                replaced[kind] = [fallback.get(_key(r), r) for r in by_kind[kind]]
         served = translate_gateway_api(replaced, options)
 
     routes: dict[str, list[TranslatedRoute]] = defaultdict(list)
@@ -118,19 +124,22 @@ def compile_gateway_api(
 
     statuses = []
     for status in translation.statuses:
-        if status.key.kind == "HTTPRoute":
+        if status.key.kind in ROUTE_KINDS:
+            kind = status.key.kind
             status = _tenant_policy(status, tenant_namespaces)
             object_name = f"{status.key.namespace}/{status.key.name}"
+            if kind != "HTTPRoute":
+                object_name = f"{kind} {object_name}"
             for parent in status.parents:
                 for c in parent.conditions:
                     if not c.ok:
                         messages[status.key.namespace].append(
-                            f"HTTPRoute {status.key.name} (parent {parent.gateway.namespace}/"
+                            f"{kind} {status.key.name} (parent {parent.gateway.namespace}/"
                             f"{parent.gateway.name}): {c.type} {c.reason}: {c.message}"
                         )
             if object_name in fallback:
                 messages[status.key.namespace].append(
-                    f"HTTPRoute {status.key.name}: serving its last good version"
+                    f"{kind} {status.key.name}: serving its last good version"
                 )
         statuses.append(status)
     translation = evolve(translation, statuses=tuple(statuses))
@@ -177,7 +186,7 @@ def with_lost_hosts(
     """
     result = []
     for status in statuses:
-        hosts_lost = lost.get(str(status.key)) if status.key.kind == "HTTPRoute" else None
+        hosts_lost = lost.get(str(status.key)) if status.key.kind in ROUTE_KINDS else None
         if not hosts_lost:
             result.append(status)
             continue
@@ -295,7 +304,7 @@ def status_json(status: ObjectStatus) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if status.conditions:
         body["conditions"] = [c.to_json() for c in status.conditions]
-    if status.key.kind == "HTTPRoute":
+    if status.key.kind in ROUTE_KINDS:
         body["parents"] = [
             {
                 "parentRef": {

@@ -261,7 +261,7 @@ class IncrementalCompiler:
                     yield namespace
                     break
             for (kind, _), obj in bucket.items():
-                if kind not in ("HTTPRoute", "Gateway"):
+                if kind not in ("HTTPRoute", "GRPCRoute", "Gateway"):
                     continue
                 yield from _referenced_namespaces(kind, obj)
 
@@ -402,11 +402,11 @@ class IncrementalCompiler:
 
 
 def _referenced_namespaces(kind: str, obj: KubeObject) -> Iterable[str]:
-    """Other namespaces an HTTPRoute's backendRefs or a Gateway's certificateRefs name."""
+    """Other namespaces a route's backendRefs or a Gateway's certificateRefs name."""
     spec = obj.get("spec")
     if not isinstance(spec, Mapping):
         return
-    if kind == "HTTPRoute":
+    if kind in ("HTTPRoute", "GRPCRoute"):
         for rule in spec.get("rules") or ():
             refs = rule.get("backendRefs") if isinstance(rule, Mapping) else None
             for ref in refs if isinstance(refs, list) else ():

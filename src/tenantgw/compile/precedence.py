@@ -15,13 +15,14 @@ T = TypeVar("T")
 
 def precedence_key(match: RouteMatch, declared_at: int) -> tuple[int, int, int, int, int, int, int]:
     """
-    Exact path, then longest prefix, then routes with a method match, then
+    Exact path, then longest prefix (or L{RouteMatch.precedence_length}),
+    then routes with a method match, then
     most header matches, then most query matches, then most cookie matches
     (Ingress canaries), then declaration order.
     """
     return (
         0 if match.path_type == PATH_EXACT else 1,
-        -len(match.path),
+        -(len(match.path) if match.precedence_length is None else match.precedence_length),
         0 if match.methods else 1,
         -len(match.headers),
         -len(match.query_params),

@@ -122,6 +122,9 @@ class RouteMatch:
     headers: tuple[HeaderMatch, ...] = ()
     query_params: tuple[QueryParamMatch, ...] = ()
     cookies: tuple[CookieMatch, ...] = ()
+    # What precedence counts instead of the path's length (a GRPCRoute
+    # method match: its service's characters first, then its method's).
+    precedence_length: int | None = None
 
 
 @frozen

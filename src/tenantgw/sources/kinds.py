@@ -64,6 +64,7 @@ KINDS: tuple[Kind, ...] = (
     ),
     Kind("Gateway", GATEWAY_GROUP, "v1", "gateways", optional=True, status_verbs=STATUS_WRITES),
     Kind("HTTPRoute", GATEWAY_GROUP, "v1", "httproutes", optional=True, status_verbs=STATUS_WRITES),
+    Kind("GRPCRoute", GATEWAY_GROUP, "v1", "grpcroutes", optional=True, status_verbs=STATUS_WRITES),
     Kind("ReferenceGrant", GATEWAY_GROUP, "v1beta1", "referencegrants", optional=True),
     Kind("Ingress", "networking.k8s.io", "v1", "ingresses", status_verbs=STATUS_WRITES),
     Kind("IngressClass", "networking.k8s.io", "v1", "ingressclasses", namespaced=False),

@@ -144,7 +144,7 @@ def _spec_secret_names(spec: TenantSpec) -> Iterable[str]:
 
 
 # The kinds whose objects name Secrets or route into namespaces.
-_REFERRING_KINDS = ("ConfigMap", "Ingress", "Gateway", "HTTPRoute")
+_REFERRING_KINDS = ("ConfigMap", "Ingress", "Gateway", "HTTPRoute", "GRPCRoute")
 
 
 def _namespaces_of(kind: str, key: Key, obj: KubeObject) -> frozenset[str]:
@@ -152,7 +152,7 @@ def _namespaces_of(kind: str, key: Key, obj: KubeObject) -> frozenset[str]:
     if kind == "Gateway":
         return frozenset()
     found = {key[0]}
-    if kind == "HTTPRoute":
+    if kind in ("HTTPRoute", "GRPCRoute"):
         # A backendRef into another namespace (the compile step checks
         # its ReferenceGrant): that namespace's Services matter too.
         for rule in (obj.get("spec") or {}).get("rules") or ():
@@ -715,7 +715,7 @@ class KubernetesSource(Service):
             return
         store = self.store
         others_synced = len(store.synced - {"Secret"}) >= len(self.kinds)
-        references = kind in ("ConfigMap", "Ingress", "IngressClass", "Gateway", "HTTPRoute")
+        references = kind in ("IngressClass", *_REFERRING_KINDS)
         if references:
             routed = store.routed_namespaces
             secrets = set(store.objects["Secret"])

@@ -2,7 +2,8 @@
 Gateway API statuses, as the translation computed them
 (C{Snapshot.object_statuses}), turned into status subresource bodies for
 the writer: GatewayClass and Gateway conditions (with listeners and, from
-the publish settings, addresses), HTTPRoute C{status.parents[]}.
+the publish settings, addresses), HTTPRoute and GRPCRoute
+C{status.parents[]}.
 
 Two rules of the spec shape the merge with what the object already says:
 
@@ -10,7 +11,7 @@ Two rules of the spec shape the merge with what the object already says:
     new reason or message alone keeps the time.  So a rebuild that changes
     nothing computes exactly the status that is there, and nothing is
     written.
-  - An HTTPRoute's C{parents[]} is shared: entries whose C{controllerName}
+  - A route's C{parents[]} is shared: entries whose C{controllerName}
     is another controller's are kept as they are; ours are replaced, and
     removed when the route no longer names one of our Gateways.
 """
@@ -23,7 +24,7 @@ from typing import Any
 
 from tenantgw.compile.gateway_api import status_json
 from tenantgw.status.writer import Desire, StatusKey
-from tenantgw.translators.gateway_api import ObjectStatus
+from tenantgw.translators.gateway_api import ROUTE_KINDS, ObjectStatus
 from tenantgw.translators.objects import KubeObject, name_of, namespace_of
 
 CONTROLLER = "tenantgw.io/gateway-controller"
@@ -71,7 +72,7 @@ def route_desire(
     owned: frozenset[tuple[str, str]] | None = None,
 ) -> Desire:
     """
-    An HTTPRoute's parents: ours as computed (none: removed), the others'
+    An HTTPRoute's or GRPCRoute's parents: ours as computed (none: removed), the others'
     untouched.  C{owned}: with C{--gateway}, the Gateways this deployment
     serves; entries of our controller for another tenantgw deployment's
     Gateway are that deployment's to write.
@@ -168,7 +169,7 @@ def gateway_desires(
     watched: dict[StatusKey, KubeObject] = {}
     for obj in objects:
         kind = obj.get("kind")
-        if kind in ("GatewayClass", "Gateway", "HTTPRoute"):
+        if kind in ("GatewayClass", "Gateway", *ROUTE_KINDS):
             key = StatusKey(
                 str(kind), "" if kind == "GatewayClass" else namespace_of(obj), name_of(obj)
             )
@@ -180,14 +181,14 @@ def gateway_desires(
         if found is None:
             continue
         body = status_json(status)
-        if key.kind == "HTTPRoute":
+        if key.kind in ROUTE_KINDS:
             result[key] = (found, route_desire(body, now, owned))
             continue
         if key.kind == "Gateway" and addresses is not None:
             body["addresses"] = addresses
         result[key] = (found, object_desire(body, now))
     for key, obj in watched.items():
-        if key.kind == "HTTPRoute" and key not in result:
+        if key.kind in ROUTE_KINDS and key not in result:
             # No longer names one of our Gateways: our entries go, if any.
             result[key] = (obj, route_desire(None, now, owned))
     return result

@@ -1,7 +1,7 @@
 """
 After every rebuild: what the objects' statuses and their Events (per
-Ingress, HTTPRoute and Gateway) should say, handed to the writer and to the Events poster, which act only
-while this replica leads.
+Ingress, HTTPRoute, GRPCRoute and Gateway) should say, handed to the writer
+and to the Events poster, which act only while this replica leads.
 
 Everything here runs in the reactor and does no I/O; the published
 Service's address is looked up in what the watches already hold, and
@@ -29,13 +29,15 @@ from tenantgw.status.ingress_status import (
     gateway_addresses,
 )
 from tenantgw.status.writer import StatusWriter
-from tenantgw.translators.gateway_api import ObjectStatus
+from tenantgw.translators.gateway_api import ROUTE_KINDS, ObjectStatus
 from tenantgw.translators.ingress import IngressOptions
 from tenantgw.translators.objects import KubeObject, name_of, namespace_of
 
 SERVICE_CHECK_INTERVAL = 5.0  # seconds between looks at --publish-service's address
 
 _GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
+# The namespaced Gateway API kinds that get an Event each.
+_EVENT_KINDS = (*ROUTE_KINDS, "Gateway")
 # Condition reasons that are the contract's Event reasons of the same name.
 _EVENT_REASONS = {"HostConflict": "HostConflict", "InvalidCertificateRef": "CertificateError"}
 
@@ -47,7 +49,8 @@ def gateway_api_events(
     component: str,
 ) -> dict[str, dict[str, Any]]:
     """
-    An Event for each namespaced Gateway API object (HTTPRoute, Gateway),
+    An Event for each namespaced Gateway API object (HTTPRoute, GRPCRoute,
+    Gateway),
     with the contract's reasons (section 9, for every dialect): C{Accepted}
     when every condition is good, C{Rejected} when the object itself is not
     accepted, C{HostConflict} or C{CertificateError} when a condition says
@@ -59,12 +62,12 @@ def gateway_api_events(
             (o.get("metadata") or {}).get("uid") or ""
         )
         for o in objects
-        if o.get("kind") in ("HTTPRoute", "Gateway")
+        if o.get("kind") in _EVENT_KINDS
     }
     events = {}
     for status in statuses:
         key = status.key
-        if not key.namespace or key.kind not in ("HTTPRoute", "Gateway"):
+        if not key.namespace or key.kind not in _EVENT_KINDS:
             continue
         failing = status.failing()
         if failing is None:
@@ -90,7 +93,7 @@ def gateway_api_events(
 
 
 def _accepted_message(status: ObjectStatus) -> str:
-    if status.key.kind == "HTTPRoute":
+    if status.key.kind in ROUTE_KINDS:
         parents = ", ".join(f"{p.gateway.namespace}/{p.gateway.name}" for p in status.parents)
         return "attached to Gateway " + (parents or "(none)")
     listeners = ", ".join(f"{lst.name} ({lst.attached_routes} routes)" for lst in status.listeners)

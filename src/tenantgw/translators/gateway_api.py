@@ -1,6 +1,6 @@
 """
-Gateway API (GatewayClass, Gateway, HTTPRoute, ReferenceGrant) into the
-tenant model, with the status the Gateway API spec asks for.
+Gateway API (GatewayClass, Gateway, HTTPRoute, GRPCRoute, ReferenceGrant)
+into the tenant model, with the status the Gateway API spec asks for.
 
 What this module decides, and what it leaves to the tenant policy that runs
 after every translator:
@@ -19,6 +19,11 @@ after every translator:
   A backend we may not or cannot use (no ReferenceGrant, no such Service,
   not a Service) keeps its weight as a share answered 500, as the spec
   requires, with C{ResolvedRefs: False} naming the reason.
+- A GRPCRoute is the same machinery with gRPC's own matches: a method
+  match becomes a match on the C{/service/method} path (an exact path, a
+  prefix, or an RE2 expression matched whole), header matches may be RE2
+  expressions, and every backend is spoken to over h2c whatever its
+  Service port says (gRPC is HTTP/2).
 
 Host ownership across dialects, ceilings and the tenant-wide access and
 quota are not decided here: the same rules apply to every dialect.
@@ -28,11 +33,13 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from attrs import frozen
+import re2
+from attrs import evolve, frozen
 
 from tenantgw.compile.selector import LabelSelector, SelectorError
 from tenantgw.config import names
@@ -40,6 +47,7 @@ from tenantgw.config.checker import Checker, Section, or_default
 from tenantgw.config.model import (
     PATH_EXACT,
     PATH_PREFIX,
+    PATH_REGEX,
     BackendRef,
     Cors,
     HeaderMatch,
@@ -72,7 +80,9 @@ from tenantgw.translators.objects import (
 
 CONTROLLER_NAME = "tenantgw.io/gateway-controller"
 # The kinds this dialect reads (ReferenceGrant also as v1beta1).
-GATEWAY_API_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "ReferenceGrant")
+GATEWAY_API_KINDS = ("GatewayClass", "Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant")
+# The route kinds an HTTP or HTTPS listener serves (its supportedKinds).
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 GROUP = "gateway.networking.k8s.io"
 
 HTTP = "HTTP"
@@ -93,8 +103,6 @@ MAX_HEADER_EDITS = 16
 MAX_WEIGHT = 1_000_000
 MAX_TIMEOUT_SECONDS = 3600.0
 MAX_CORS_ENTRIES = 64
-
-_ROUTE_KIND = {"group": GROUP, "kind": "HTTPRoute"}
 
 # Reasons, as the spec spells them.
 ACCEPTED = "Accepted"
@@ -180,7 +188,8 @@ class Listener:
 @frozen
 class TranslatedRoute:
     """
-    One rule-match of an HTTPRoute as served on one group of listeners.
+    One rule-match of an HTTPRoute or GRPCRoute as served on one group of
+    listeners.
 
     C{hosts} are the effective hostnames (listener x route intersection),
     C{ANY_HOST} when neither restricts them.  C{order} breaks ties the way
@@ -345,7 +354,7 @@ class _ListenerDraft:
     listener: Listener
     allowed_namespaces: str  # Same | All | Selector
     selector: LabelSelector | None
-    kinds_ok: bool
+    kinds: frozenset[str]  # the route kinds it admits (allowedRoutes.kinds)
     usable: bool  # Accepted, refs resolved, not conflicted: served
 
 
@@ -423,24 +432,26 @@ def _translate_gateway(
         if accepted:
             conditions.append(condition(ACCEPTED, True, ACCEPTED, generation=generation))
 
-        # Route kinds: HTTPRoute is the one we serve.
-        kinds_ok, supported = True, ["HTTPRoute"]
+        # Route kinds: HTTPRoute and GRPCRoute (HTTP/2 on either protocol:
+        # h2c with prior knowledge on HTTP, ALPN h2 on HTTPS).
+        supported = list(ROUTE_KINDS)
         allowed = _mapping(raw.get("allowedRoutes"))
         asked = allowed.get("kinds")
         refs_ok, refs_reason, refs_message = True, RESOLVED_REFS, ""
         if isinstance(asked, list) and asked:
             wanted = [
-                k
+                str(k.get("kind"))
                 for k in asked
                 if isinstance(k, Mapping)
                 and (k.get("group") or GROUP) == GROUP
-                and k.get("kind") == "HTTPRoute"
+                and k.get("kind") in ROUTE_KINDS
             ]
-            supported = ["HTTPRoute"] if wanted else []
+            supported = [k for k in ROUTE_KINDS if k in wanted]
             if len(wanted) != len(asked):
                 refs_ok, refs_reason = False, INVALID_ROUTE_KINDS
-                refs_message = "only HTTPRoute can attach to an HTTP or HTTPS listener"
-            kinds_ok = bool(wanted)
+                refs_message = (
+                    "only HTTPRoute and GRPCRoute can attach to an HTTP or HTTPS listener"
+                )
 
         certificates: list[tuple[str, str]] = []
         if protocol == HTTPS:
@@ -521,7 +532,7 @@ def _translate_gateway(
                 ),
                 allowed_from,
                 selector,
-                kinds_ok,
+                frozenset(supported),
                 usable,
             )
         )
@@ -539,10 +550,7 @@ def _translate_gateway(
             ),
             condition(PROGRAMMED, False, INVALID, generation=generation),
         ]
-        drafts = [
-            _ListenerDraft(d.listener, d.allowed_namespaces, d.selector, d.kinds_ok, False)
-            for d in drafts
-        ]
+        drafts = [evolve(d, usable=False) for d in drafts]
     else:
         gateway_conditions = [
             condition(ACCEPTED, True, ACCEPTED, generation=generation),
@@ -562,9 +570,9 @@ def _mapping(value: object) -> Mapping[str, Any]:
 
 
 def _admits(
-    draft: _ListenerDraft, gateway_namespace: str, route_namespace: str, labels: Any
+    draft: _ListenerDraft, kind: str, gateway_namespace: str, route_namespace: str, labels: Any
 ) -> bool:
-    if not draft.kinds_ok:
+    if kind not in draft.kinds:
         return False
     if draft.allowed_namespaces == "All":
         return True
@@ -606,24 +614,27 @@ class ParsedRoute:
 
 
 @functools.lru_cache(maxsize=65536)
-def _parse_cached(namespace: str, spec_json: str) -> ParsedRoute:
-    return _parse_route(namespace, json.loads(spec_json))
+def _parse_cached(kind: str, namespace: str, spec_json: str) -> ParsedRoute:
+    return _parse_route(kind, namespace, json.loads(spec_json))
 
 
-def parse_route(route: KubeObject) -> ParsedRoute:
+def parse_route(route: KubeObject, kind: str | None = None) -> ParsedRoute:
     """
-    An HTTPRoute's spec, parsed; cached by its content, since a rebuild after
-    one event sees every other route unchanged (5,000 routes: 3 s -> 0.2 s).
+    An HTTPRoute's or GRPCRoute's spec, parsed; cached by its content, since
+    a rebuild after one event sees every other route unchanged (5,000
+    routes: 3 s -> 0.2 s).
     """
+    kind = kind or ("GRPCRoute" if route.get("kind") == "GRPCRoute" else "HTTPRoute")
     try:
         spec_json = json.dumps(route.get("spec") or {}, sort_keys=True)
     except (TypeError, ValueError):  # a hand-written manifest with a date or such
-        return _parse_route(namespace_of(route), route.get("spec") or {})
-    return _parse_cached(namespace_of(route), spec_json)
+        return _parse_route(kind, namespace_of(route), route.get("spec") or {})
+    return _parse_cached(kind, namespace_of(route), spec_json)
 
 
-def _parse_route(namespace: str, raw_spec: object) -> ParsedRoute:
-    translator = _RouteTranslator(namespace, raw_spec)
+def _parse_route(kind: str, namespace: str, raw_spec: object) -> ParsedRoute:
+    translator_class = _GrpcRouteTranslator if kind == "GRPCRoute" else _RouteTranslator
+    translator = translator_class(namespace, raw_spec)
     hostnames = translator.hostnames()
     rules = translator.rules()
     for rule in rules:
@@ -636,6 +647,9 @@ def _parse_route(namespace: str, raw_spec: object) -> ParsedRoute:
 
 class _RouteTranslator:
     """One HTTPRoute's spec; collects field errors and refused features."""
+
+    rule_fields: tuple[str, ...] = RULE_FIELDS
+    match_all = RouteMatch()  # a rule without matches
 
     def __init__(self, namespace: str, raw_spec: object) -> None:
         self.namespace = namespace
@@ -666,7 +680,7 @@ class _RouteTranslator:
             raw_rules = [("spec.rules[0]", {})]
         result = []
         for index, (path, raw) in enumerate(raw_rules):
-            rule = self.checker.mapping(raw, path, RULE_FIELDS)
+            rule = self.checker.mapping(raw, path, self.rule_fields)
             if rule is not None:
                 result.append(self._rule(rule, index))
         return result
@@ -680,7 +694,7 @@ class _RouteTranslator:
             self.refuse(rule.at("sessionPersistence"), "not supported")
         matches = [self._match(m, p) for p, m in rule.items("matches", MAX_MATCHES)]
         if not rule.has("matches"):
-            matches = [RouteMatch()]
+            matches = [self.match_all]
         filters = [self._filter(f, p) for p, f in rule.items("filters", MAX_FILTERS)]
         kinds = [f[0] for f in filters if f is not None]
         if "RequestRedirect" in kinds and "URLRewrite" in kinds:
@@ -965,16 +979,175 @@ class _RouteTranslator:
         return _Backend(ref, refused, message, target_ns, path)
 
 
+GRPC_RULE_FIELDS = ("name", "matches", "filters", "backendRefs", "sessionPersistence")
+GRPC_MATCH_FIELDS = ("method", "headers")
+GRPC_METHOD_FIELDS = ("type", "service", "method")
+GRPC_FILTER_FIELDS = (
+    "type",
+    "requestHeaderModifier",
+    "responseHeaderModifier",
+    "requestMirror",
+    "extensionRef",
+)
+GRPC_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror", "ExtensionRef")
+# The spec's filters we refuse on a GRPCRoute, and why.
+_GRPC_REFUSED_FILTERS = {
+    # tenantgw.dataplane.mirror copies only requests without a body; every
+    # gRPC call has one, so the filter would be accepted and do nothing.
+    "RequestMirror": "RequestMirror is not supported on a GRPCRoute: only requests"
+    " without a body are mirrored and every gRPC call has one",
+}
+MAX_GRPC_NAME = 1024  # the CRD's bound on service and method
+# The CRD's patterns for an Exact service and method.
+_GRPC_SERVICE = re.compile(r"\.?[A-Za-z_][A-Za-z_0-9]*(\.[A-Za-z_][A-Za-z_0-9]*)*\Z")
+_GRPC_METHOD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*\Z")
+# Any one path segment: what an absent service or method matches.
+_ANY_SEGMENT = "[^/]+"
+
+
+def _validate_grpc_service(text: str) -> str:
+    if len(text) > MAX_GRPC_NAME or not _GRPC_SERVICE.match(text):
+        raise ValueError("must be a gRPC service name like 'pkg.v1.Service'")
+    return text
+
+
+def _validate_grpc_method(text: str) -> str:
+    if len(text) > MAX_GRPC_NAME or not _GRPC_METHOD.match(text):
+        raise ValueError("must be a gRPC method name like 'GetThing'")
+    return text
+
+
+def _validate_re2(text: str) -> str:
+    if len(text) > MAX_GRPC_NAME:
+        raise ValueError(f"must be at most {MAX_GRPC_NAME} characters")
+    try:
+        re2.compile(text)
+    except re2.error as e:
+        raise ValueError(f"{text!r} is not an RE2 expression ({e})") from None
+    return text
+
+
+def _whole(pattern: str) -> str:
+    """
+    An RE2 expression matching the whole path, case-sensitively: the
+    lowering prefixes C{(?i)} and anchors at the start only (ingress-nginx's
+    semantics), which gRPC names must not have.
+    """
+    return f"(?-i:{pattern})$"
+
+
+class _GrpcRouteTranslator(_RouteTranslator):
+    """
+    One GRPCRoute's spec.  A method match is a match on the request path,
+    which gRPC spells C{/service/method}:
+
+      - Exact service and method: that exact path;
+      - Exact service alone: the path prefix C{/service} (every method);
+      - anything else (an Exact method alone, RegularExpression): an RE2
+        expression on the whole path, an absent part matching any segment.
+
+    Precedence (L{tenantgw.compile.precedence}) puts an exact service and
+    method first, then counts service characters, then method characters
+    (L{RouteMatch.precedence_length}), then header matches: the GRPCRoute
+    spec's order once the hostname is chosen.
+    """
+
+    rule_fields = GRPC_RULE_FIELDS
+    match_all = RouteMatch(precedence_length=0)  # as a match without method or headers
+
+    def _match(self, raw: object, path: str) -> RouteMatch | None:
+        c = self.checker
+        section = c.mapping(raw, path, GRPC_MATCH_FIELDS)
+        if section is None:
+            return None
+        path_type, value, length = PATH_PREFIX, "/", 0
+        method = section.section("method", GRPC_METHOD_FIELDS)
+        if method is not None:
+            kind = method.string("type") or "Exact"
+            if kind == "Exact":
+                service = method.string("service", _validate_grpc_service)
+                name = method.string("method", _validate_grpc_method)
+                if service and name:
+                    path_type, value = PATH_EXACT, f"/{service}/{name}"
+                elif service:
+                    path_type, value = PATH_PREFIX, f"/{service}"
+                elif name:
+                    path_type = PATH_REGEX
+                    value = _whole(f"/{_ANY_SEGMENT}/{re2.escape(name)}")
+            elif kind == "RegularExpression":
+                service = method.string("service", _validate_re2)
+                name = method.string("method", _validate_re2)
+                if service or name:
+                    path_type = PATH_REGEX
+                    value = _whole(f"/(?:{service or _ANY_SEGMENT})/(?:{name or _ANY_SEGMENT})")
+            else:
+                c.fail(method.at("type"), f"must be Exact or RegularExpression, got {kind!r}")
+                service = name = None
+            # The spec's order: more characters of service, then of method.
+            length = len(service or "") * (MAX_GRPC_NAME + 1) + len(name or "")
+            if not method.raw("service") and not method.raw("method"):
+                c.fail(method.path, "needs a service, a method or both")
+        headers: list[HeaderMatch] = []
+        seen: set[str] = set()
+        for item_path, raw_header in section.items("headers", MAX_MATCH_CONDITIONS):
+            item = c.mapping(raw_header, item_path, NAME_VALUE_FIELDS)
+            if item is None:
+                continue
+            kind = item.string("type") or "Exact"
+            if kind not in ("Exact", "RegularExpression"):
+                c.fail(item.at("type"), f"must be Exact or RegularExpression, got {kind!r}")
+                continue
+            regex = kind == "RegularExpression"
+            header = item.string("name", names.validate_header_name, required=True)
+            pattern = item.string(
+                "value", _validate_re2 if regex else names.validate_header_value, required=True
+            )
+            if header is None or pattern is None or header in seen:
+                continue  # a repeated name: the first entry wins, as the spec says
+            seen.add(header)
+            headers.append(HeaderMatch(header, f"^(?:{pattern})$" if regex else pattern, regex))
+        return RouteMatch(
+            path=value, path_type=path_type, headers=tuple(headers), precedence_length=length
+        )
+
+    def _filter(self, raw: object, path: str) -> tuple[str, Any] | None:
+        section = self.checker.mapping(raw, path, GRPC_FILTER_FIELDS)
+        if section is None:
+            return None
+        kind = section.string("type", required=True)
+        if kind is None:
+            return None
+        if kind not in GRPC_FILTERS:
+            self.checker.fail(section.at("type"), f"must be one of {', '.join(GRPC_FILTERS)}")
+            return None
+        if kind in _GRPC_REFUSED_FILTERS:
+            self.refuse(section.at("type"), _GRPC_REFUSED_FILTERS[kind])
+            return None
+        return super()._filter(raw, path)
+
+    def _backend(self, raw: object, path: str, *, weighted: bool = True) -> _Backend | None:
+        backend = super()._backend(raw, path, weighted=weighted)
+        if backend is None:
+            return None
+        # gRPC is HTTP/2: h2c to the backend, whatever the Service port says.
+        return evolve(backend, ref=evolve(backend.ref, protocol="H2C"))
+
+
 class _References:
     """
-    The checks an HTTPRoute's backends need beyond its own spec: a
+    The checks a route's backends need beyond its own spec: a
     ReferenceGrant for another namespace, the Service's existence.  They
     change with other objects, so they run on every compile.
     """
 
     def __init__(
-        self, namespace: str, grants: _Grants, services: frozenset[tuple[str, str]]
+        self,
+        namespace: str,
+        grants: _Grants,
+        services: frozenset[tuple[str, str]],
+        kind: str = "HTTPRoute",
     ) -> None:
+        self.kind = kind
         self.namespace = namespace
         self.grants = grants
         self.services = services
@@ -984,7 +1157,7 @@ class _References:
         reason, message = backend.refused, backend.message
         target, name = backend.target_namespace, backend.ref.service
         if reason is None and not self.grants.permits(
-            "HTTPRoute", self.namespace, "", "Service", target, name
+            self.kind, self.namespace, "", "Service", target, name
         ):
             reason = REF_NOT_PERMITTED
             message = (
@@ -1161,8 +1334,8 @@ def translate_gateway_api(
 ) -> GatewayApiTranslation:
     """
     C{objects} by kind: C{GatewayClass}, C{Gateway}, C{HTTPRoute},
-    C{ReferenceGrant}, C{Namespace} (labels for allowedRoutes selectors) and
-    C{Service} (to tell a missing backend from a present one).
+    C{GRPCRoute}, C{ReferenceGrant}, C{Namespace} (labels for allowedRoutes
+    selectors) and C{Service} (to tell a missing backend from a present one).
     """
     classes = _our_classes(objects.get("GatewayClass", ()), options.controller_name)
     class_names = {name_of(c) for c in classes}
@@ -1192,13 +1365,14 @@ def translate_gateway_api(
 
     attached: dict[tuple[ObjectKey, str], int] = defaultdict(int)
     routes: list[TranslatedRoute] = []
-    for http_route in sorted(objects.get("HTTPRoute", ()), key=age_key):
-        translated, status = _translate_route(
-            http_route, gateways, grants, services, namespace_labels, attached
-        )
-        routes.extend(translated)
-        if status is not None:
-            statuses.append(status)
+    for kind in ROUTE_KINDS:
+        for route_object in sorted(objects.get(kind, ()), key=age_key):
+            translated, status = _translate_route(
+                route_object, kind, gateways, grants, services, namespace_labels, attached
+            )
+            routes.extend(translated)
+            if status is not None:
+                statuses.append(status)
 
     listeners: list[Listener] = []
     for key, (_gateway, drafts) in gateways.items():
@@ -1225,6 +1399,7 @@ def translate_gateway_api(
 
 def _translate_route(
     http_route: KubeObject,
+    kind: str,
     gateways: Mapping[ObjectKey, tuple[KubeObject, list[_ListenerDraft]]],
     grants: _Grants,
     services: frozenset[tuple[str, str]],
@@ -1233,10 +1408,10 @@ def _translate_route(
 ) -> tuple[list[TranslatedRoute], ObjectStatus | None]:
     namespace, name = namespace_of(http_route), name_of(http_route)
     generation = generation_of(http_route)
-    parsed = parse_route(http_route)
+    parsed = parse_route(http_route, kind)
     hostnames, rules, problems = parsed.hostnames, parsed.rules, parsed.problems
     route_ok = not problems
-    references = _References(namespace, grants, services)
+    references = _References(namespace, grants, services, kind)
     refused = {
         id(b): references.refused(b)
         for rule in rules
@@ -1253,6 +1428,10 @@ def _translate_route(
     else:
         refs = condition(RESOLVED_REFS, True, RESOLVED_REFS, generation=generation)
 
+    # The model route's name prefix: a GRPCRoute's "grpc:NAME" (":" is in no
+    # object name) so an HTTPRoute of the same name never shares its route
+    # names (metrics labels, /api/tenants).
+    prefix = name if kind == "HTTPRoute" else f"grpc:{name}"
     raw_parents = spec(http_route).get("parentRefs") or []
     parents: list[ParentStatus] = []
     result: list[TranslatedRoute] = []
@@ -1280,7 +1459,7 @@ def _translate_route(
         admitting = [
             d
             for d in candidates
-            if _admits(d, key.namespace, namespace, namespace_labels.get(namespace))
+            if _admits(d, kind, key.namespace, namespace, namespace_labels.get(namespace))
         ]
         matching = [(d, intersect_hostnames(d.listener.hostname, hostnames)) for d in admitting]
         matching = [(d, hosts) for d, hosts in matching if hosts]
@@ -1316,18 +1495,18 @@ def _translate_route(
                         *(m.backend for k, m in rule.filters if k == "RequestMirror"),
                     )
                 )
-                for model_route in _rule_routes(rule, name, scheme, draft.listener.port, reasons):
+                for model_route in _rule_routes(rule, prefix, scheme, draft.listener.port, reasons):
                     result.append(
                         TranslatedRoute(
                             namespace=namespace,
-                            origin=ObjectKey("HTTPRoute", namespace, name),
+                            origin=ObjectKey(kind, namespace, name),
                             hosts=hosts,
                             scheme=scheme,
                             route=model_route,
                             order=(*order_base, rule.index),
-                            source=f"HTTPRoute {name} spec.rules[{rule.index}]",
+                            source=f"{kind} {name} spec.rules[{rule.index}]",
                         )
                     )
     if not parents:
         return result, None
-    return result, ObjectStatus(ObjectKey("HTTPRoute", namespace, name), parents=tuple(parents))
+    return result, ObjectStatus(ObjectKey(kind, namespace, name), parents=tuple(parents))
