@@ -81,7 +81,10 @@ def http_route(
     hostnames: list[str] | None = None,
     rules: list[dict[str, Any]] | None = None,
     created: str = "2026-01-01T00:00:00Z",
+    kind: str = "HTTPRoute",
+    generation: int = 7,
 ) -> dict[str, Any]:
+    """An HTTPRoute (or, with C{kind}, a GRPCRoute: the same outer shape)."""
     spec: dict[str, Any] = {
         "parentRefs": parents if parents is not None else [{"name": "gw", "namespace": "infra"}],
         "rules": rules if rules is not None else [{"backendRefs": [{"name": "web", "port": 8080}]}],
@@ -90,11 +93,11 @@ def http_route(
         spec["hostnames"] = hostnames
     return {
         "apiVersion": GROUP,
-        "kind": "HTTPRoute",
+        "kind": kind,
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "generation": 7,
+            "generation": generation,
             "creationTimestamp": created,
         },
         "spec": spec,

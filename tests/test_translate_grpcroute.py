@@ -31,7 +31,6 @@ from tenantgw.translators.gateway_api import GatewayApiTranslation
 from tests.test_gateway_api_check import write
 from tests.test_gateway_api_policy import gateway_objects, service_objects
 from tests.test_translate_gateway_api import (
-    GROUP,
     gateway,
     grant,
     http_route,
@@ -51,23 +50,9 @@ def grpc_route(
     parents: list[dict[str, Any]] | None = None,
     created: str = "2026-01-01T00:00:00Z",
 ) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "parentRefs": parents if parents is not None else [{"name": "gw", "namespace": "infra"}],
-        "rules": rules if rules is not None else [{"backendRefs": [{"name": "web", "port": 8080}]}],
-    }
-    if hostnames is not None:
-        spec["hostnames"] = hostnames
-    return {
-        "apiVersion": GROUP,
-        "kind": "GRPCRoute",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "generation": 4,
-            "creationTimestamp": created,
-        },
-        "spec": spec,
-    }
+    return http_route(
+        name, namespace, parents, hostnames, rules, created, kind="GRPCRoute", generation=4
+    )
 
 
 def conditions(
