@@ -146,6 +146,33 @@ class ObjectStoreTests(SynchronousTestCase):
         self.assertEqual(list(store.objects["Secret"]), [("ops", "default-tls")])
 
 
+class ParseAheadTests(SynchronousTestCase):
+    def test_tenant_files_are_parsed_on_the_watch_thread(self) -> None:
+        """
+        The reactor gets a Tenant ConfigMap only once its tenant.yaml is in
+        the parse cache: the parse (milliseconds) happened on the watch
+        thread, not between requests.
+        """
+        from tenantgw.compile.compiler import parse_cached
+
+        handed: list[tuple[Any, ...]] = []
+
+        class Reactor:
+            def callFromThread(self, f: Any, *args: Any) -> None:
+                handed.append(args)
+
+        source = KubernetesSource(None, Reactor(), lambda objects: None)
+        listed = tenant_cm("listed", {**simple_spec(), "quota": {"requestsPerSecond": 31}})
+        changed = tenant_cm("changed", {**simple_spec(), "quota": {"requestsPerSecond": 37}})
+        source._deliver_from_thread("ConfigMap", [listed])
+        source._event_from_thread("ConfigMap", "MODIFIED", changed)
+        self.assertEqual(len(handed), 2)
+        for config_map in (listed, changed):
+            before = parse_cached.cache_info()
+            parse_cached(config_map["data"]["tenant.yaml"])
+            self.assertEqual(parse_cached.cache_info().hits, before.hits + 1)
+
+
 class CoalescingTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()

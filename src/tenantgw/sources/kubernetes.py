@@ -117,6 +117,20 @@ def _key(obj: KubeObject) -> Key:
     return (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
 
 
+def _parse_ahead(config_map: KubeObject) -> None:
+    """
+    On the watch thread: parse a Tenant ConfigMap's tenant.yaml into the
+    (thread-safe) parse cache, so that the reactor, which needs the parse
+    for the Secret references and the compile, finds it done (a millisecond
+    or two per file, 8 s for a first list of 5,000) instead of doing it
+    between requests.
+    """
+    data = config_map.get("data")
+    text = data.get(TENANT_KEY) if isinstance(data, Mapping) else None
+    if isinstance(text, str):
+        parse_cached(text)
+
+
 def _secret_names(text: str) -> frozenset[str] | None:
     """
     The Secrets one tenant.yaml names, or None when it does not parse.
@@ -683,9 +697,14 @@ class KubernetesSource(Service):
         return super().stopService()
 
     def _deliver_from_thread(self, kind: str, items: list[KubeObject]) -> None:
+        if kind == "ConfigMap":
+            for item in items:
+                _parse_ahead(item)
         self.reactor.callFromThread(self.listed, kind, items)
 
     def _event_from_thread(self, kind: str, event_type: str, obj: KubeObject) -> None:
+        if kind == "ConfigMap":
+            _parse_ahead(obj)
         self.reactor.callFromThread(self.changed, kind, event_type, obj)
 
     # Reactor thread from here on.
