@@ -96,7 +96,11 @@ class AttachmentTests(SynchronousTestCase):
         self.assertEqual(parent["conditions"][0]["observedGeneration"], 4)
 
     def test_an_httproute_of_the_same_name_is_another_object(self) -> None:
-        result = translate(gateway(), grpc_route(), http_route())
+        result = translate(
+            gateway(),
+            grpc_route(hostnames=["grpc.shop.test"]),
+            http_route(hostnames=["www.shop.test"]),
+        )
         self.assertEqual(conditions(result)["Accepted"][0], "True")
         self.assertEqual(conditions(result, kind="HTTPRoute")["Accepted"][0], "True")
         self.assertEqual({t.origin.kind for t in result.routes}, {"HTTPRoute", "GRPCRoute"})
@@ -104,6 +108,37 @@ class AttachmentTests(SynchronousTestCase):
         self.assertEqual(
             sorted(t.route.name for t in result.routes), ["grpc:web.rule-0", "web.rule-0"]
         )
+
+    def test_an_httproute_and_a_grpcroute_never_share_a_hostname_on_a_listener(self) -> None:
+        """
+        GRPCRoute's spec: where an HTTPRoute and a GRPCRoute attached to one
+        listener have intersecting hostnames, exactly one is accepted, the
+        older (then by namespace/name); the other says why.
+        """
+        older = grpc_route(hostnames=["*.shop.test"], created="2026-01-01T00:00:00Z")
+        younger = http_route("site", hostnames=["www.shop.test"], created="2026-02-01T00:00:00Z")
+        apart = http_route("blog", hostnames=["blog.other.test"], created="2026-03-01T00:00:00Z")
+        for order in ((older, younger, apart), (apart, younger, older)):
+            result = translate(gateway(), *order)
+            self.assertEqual(conditions(result)["Accepted"][0], "True")
+            status, reason, message = conditions(result, "site", kind="HTTPRoute")["Accepted"]
+            self.assertEqual((status, reason), ("False", "HostnameConflict"))
+            self.assertIn("GRPCRoute shop/web", message)
+            self.assertEqual(conditions(result, "blog", kind="HTTPRoute")["Accepted"][0], "True")
+            self.assertEqual(
+                sorted(t.origin.name for t in result.routes), ["blog", "web"], "site is not served"
+            )
+            gw_status = result.status_of("Gateway", "infra", "gw")
+            assert gw_status is not None
+            self.assertEqual(gw_status.listeners[0].attached_routes, 2)
+        # The older one wins whichever kind it is.
+        result = translate(
+            gateway(),
+            grpc_route(hostnames=["www.shop.test"], created="2026-02-01T00:00:00Z"),
+            http_route("site", hostnames=["*.shop.test"], created="2026-01-01T00:00:00Z"),
+        )
+        self.assertEqual(conditions(result)["Accepted"][:2], ("False", "HostnameConflict"))
+        self.assertEqual(conditions(result, "site", kind="HTTPRoute")["Accepted"][0], "True")
 
     def test_listener_kinds_admit_one_kind_or_the_other(self) -> None:
         http_only = listener(

@@ -1364,15 +1364,21 @@ def translate_gateway_api(
         gateway_parts[key] = (gateway_conditions, listener_conditions, listener_kinds)
 
     attached: dict[tuple[ObjectKey, str], int] = defaultdict(int)
+    claims: _KindClaims = defaultdict(list)
     routes: list[TranslatedRoute] = []
-    for kind in ROUTE_KINDS:
-        for route_object in sorted(objects.get(kind, ()), key=age_key):
-            translated, status = _translate_route(
-                route_object, kind, gateways, grants, services, namespace_labels, attached
-            )
-            routes.extend(translated)
-            if status is not None:
-                statuses.append(status)
+    # Oldest first across both kinds: where an HTTPRoute and a GRPCRoute
+    # want the same hostname on one listener, the older is the one accepted.
+    ordered = sorted(
+        ((kind, route) for kind in ROUTE_KINDS for route in objects.get(kind, ())),
+        key=lambda pair: age_key(pair[1]),
+    )
+    for kind, route_object in ordered:
+        translated, status = _translate_route(
+            route_object, kind, gateways, grants, services, namespace_labels, attached, claims
+        )
+        routes.extend(translated)
+        if status is not None:
+            statuses.append(status)
 
     listeners: list[Listener] = []
     for key, (_gateway, drafts) in gateways.items():
@@ -1397,6 +1403,38 @@ def translate_gateway_api(
     return GatewayApiTranslation(tuple(listeners), tuple(routes), tuple(statuses))
 
 
+# Per (Gateway, listener name): the accepted routes' (kind, "namespace/name",
+# hostnames on that listener), for the HTTPRoute/GRPCRoute conflict rule.
+_KindClaims = dict[tuple[ObjectKey, str], list[tuple[str, str, tuple[str, ...]]]]
+
+
+def _hostnames_meet(ours: Sequence[str], theirs: Sequence[str]) -> bool:
+    """Whether two routes' hostnames on one listener share a name (wildcards included)."""
+    for a in ours:
+        for b in theirs:
+            if ANY_HOST in (a, b) or a == b:
+                return True
+            if (a.startswith("*.") and _covers(a, b)) or (b.startswith("*.") and _covers(b, a)):
+                return True
+    return False
+
+
+def _other_kind_rival(
+    claims: _KindClaims, listener: tuple[ObjectKey, str], kind: str, hosts: Sequence[str]
+) -> tuple[str, str] | None:
+    """
+    The older route of the other kind already accepted on C{listener} for
+    one of C{hosts}, if any: GRPCRoute's spec says exactly one of an
+    HTTPRoute and a GRPCRoute whose hostnames intersect on a listener is
+    accepted, the oldest (then by namespace/name), since both would claim
+    the same requests.
+    """
+    for rival_kind, rival, rival_hosts in claims.get(listener, ()):
+        if rival_kind != kind and _hostnames_meet(hosts, rival_hosts):
+            return rival_kind, rival
+    return None
+
+
 def _translate_route(
     http_route: KubeObject,
     kind: str,
@@ -1405,6 +1443,7 @@ def _translate_route(
     services: frozenset[tuple[str, str]],
     namespace_labels: Mapping[str, Mapping[str, str]],
     attached: dict[tuple[ObjectKey, str], int],
+    claims: _KindClaims,
 ) -> tuple[list[TranslatedRoute], ObjectStatus | None]:
     namespace, name = namespace_of(http_route), name_of(http_route)
     generation = generation_of(http_route)
@@ -1463,6 +1502,11 @@ def _translate_route(
         ]
         matching = [(d, intersect_hostnames(d.listener.hostname, hostnames)) for d in admitting]
         matching = [(d, hosts) for d, hosts in matching if hosts]
+        rivals = {
+            id(d): _other_kind_rival(claims, (key, d.listener.name), kind, hosts)
+            for d, hosts in matching
+        }
+        kept = [(d, hosts) for d, hosts in matching if rivals[id(d)] is None]
         if not candidates:
             reason, message = (
                 NO_MATCHING_PARENT,
@@ -1476,13 +1520,21 @@ def _translate_route(
             message = "no hostname of the route intersects a listener's hostname"
         elif not route_ok:
             reason, message = UNSUPPORTED_VALUE, "; ".join(problems)
+        elif not kept:
+            rival_kind, rival = next(r for r in rivals.values() if r is not None)
+            reason = HOSTNAME_CONFLICT
+            message = (
+                f"the older {rival_kind} {rival} serves these hostnames on the listener;"
+                " an HTTPRoute and a GRPCRoute may not share one"
+            )
         else:
             reason, message = ACCEPTED, ""
         accepted = condition(ACCEPTED, reason == ACCEPTED, reason, message, generation=generation)
         parents.append(ParentStatus(key, section_name, port, (accepted, refs)))
         if not accepted.ok:
             continue
-        for draft, hosts in matching:
+        for draft, hosts in kept:
+            claims[(key, draft.listener.name)].append((kind, f"{namespace}/{name}", hosts))
             attached[(key, draft.listener.name)] += 1
             if not draft.usable:
                 continue
