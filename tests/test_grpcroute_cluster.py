@@ -111,6 +111,13 @@ class GrpcRouteFromTheClusterTests(TestCase):
             {"Accepted": ("True", "Accepted"), "ResolvedRefs": ("True", "ResolvedRefs")},
         )
         self.assertEqual(parent["conditions"][0]["observedGeneration"], 1)  # the server counts
+        # Statuses are written one object at a time: the Gateway's may come after.
+        yield eventually(
+            lambda: (
+                "listeners" in ((server.get("Gateway", "infra", "gw") or {}).get("status") or {})
+            ),
+            "Gateway status written",
+        )
         gw = server.get("Gateway", "infra", "gw") or {}
         (listener,) = gw["status"]["listeners"]
         self.assertEqual(
