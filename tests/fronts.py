@@ -18,13 +18,20 @@ from tenantgw.dataplane.http1_front import DEFAULT_HTTP1_FRONT, HTTP1_FRONTS
 
 
 class FrontMixin:
-    """Selects C{http1_front} for the duration of each test."""
+    """
+    Selects C{http1_front} for the whole of each test, fixtures included
+    (around C{run}, so that a class's own C{setUp} needs no super call).
+    """
 
     http1_front = DEFAULT_HTTP1_FRONT
 
-    def setUp(self) -> Any:
-        self.patch(GatewaySite, "http1_front", self.http1_front)  # type: ignore[attr-defined]
-        return super().setUp()  # type: ignore[misc]
+    def run(self, result: Any) -> Any:
+        before = GatewaySite.__dict__["http1_front"]
+        GatewaySite.http1_front = self.http1_front
+        try:
+            return super().run(result)  # type: ignore[misc]
+        finally:
+            GatewaySite.http1_front = before
 
     def front_args(self) -> list[str]:
         return [f"--http1-front={self.http1_front}"]

@@ -67,7 +67,7 @@ class NativeChannel(Protocol, TimeoutMixin):
         self.requestFactory = site.requestFactory
         clock: Any = site.reactor
         self.callLater = clock.callLater  # type: ignore[method-assign]
-        self.timeOut = site.timeOut
+        self.timeOut = site.timeOut  # type: ignore[assignment]
         self.header_deadline = site.header_deadline
         self.request: GatewayRequest | None = None
         self._held = b""
@@ -334,13 +334,14 @@ class NativeChannel(Protocol, TimeoutMixin):
             return
         self._refused = True
         self._closing = True
+        held = self._held if not self._reading_body else b""
         self._reading_body = False
         self._held = b""
         self._disarm_head_timer()
         self.persistent = False
         request = self.request
         answered = False
-        accept = None
+        accept = _accept_of(held) if held else None
         if request is not None:
             answered = bool(request.startedWriting)
             accept = request.requestHeaders.getRawHeaders(b"accept")
@@ -419,3 +420,20 @@ class NativeChannel(Protocol, TimeoutMixin):
             upstream(held)
         self._paused = False
         stream_of(self.transport).resumeProducing()
+
+
+def _accept_of(held: bytes) -> list[bytes] | None:
+    """
+    The Accept values among the complete field lines of a refused head, so
+    that its refusal is JSON when the client asked for it, as the router's
+    answers are.  Only on the refusal path: nothing else reads it.
+    """
+    section = held.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+    if not held.endswith(b"\r\n") and b"\r\n\r\n" not in held:
+        section = section[:-1]  # the line still arriving
+    found = [
+        line.partition(b":")[2].strip(b" \t")
+        for line in section
+        if line[:7].lower() == b"accept:"
+    ]
+    return found or None
