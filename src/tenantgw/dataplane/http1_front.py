@@ -25,7 +25,7 @@ a refused request, or of anything after it, reaches the router.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IAddress, IDelayedCall, ISSLTransport
@@ -341,7 +341,7 @@ class NativeChannel(Protocol, TimeoutMixin):
         self.persistent = False
         request = self.request
         answered = False
-        accept = _accept_of(held) if held else None
+        accept: Sequence[bytes] | None = _accept_of(held) if held else None
         if request is not None:
             answered = bool(request.startedWriting)
             accept = request.requestHeaders.getRawHeaders(b"accept")
