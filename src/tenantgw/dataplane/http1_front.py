@@ -32,6 +32,7 @@ from twisted.internet.interfaces import IAddress, IDelayedCall, ISSLTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
+from twisted.web.http_headers import _nameEncoder
 
 from tenantgw.dataplane.transport import StreamTransport, sni_name, stream_of
 from tenantgw.http1.chunked import ChunkedDecoder, ChunkedError
@@ -49,6 +50,9 @@ __all__ = ["DEFAULT_HTTP1_FRONT", "HTTP1_FRONTS", "NativeChannel"]
 # What --http1-front may name: this front, or twisted.web's hardened channel.
 HTTP1_FRONTS = ("native", "twisted")
 DEFAULT_HTTP1_FRONT = "twisted"
+
+# twisted.web's canonical spelling of a field name (cached there).
+_canonical_name = _nameEncoder.encode
 
 # Bytes held for later requests while one is answered; past this the socket
 # is paused.  A whole head at its limits fits.
@@ -146,12 +150,28 @@ class NativeChannel(Protocol, TimeoutMixin):
         self._first = True
         request: GatewayRequest = self.requestFactory(self, queued=False)
         self.request = request
-        add = request.requestHeaders.addRawHeader
         connection: list[bytes] | None = None
-        for name, value in head.fields:
-            add(name, value)
-            if len(name) == 10 and name.lower() == b"connection":
-                connection = (connection or []) + [value]
+        raw = getattr(request.requestHeaders, "_rawHeaders", None)
+        if raw is not None and not raw:
+            # Straight into twisted.web's table (canonical name -> values):
+            # the values were checked by the parser, so addRawHeader's
+            # type tests and whitespace sanitizing have nothing to do.
+            encode = _canonical_name
+            for name, value in head.fields:
+                key = encode(name)
+                values = raw.get(key)
+                if values is None:
+                    raw[key] = [value]
+                else:
+                    values.append(value)
+                if key == b"Connection":
+                    connection = (connection or []) + [value]
+        else:
+            add = request.requestHeaders.addRawHeader
+            for name, value in head.fields:
+                add(name, value)
+                if len(name) == 10 and name.lower() == b"connection":
+                    connection = (connection or []) + [value]
         version = head.version
         if version != b"HTTP/1.1":
             self.persistent = False
