@@ -18,7 +18,7 @@ from twisted.python import usage
 from tenantgw.app.workers import parse_inherited
 from tenantgw.compile.selector import LabelSelector, SelectorError
 from tenantgw.config.model import IPNetwork
-from tenantgw.dataplane.http1_front import HTTP1_FRONTS
+from tenantgw.dataplane.http1_front import DEFAULT_HTTP1_FRONT, HTTP1_FRONTS
 from tenantgw.status.ingress_status import PublishOptions
 from tenantgw.tls.certificates import CertificateProblem
 from tenantgw.tls.default import default_certificate
@@ -116,7 +116,7 @@ class Options(usage.Options):
         [
             "http1-front",
             None,
-            "twisted",
+            DEFAULT_HTTP1_FRONT,
             "native | twisted: the HTTP/1.1 front (own parser, or twisted.web's hardened)",
         ],
         [

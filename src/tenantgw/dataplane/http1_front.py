@@ -49,7 +49,7 @@ __all__ = ["DEFAULT_HTTP1_FRONT", "HTTP1_FRONTS", "NativeChannel"]
 
 # What --http1-front may name: this front, or twisted.web's hardened channel.
 HTTP1_FRONTS = ("native", "twisted")
-DEFAULT_HTTP1_FRONT = "twisted"
+DEFAULT_HTTP1_FRONT = "native"
 
 # twisted.web's canonical spelling of a field name (cached there).
 _canonical_name = _nameEncoder.encode
