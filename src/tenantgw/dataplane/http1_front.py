@@ -452,8 +452,6 @@ def _accept_of(held: bytes) -> list[bytes] | None:
     if not held.endswith(b"\r\n") and b"\r\n\r\n" not in held:
         section = section[:-1]  # the line still arriving
     found = [
-        line.partition(b":")[2].strip(b" \t")
-        for line in section
-        if line[:7].lower() == b"accept:"
+        line.partition(b":")[2].strip(b" \t") for line in section if line[:7].lower() == b"accept:"
     ]
     return found or None
