@@ -40,6 +40,14 @@ class IdleTimeoutTests(FrontMixin, SynchronousTestCase):
         self.reactor.advance(2)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_client_that_never_reads_is_aborted(self) -> None:
+        """A close that cannot complete (the client reads nothing) must not hold the socket."""
+        self.reactor.advance(IDLE + 1)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertFalse(self.transport.disconnected)
+        self.reactor.advance(16)
+        self.assertTrue(self.transport.disconnected, "never aborted")
+
     def test_request_slower_than_idle_timeout_is_not_cut(self) -> None:
         self.channel.dataReceived(REQUEST)
         upstream = complete_memory_connection(self.reactor)

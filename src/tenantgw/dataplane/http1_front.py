@@ -54,6 +54,9 @@ DEFAULT_HTTP1_FRONT = "native"
 # twisted.web's canonical spelling of a field name (cached there).
 _canonical_name = _nameEncoder.encode
 
+# Seconds a connection closed for idleness gets to finish closing.
+ABORT_AFTER = 15.0
+
 # Bytes held for later requests while one is answered; past this the socket
 # is paused.  A whole head at its limits fits.
 HELD_BYTES = 64 * 1024
@@ -268,6 +271,17 @@ class NativeChannel(Protocol, TimeoutMixin):
             return
         self._closing = True
         self._lose()
+        # A client that never reads does not let a close complete: as
+        # twisted.web does, the connection is aborted a while later.
+        self._abort_call = self.callLater(ABORT_AFTER, self._abort)
+
+    _abort_call: IDelayedCall | None = None
+
+    def _abort(self) -> None:
+        self._abort_call = None
+        transport: Any = self.transport
+        if transport is not None:
+            transport.abortConnection()
 
     # -- what a GatewayRequest calls ------------------------------------------------
 
@@ -376,6 +390,10 @@ class NativeChannel(Protocol, TimeoutMixin):
         transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        abort = self._abort_call
+        if abort is not None and abort.active():
+            abort.cancel()
+        self._abort_call = None
         self._closing = True
         self._reading_body = False
         self._held = b""
