@@ -11,7 +11,7 @@ listener, driven by ``h2load -c1 -m10``, outside callgrind): the cost of one req
 tenantgw's HTTP/2 front.
 
 Usage: ``python benchmarks/callgrind_proxy.py [--requests 2000] [--target tenantgw|lean]
-[--protocol http1|h2]``
+[--protocol http1|h2] [--tenantgw-args "--http1-front native"]``
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import http.client
 import os
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -92,14 +93,16 @@ def drive_h2(port: int, count: int) -> None:
         raise RuntimeError("h2load did not complete every request:\n" + out)
 
 
-def instructions(target: str, requests: int, protocol: str = "http1") -> int:
+def instructions(
+    target: str, requests: int, protocol: str = "http1", tenantgw_args: Sequence[str] = ()
+) -> int:
     """Instructions callgrind counted in the proxy process over a run of *requests*."""
     settings = bench.Settings(1, 0, 1, 1, 0)
     with bench.temp_dir(False) as tmp:
         name = "tenantgw" if target == "tenantgw" else "lean_proxy"
         with CallgrindChildren(name, tmp) as children:
             backend = bench.start_backend(tmp, children, settings)
-            ctx = bench.Context(tmp, backend, settings, children, [])
+            ctx = bench.Context(tmp, backend, settings, children, list(tenantgw_args))
             if target == "tenantgw":
                 started = bench.start_tenantgw(ctx)
             else:
@@ -128,9 +131,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--target", choices=("tenantgw", "lean"), default="tenantgw")
     parser.add_argument("--protocol", choices=("http1", "h2"), default="http1")
+    parser.add_argument(
+        "--tenantgw-args", default="", help="extra twistd tenantgw options, shell-quoted"
+    )
     args = parser.parse_args(argv)
-    baseline = instructions(args.target, 0, args.protocol)
-    loaded = instructions(args.target, args.requests, args.protocol)
+    extra = shlex.split(args.tenantgw_args)
+    baseline = instructions(args.target, 0, args.protocol, extra)
+    loaded = instructions(args.target, args.requests, args.protocol, extra)
     per_request = (loaded - baseline) / args.requests
     print(f"{args.target}: baseline (startup, one probe) {baseline:,} instructions")
     print(f"{args.target}: with {args.requests} requests {loaded:,} instructions")

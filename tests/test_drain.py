@@ -28,12 +28,13 @@ from tests.dataplane_support import (
     tenant_objects,
 )
 from tests.eventually import eventually
+from tests.fronts import FrontMixin, both_fronts
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
 
 IN_FLIGHT = 5
 
 
-class DrainOnSIGTERMTests(TestCase):
+class DrainOnSIGTERMTests(FrontMixin, TestCase):
     timeout = 60
 
     @inlineCallbacks
@@ -47,7 +48,7 @@ class DrainOnSIGTERMTests(TestCase):
         source = tenant_source(self.mktemp(), tenant, {"slow": [upstream.number]})
         workdir = self.mktemp()
         os.makedirs(workdir)
-        gateway = GatewayProcess(workdir, source, extra=["--drain-timeout=20"])
+        gateway = GatewayProcess(workdir, source, extra=["--drain-timeout=20", *self.front_args()])
         self.addCleanup(gateway.stop)
         yield gateway.wait_ready()
         agent = Agent.usingEndpointFactory(reactor, _UNIXEndpointFactory(gateway.http_socket))
@@ -138,7 +139,7 @@ class DrainServiceTests(SynchronousTestCase):
         self.successResultOf(finished)
 
 
-class DrainingResponsesTests(TestCase):
+class DrainingResponsesTests(FrontMixin, TestCase):
     """While draining, keep-alive clients are told to go (and are let go)."""
 
     timeout = 30
@@ -163,3 +164,6 @@ class DrainingResponsesTests(TestCase):
         closed = yield raw_exchange(gateway.port, request)
         self.assertTrue(closed.startswith(b"HTTP/1.1 200 "), closed)
         self.assertIn(b"connection: close", closed.lower())
+
+
+both_fronts(globals())

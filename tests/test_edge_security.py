@@ -34,6 +34,7 @@ from tests.dataplane_support import (
     raw_exchange,
     tenant_objects,
 )
+from tests.fronts import FrontMixin, both_fronts
 from tests.h2_raw import ByteRecorder, RawH2Client, connect_h2, request_headers
 
 # Paths that backends (Tomcat, Spring, nginx, most frameworks) serve as
@@ -175,7 +176,7 @@ def _status(reply: bytes) -> int:
     return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else 0
 
 
-class EdgeTests(TestCase):
+class EdgeTests(FrontMixin, TestCase):
     timeout = 60
 
     def setUp(self) -> None:
@@ -467,7 +468,7 @@ class EdgeTests(TestCase):
 REFUSED = Failure(ConnectionError("refused"))
 
 
-class PendingDialTests(SynchronousTestCase):
+class PendingDialTests(FrontMixin, SynchronousTestCase):
     """At most N upstream dials per tenant at once; the rest wait in line."""
 
     def test_dials_wait_in_line_and_abandoned_ones_are_skipped(self) -> None:
@@ -497,3 +498,6 @@ class PendingDialTests(SynchronousTestCase):
         for entry in memory.tcpClients[3:]:
             entry[2].clientConnectionFailed(None, REFUSED)
         self.assertEqual(pool.pending_connects("t"), 0)
+
+
+both_fronts(globals())

@@ -13,6 +13,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.fronts import FrontMixin, both_fronts
 from tests.support import build_gateway, complete_memory_connection, one_tenant_snapshot
 
 UPSTREAM_PORT = 9999
@@ -90,7 +91,7 @@ def _status(harness: _Harness) -> bytes:
     return harness.transport.value().split(b"\r\n", 1)[0]
 
 
-class FastPathEquivalenceTests(SynchronousTestCase):
+class FastPathEquivalenceTests(FrontMixin, SynchronousTestCase):
     def test_accepted_shapes_reach_upstream_identically(self) -> None:
         for name, data in ACCEPTED.items():
             fast, slow = whole(data), bytewise(data)
@@ -111,3 +112,6 @@ class FastPathEquivalenceTests(SynchronousTestCase):
         sent = whole(ACCEPTED["connection tokens"]).upstream_bytes().lower()
         self.assertNotIn(b"x-hop", sent)
         self.assertNotIn(b"\r\nconnection:", sent)
+
+
+both_fronts(globals())

@@ -32,6 +32,7 @@ from tenantgw.http1.head import (
 from tenantgw.http1.request_id import new_request_id, valid_request_id
 from tenantgw.http1.responses import FIXED, fixed_body, refusal, serialize_response_head
 from tenantgw.wire import fields as wire_fields
+from tests.fronts import FrontMixin, both_fronts
 from tests.support import build_gateway, one_tenant_snapshot
 
 HOST = b"Host: t.example\r\n"
@@ -103,7 +104,7 @@ class _Front:
         return int(self.transport.value().split(b" ", 2)[1])
 
 
-class ParserAndChannelAgreeTests(SynchronousTestCase):
+class ParserAndChannelAgreeTests(FrontMixin, SynchronousTestCase):
     def test_each_refused_shape_has_one_status_everywhere(self) -> None:
         for name, (data, status) in REFUSED.items():
             with self.assertRaises(HeadError, msg=name) as caught:
@@ -145,7 +146,7 @@ class ParserAndChannelAgreeTests(SynchronousTestCase):
         self.assertIs(responses.fixed_body, fixed_body)
 
 
-class AcceptedShapesTests(SynchronousTestCase):
+class AcceptedShapesTests(FrontMixin, SynchronousTestCase):
     def test_absolute_form_is_the_router_s_to_judge(self) -> None:
         head = parse_request_head(b"GET http://t.example/x HTTP/1.1\r\n" + HOST + b"\r\n")
         self.assertEqual(head.target, b"http://t.example/x")
@@ -269,3 +270,6 @@ class LayerTests(SynchronousTestCase):
                     ):
                         problems.append(f"{path.name} imports {module}")
         self.assertEqual(problems, [])
+
+
+both_fronts(globals())

@@ -36,6 +36,7 @@ from tenantgw.dataplane.channel import (
     MAX_HEADER_COUNT,
     MAX_REQUEST_LINE_BYTES,
 )
+from tests.fronts import FrontMixin, both_fronts
 from tests.support import (
     RecordingUpstream,
     build_gateway,
@@ -188,7 +189,7 @@ def _post(*headers: bytes) -> bytes:
 CHUNKED = _post(b"Transfer-Encoding: chunked")
 
 
-class RequestLineTests(_MemoryHarness, SynchronousTestCase):
+class RequestLineTests(FrontMixin, _MemoryHarness, SynchronousTestCase):
     """Malformed request lines are a 400."""
 
     def test_missing_version(self) -> None:
@@ -233,7 +234,7 @@ class RequestLineTests(_MemoryHarness, SynchronousTestCase):
         self.refused(400, b"\r\n\r\nGET / HTTP/1.1\r\n" + HOST + b"\r\n")
 
 
-class HeaderFieldTests(_MemoryHarness, SynchronousTestCase):
+class HeaderFieldTests(FrontMixin, _MemoryHarness, SynchronousTestCase):
     """Malformed field lines are a 400."""
 
     def test_missing_host(self) -> None:
@@ -293,7 +294,7 @@ class HeaderFieldTests(_MemoryHarness, SynchronousTestCase):
         self.refused(400, b"GET / HTTP/1.1\r\n" + HOST + b"\n")
 
 
-class ContentLengthTests(_MemoryHarness, SynchronousTestCase):
+class ContentLengthTests(FrontMixin, _MemoryHarness, SynchronousTestCase):
     def test_duplicate_identical(self) -> None:
         self.refused(400, _post(b"Content-Length: 3", b"Content-Length: 3") + b"abc")
 
@@ -335,7 +336,7 @@ class ContentLengthTests(_MemoryHarness, SynchronousTestCase):
         )
 
 
-class TransferEncodingTests(_MemoryHarness, SynchronousTestCase):
+class TransferEncodingTests(FrontMixin, _MemoryHarness, SynchronousTestCase):
     def test_identity(self) -> None:
         self.refused(400, _post(b"Transfer-Encoding: identity", b"Content-Length: 3") + b"abc")
 
@@ -365,7 +366,7 @@ class TransferEncodingTests(_MemoryHarness, SynchronousTestCase):
         )
 
 
-class ChunkedBodyTests(_MemoryHarness, SynchronousTestCase):
+class ChunkedBodyTests(FrontMixin, _MemoryHarness, SynchronousTestCase):
     """Chunked framing errors; the body arrives with the headers, so no upstream is tried."""
 
     def test_bare_lf_chunk_size_line(self) -> None:
@@ -448,7 +449,7 @@ class ChunkedBodyTests(_MemoryHarness, SynchronousTestCase):
         self.assertUpstreamUntouched()
 
 
-class PipeliningTests(_MemoryHarness, SynchronousTestCase):
+class PipeliningTests(FrontMixin, _MemoryHarness, SynchronousTestCase):
     def test_request_after_refusal_same_read(self) -> None:
         self.refused(
             400,
@@ -487,7 +488,7 @@ class PipeliningTests(_MemoryHarness, SynchronousTestCase):
         )
 
 
-class SizeLimitTests(_MemoryHarness, SynchronousTestCase):
+class SizeLimitTests(FrontMixin, _MemoryHarness, SynchronousTestCase):
     """414 and 431, at their exact boundaries."""
 
     def test_request_line_at_limit(self) -> None:
@@ -560,7 +561,7 @@ class SizeLimitTests(_MemoryHarness, SynchronousTestCase):
         self.refused(431, b"GET / HTTP/1.1\r\n" + header_section(2000, MAX_HEADER_COUNT + 1))
 
 
-class HeaderDeadlineTests(_MemoryHarness, SynchronousTestCase):
+class HeaderDeadlineTests(FrontMixin, _MemoryHarness, SynchronousTestCase):
     """Slowloris: the header phase has a total deadline, not an idle one."""
 
     def test_incomplete_headers(self) -> None:
@@ -614,7 +615,7 @@ class HeaderDeadlineTests(_MemoryHarness, SynchronousTestCase):
         self.assertRefused(408)
 
 
-class AcceptedShapesTests(_MemoryHarness, SynchronousTestCase):
+class AcceptedShapesTests(FrontMixin, _MemoryHarness, SynchronousTestCase):
     """Valid requests near the hardened edges still reach the upstream, intact."""
 
     def test_chunked_with_extensions_and_trailer(self) -> None:
@@ -650,7 +651,7 @@ class AcceptedShapesTests(_MemoryHarness, SynchronousTestCase):
         self.assertAccepted()
 
 
-class StreamingRefusalTests(_MemoryHarness, SynchronousTestCase):
+class StreamingRefusalTests(FrontMixin, _MemoryHarness, SynchronousTestCase):
     """Framing errors in a body that arrives after the request was dispatched."""
 
     def test_late_framing_error_aborts_upstream(self) -> None:
@@ -716,7 +717,7 @@ class _Collect(Protocol):
         self.closed.callback(self.data)
 
 
-class RealConnectionTests(TestCase):
+class RealConnectionTests(FrontMixin, TestCase):
     """The refusals close a real TCP connection, and the real upstream hears nothing."""
 
     def setUp(self) -> Deferred[None]:
@@ -783,3 +784,6 @@ class RealConnectionTests(TestCase):
         self.assertEqual([(r[0], r[2]) for r in responses], [(200, b"ok\n")])
         self.assertEqual(self.upstream.connections, 1)
         self.assertTrue(self.upstream.received.startswith(b"GET /x HTTP/1.1\r\n"))
+
+
+both_fronts(globals())

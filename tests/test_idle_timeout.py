@@ -9,6 +9,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests.fronts import FrontMixin, both_fronts
 from tests.support import build_gateway, complete_memory_connection, one_tenant_snapshot
 
 IDLE = 10.0
@@ -16,7 +17,7 @@ REQUEST = b"GET / HTTP/1.1\r\nHost: t.example\r\n\r\n"
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-class IdleTimeoutTests(SynchronousTestCase):
+class IdleTimeoutTests(FrontMixin, SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
         self.gateway, site = build_gateway(self.reactor, one_tenant_snapshot(9999), timeout=IDLE)
@@ -39,6 +40,14 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.reactor.advance(2)
         self.assertTrue(self.transport.disconnecting)
 
+    def test_client_that_never_reads_is_aborted(self) -> None:
+        """A close that cannot complete (the client reads nothing) must not hold the socket."""
+        self.reactor.advance(IDLE + 1)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertFalse(self.transport.disconnected)
+        self.reactor.advance(16)
+        self.assertTrue(self.transport.disconnected, "never aborted")
+
     def test_request_slower_than_idle_timeout_is_not_cut(self) -> None:
         self.channel.dataReceived(REQUEST)
         upstream = complete_memory_connection(self.reactor)
@@ -52,3 +61,6 @@ class IdleTimeoutTests(SynchronousTestCase):
         self.assertFalse(self.transport.disconnecting)
         self.reactor.advance(2)
         self.assertTrue(self.transport.disconnecting)
+
+
+both_fronts(globals())

@@ -27,6 +27,7 @@ from tests.dataplane_support import (
     snapshot_of,
     tenant_objects,
 )
+from tests.fronts import FrontMixin, both_fronts
 
 
 def _route(name: str, service: str = "web", **extra: Any) -> dict[str, Any]:
@@ -35,7 +36,7 @@ def _route(name: str, service: str = "web", **extra: Any) -> dict[str, Any]:
     return route
 
 
-class ProxyTestCase(TestCase):
+class ProxyTestCase(FrontMixin, TestCase):
     timeout = 30
 
     def setUp(self) -> None:
@@ -638,3 +639,6 @@ class BalancingTests(ProxyTestCase):
             _, record = yield self.get_json(gateway, "/")
             counts[record["upstream"]] = counts.get(record["upstream"], 0) + 1
         self.assertEqual(counts, {"stable": 90, "canary": 10})
+
+
+both_fronts(globals())

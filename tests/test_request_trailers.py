@@ -24,6 +24,7 @@ from tenantgw.tls.sni import SNIContexts
 from tenantgw.wire.fields import forwardable_trailers
 from tests.dataplane_support import GatewayUnderTest, raw_exchange
 from tests.eventually import eventually
+from tests.fronts import FrontMixin, both_fronts
 from tests.h2_raw import PROTOCOL_ERROR, ByteRecorder, RawH2Client, connect_h2, request_headers
 from tests.h2c_support import H2cBackend
 from tests.test_tls import tls_tenant
@@ -67,7 +68,7 @@ def _h2c(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return objects
 
 
-class TrailersEndToEndTests(TestCase):
+class TrailersEndToEndTests(FrontMixin, TestCase):
     def gateway(self, upstream_port: int, h2c: bool = False) -> int:
         """A gateway for a.example over TLS (HTTP/2 or HTTP/1.1); its HTTPS port."""
         objects = tls_tenant(
@@ -200,3 +201,6 @@ class TrailersEndToEndTests(TestCase):
         yield client.answered(3)
         self.assertEqual(client.responses[3].status, 200)
         self.assertEqual((backend.bodies, backend.trailers), ([b""], []))
+
+
+both_fronts(globals())

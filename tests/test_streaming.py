@@ -20,6 +20,7 @@ from twisted.web.http import _ChunkedTransferDecoder
 from zope.interface import implementer
 
 from tests.dataplane_support import dump, tenant_objects
+from tests.fronts import FrontMixin, both_fronts
 from tests.process_support import GatewayProcess
 
 GIB = 1024 * 1024 * 1024
@@ -116,7 +117,7 @@ class CountingUpstream(Protocol):
         self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
-class StreamingTests(TestCase):
+class StreamingTests(FrontMixin, TestCase):
     timeout = 300
 
     @inlineCallbacks
@@ -143,7 +144,7 @@ class StreamingTests(TestCase):
         )
         with open(os.path.join(source, "tenant.yaml"), "w") as f:
             f.write(dump({"kind": "List", "items": objects}))
-        self.gateway = GatewayProcess(workdir, source)
+        self.gateway = GatewayProcess(workdir, source, extra=self.front_args())
         self.addCleanup(self.gateway.stop)
         yield self.gateway.wait_ready()
 
@@ -193,3 +194,6 @@ class StreamingTests(TestCase):
         self.assertEqual(out, b"%d" % GIB)
         self.assertEqual(self.factory.uploads, [GIB])  # type: ignore[attr-defined]
         self.assertLess(self.gateway.peak_rss_bytes(), PEAK_RSS_LIMIT)
+
+
+both_fronts(globals())

@@ -20,6 +20,7 @@ from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
 from tests.dataplane_support import GatewayUnderTest, dump, snapshot_of, tenant_objects
+from tests.fronts import FrontMixin, both_fronts
 
 BIG = bytes(range(256)) * 4096  # 1 MiB: more than any socket buffer holds
 
@@ -60,7 +61,7 @@ def echo_gateway(test: Any, tenant: dict[str, Any]) -> GatewayUnderTest:
     return gateway
 
 
-class WebSocketTests(TestCase):
+class WebSocketTests(FrontMixin, TestCase):
     timeout = 30
 
     def setUp(self) -> None:
@@ -145,7 +146,7 @@ class WebSocketTests(TestCase):
         self.assertEqual(gateway.requests_open, 0)
 
 
-class WebSocketSlotTests(TestCase):
+class WebSocketSlotTests(FrontMixin, TestCase):
     """A closed tunnel gives its tenant's concurrency slot back, whoever closes it."""
 
     timeout = 30
@@ -216,3 +217,6 @@ class WebSocketSlotTests(TestCase):
                 yield deferLater(reactor, 0.02, lambda: None)
             self.assertEqual(in_flight.current("team"), 0)
         self.assertEqual((yield deferToThread(self.talk_and_close)), "hi")
+
+
+both_fronts(globals())

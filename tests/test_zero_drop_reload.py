@@ -23,6 +23,7 @@ from websockets.sync.client import unix_connect
 
 from tenantgw.tls.default import self_signed
 from tests.dataplane_support import Upstream, dump
+from tests.fronts import FrontMixin, both_fronts
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory
 from tests.test_websocket import EchoServer
 
@@ -98,7 +99,7 @@ def manifests(step: int, ports: dict[str, int], certificate: tuple[bytes, bytes]
     return dump({"kind": "List", "items": objects})
 
 
-class ZeroDropReloadTests(TestCase):
+class ZeroDropReloadTests(FrontMixin, TestCase):
     timeout = 180
 
     @inlineCallbacks
@@ -121,7 +122,7 @@ class ZeroDropReloadTests(TestCase):
             os.replace(path + ".tmp", path)
 
         write(0)
-        gateway = GatewayProcess(workdir, source, ["--poll-interval=0.05"])
+        gateway = GatewayProcess(workdir, source, ["--poll-interval=0.05", *self.front_args()])
         self.addCleanup(gateway.stop)
         yield gateway.wait_ready()
         agent = Agent.usingEndpointFactory(reactor, _UNIXEndpointFactory(gateway.http_socket))
@@ -180,3 +181,6 @@ class ZeroDropReloadTests(TestCase):
             f"\nzero-drop reload: {CHANGES} changes in {elapsed:.1f}s,"
             f" {outcomes[200]} requests, all 200; WebSocket kept {len(echoes)} exchanges"
         )
+
+
+both_fronts(globals())

@@ -18,6 +18,7 @@ from twisted.python import usage
 from tenantgw.app.workers import parse_inherited
 from tenantgw.compile.selector import LabelSelector, SelectorError
 from tenantgw.config.model import IPNetwork
+from tenantgw.dataplane.http1_front import DEFAULT_HTTP1_FRONT, HTTP1_FRONTS
 from tenantgw.status.ingress_status import PublishOptions
 from tenantgw.tls.certificates import CertificateProblem
 from tenantgw.tls.default import default_certificate
@@ -111,6 +112,12 @@ class Options(usage.Options):
             None,
             "drop",
             "drop | reject | allow: request fields whose name contains _",
+        ],
+        [
+            "http1-front",
+            None,
+            DEFAULT_HTTP1_FRONT,
+            "native | twisted: the HTTP/1.1 front (own parser, or twisted.web's hardened)",
         ],
         [
             "max-pending-connects",
@@ -229,6 +236,8 @@ class Options(usage.Options):
             raise usage.UsageError(
                 "--escaped-slashes must be one of " + ", ".join(ESCAPED_SLASH_ACTIONS)
             )
+        if self["http1-front"] not in HTTP1_FRONTS:
+            raise usage.UsageError("--http1-front must be one of " + ", ".join(HTTP1_FRONTS))
         if self["headers-with-underscores"] not in UNDERSCORE_ACTIONS:
             raise usage.UsageError(
                 "--headers-with-underscores must be one of " + ", ".join(UNDERSCORE_ACTIONS)

@@ -113,12 +113,21 @@ class GatewayServices(MultiService):
         self.gateway.body_timeout = options["body-timeout"]
         header_deadline = options["header-timeout"]
         underscores = options["headers-with-underscores"]
+        front = options["http1-front"]
         # Plain HTTP: HTTP/1.1, and h2c for clients with prior knowledge.
         self.site = PlainGatewaySite(
-            self.gateway, reactor, header_deadline=header_deadline, underscores=underscores
+            self.gateway,
+            reactor,
+            header_deadline=header_deadline,
+            underscores=underscores,
+            http1_front=front,
         )
         self.tls_site = MultiplexingGatewaySite(
-            self.gateway, reactor, header_deadline=header_deadline, underscores=underscores
+            self.gateway,
+            reactor,
+            header_deadline=header_deadline,
+            underscores=underscores,
+            http1_front=front,
         )
         self.pipeline = ConfigPipeline(
             self.gateway,

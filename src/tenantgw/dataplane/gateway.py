@@ -50,6 +50,7 @@ from tenantgw.dataplane.channel import GatewayChannel
 from tenantgw.dataplane.cors import CorsPolicy, is_preflight
 from tenantgw.dataplane.deadlines import Deadlines
 from tenantgw.dataplane.health import ActiveChecks, EndpointHealth, ProbeTarget
+from tenantgw.dataplane.http1_front import DEFAULT_HTTP1_FRONT, HTTP1_FRONTS, NativeChannel
 from tenantgw.dataplane.limits import Bucket, Denial, InFlight, RateLimiter
 from tenantgw.dataplane.matching import first_match
 from tenantgw.dataplane.mirror import MIRROR_HEADER, Mirrors, MirrorTarget
@@ -1107,16 +1108,29 @@ class GatewaySite(Site):
         timeout: float = 60.0,
         header_deadline: float = GatewayChannel.header_deadline,
         underscores: str = UNDERSCORES_DROP,
+        http1_front: str | None = None,
     ) -> None:
         super().__init__(GatewayResource(gateway), reactor=reactor, timeout=timeout)
         self.gateway = gateway
         self.header_deadline = header_deadline
         # What a request field named with "_" gets (--headers-with-underscores).
         self.underscores = underscores
+        if http1_front is not None:
+            if http1_front not in HTTP1_FRONTS:
+                raise ValueError(f"http1_front must be one of {', '.join(HTTP1_FRONTS)}")
+            self.http1_front = http1_front
+
+    # Which HTTP/1.1 front a connection gets (--http1-front): "native" is
+    # L{NativeChannel}, "twisted" twisted.web's channel hardened
+    # (L{GatewayChannel}).  A class attribute so a test can run a module
+    # against either front.
+    http1_front = DEFAULT_HTTP1_FRONT
 
     # twisted.web types a Site's channels as its HTTP/2-capable wrapper; this
     # site's protocol is the HTTP/1.1 channel itself.
-    def buildProtocol(self, addr: object) -> GatewayChannel:  # type: ignore[override]
+    def buildProtocol(self, addr: object) -> Any:
+        if self.http1_front == "native":
+            return NativeChannel(self)
         channel: GatewayChannel = super().buildProtocol(addr)
         channel.header_deadline = self.header_deadline
         return channel
