@@ -23,7 +23,7 @@ from websockets.sync.client import unix_connect
 
 from tenantgw.tls.default import self_signed
 from tests.dataplane_support import Upstream, dump
-from tests.fronts import FrontMixin, both_fronts
+from tests.fronts import FrontMixin
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory
 from tests.test_websocket import EchoServer
 
@@ -183,4 +183,5 @@ class ZeroDropReloadTests(FrontMixin, TestCase):
         )
 
 
-both_fronts(globals())
+# Default front only: a whole gateway process per test; the twisted.web front's
+# streaming and framing are covered by the modules that run on both fronts.
