@@ -1,0 +1,168 @@
+"""
+The wait helper is what turns a missing behaviour into a failure with a
+reason instead of a 120 s hang, so its own failure path is tested, and so
+is returning at once, which is what keeps waits off the suite's time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tests.eventually import DEFAULT_TIMEOUT, eventually, eventually_on_clock
+
+
+class Counter:
+    def __init__(self, until: int = 0) -> None:
+        self.calls = 0
+        self.until = until
+
+    def __call__(self) -> int:
+        self.calls += 1
+        return self.calls if self.calls >= self.until else 0
+
+
+class EventuallyTests(SynchronousTestCase):
+    def test_returns_the_first_true_value_without_waiting(self) -> None:
+        check = Counter(until=1)
+        self.assertEqual(self.successResultOf(eventually(check, clock=Clock())), 1)
+        self.assertEqual(check.calls, 1)
+
+    def test_returns_on_the_poll_where_the_condition_first_holds(self) -> None:
+        clock = Clock()
+        check = Counter(until=3)
+        waiting = eventually(check, "three calls", clock=clock, interval=0.5)
+        self.assertNoResult(waiting)
+        clock.advance(0.5)
+        self.assertNoResult(waiting)
+        clock.advance(0.5)
+        self.assertEqual(self.successResultOf(waiting), 3)
+        self.assertEqual(check.calls, 3)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_fails_after_the_timeout_naming_what_and_the_last_value(self) -> None:
+        clock = Clock()
+        values = iter(range(1000))
+        waiting = eventually(
+            lambda: next(values) < 0, "the count went negative", timeout=1.0, clock=clock
+        )
+        clock.pump([0.02] * 49)
+        self.assertNoResult(waiting)
+        clock.pump([0.02] * 2)
+        failure = self.failureResultOf(waiting, AssertionError)
+        self.assertEqual(str(failure.value), "not within 1s: the count went negative (last: False)")
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_without_a_description_the_check_docstring_names_the_wait(self) -> None:
+        def upstream_connected() -> list[str]:
+            """the upstream saw a connection"""
+            return []
+
+        clock = Clock()
+        waiting = eventually(upstream_connected, timeout=0.1, clock=clock)
+        clock.pump([0.02] * 10)
+        failure = self.failureResultOf(waiting, AssertionError)
+        self.assertIn("the upstream saw a connection (last: [])", str(failure.value))
+
+    def test_expect_compares_and_reports_the_last_value(self) -> None:
+        clock = Clock()
+        served = ["blue"]
+        waiting = eventually(lambda: served[0], "served by green", expect="green", clock=clock)
+        clock.pump([0.02] * 600)
+        failure = self.failureResultOf(waiting, AssertionError)
+        self.assertIn("served by green (last: 'blue')", str(failure.value))
+
+        served[0] = "green"
+        waiting = eventually(lambda: served[0], expect="green", clock=clock)
+        self.assertEqual(self.successResultOf(waiting), "green")
+
+    def test_a_deferred_result_is_waited_for(self) -> None:
+        clock = Clock()
+        answers: list[Deferred[int]] = []
+
+        def request() -> Deferred[int]:
+            answers.append(Deferred())
+            return answers[-1]
+
+        waiting = eventually(request, expect=200, clock=clock)
+        answers[0].callback(503)
+        clock.advance(0.02)
+        self.assertEqual(len(answers), 2)
+        answers[1].callback(200)
+        self.assertEqual(self.successResultOf(waiting), 200)
+
+    def test_ignored_errors_count_as_not_yet_and_others_fail_at_once(self) -> None:
+        clock = Clock()
+        attempts: list[int] = []
+
+        def connect() -> Deferred[str]:
+            attempts.append(1)
+            if len(attempts) < 3:
+                raise ConnectionRefusedError("not listening yet")
+            return succeed("connected")
+
+        waiting = eventually(connect, ignoring=(ConnectionRefusedError,), clock=clock)
+        clock.pump([0.02, 0.02])
+        self.assertEqual(self.successResultOf(waiting), "connected")
+
+        def broken() -> Any:
+            raise KeyError("a bug, not a wait")
+
+        self.failureResultOf(
+            eventually(broken, ignoring=(ConnectionRefusedError,), clock=clock), KeyError
+        )
+
+    def test_an_ignored_error_is_the_last_value_reported(self) -> None:
+        clock = Clock()
+
+        def refused() -> Any:
+            raise ConnectionRefusedError("port 1")
+
+        waiting = eventually(refused, "the port answers", 0.1, ignoring=(OSError,), clock=clock)
+        clock.pump([0.02] * 10)
+        failure = self.failureResultOf(waiting, AssertionError)
+        self.assertIn(
+            "the port answers (last: ConnectionRefusedError('port 1'))", str(failure.value)
+        )
+
+    def test_the_default_bound_is_far_below_trials_timeout(self) -> None:
+        self.assertLessEqual(DEFAULT_TIMEOUT, 120 / 4)
+
+
+class EventuallyOnClockTests(SynchronousTestCase):
+    def test_returns_without_advancing_when_the_condition_holds(self) -> None:
+        clock = Clock()
+        self.assertEqual(eventually_on_clock(clock, lambda: "yes"), "yes")
+        self.assertEqual(clock.seconds(), 0)
+
+    def test_advances_the_clock_until_the_condition_holds(self) -> None:
+        clock = Clock()
+        fired: list[bool] = []
+        clock.callLater(5, fired.append, True)
+        self.assertEqual(eventually_on_clock(clock, lambda: fired, interval=0.5), [True])
+        self.assertEqual(clock.seconds(), 5)
+
+    def test_fails_after_the_timeout_of_clock_time(self) -> None:
+        clock = Clock()
+        with self.assertRaises(AssertionError) as caught:
+            eventually_on_clock(clock, lambda: 0, "the probe ran", timeout=3, expect=1)
+        self.assertEqual(str(caught.exception), "not within 3s: the probe ran (last: 0)")
+        self.assertAlmostEqual(clock.seconds(), 3, places=6)
+
+
+class EventuallyOnTheReactorTests(TestCase):
+    def test_fires_soon_after_the_condition_holds(self) -> Any:
+        done: list[bool] = []
+        reactor.callLater(0.05, done.append, True)
+        started = reactor.seconds()
+        waiting = eventually(lambda: done, "the call ran")
+
+        def elapsed(value: Any) -> None:
+            self.assertEqual(value, [True])
+            self.assertLess(reactor.seconds() - started, 1.0)
+
+        return waiting.addCallback(elapsed)
