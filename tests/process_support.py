@@ -22,7 +22,7 @@ from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from tests.dataplane_support import dump, tenant_objects
+from tests.support import dump, tenant_objects
 
 
 @implementer(IAgentEndpointFactory)

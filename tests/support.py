@@ -425,6 +425,7 @@ def serve(
     namespace: str = "team",
     services: Mapping[str, Sequence[int]] | None = None,
     annotations: Mapping[str, str] | None = None,
+    secrets: Mapping[str, Mapping[str, str]] | None = None,
     snapshot: Snapshot | None = None,
     base_domain: str | None = None,
     accepted: bool = True,
@@ -440,7 +441,8 @@ def serve(
     """
     A gateway on a real port serving C{snapshot}, or else the compiled
     C{object_lists} plus, with C{tenant} (a tenant.yaml document), that
-    tenant in C{namespace} routed to C{services}; stopped when C{test} ends.
+    tenant in C{namespace} routed to C{services} (with its C{annotations}
+    and C{secrets}, as L{tenant_objects}); stopped when C{test} ends.
 
     A C{tenant} the compile step refuses fails the test here, naming its
     status, unless C{accepted} is false: a fixture mistake must not pass
@@ -452,7 +454,7 @@ def serve(
         lists = list(object_lists)
         if tenant is not None:
             lists.append(
-                tenant_objects(namespace, dump(dict(tenant)), services, annotations=annotations)
+                tenant_objects(namespace, dump(dict(tenant)), services, annotations, secrets)
             )
         snapshot = snapshot_of(*lists, base_domain=base_domain)
     if tenant is not None and accepted and namespace not in snapshot.tenants:

@@ -32,9 +32,9 @@ from websockets.sync.client import connect
 from tenantgw.admin.metrics import Metrics
 from tenantgw.admin.resource import Readiness, admin_root
 from tenantgw.admin.traffic import DAY
-from tests.dataplane_support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
 from tests.eventually import eventually
 from tests.process_support import GatewayProcess, free_tcp_port
+from tests.support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
 from tests.tls_support import TestCA
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")

@@ -19,7 +19,9 @@ from twisted.web.client import Agent, readBody
 
 from tenantgw.admin.resource import Readiness
 from tenantgw.app.drain import DrainService
-from tests.dataplane_support import (
+from tests.eventually import eventually
+from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
+from tests.support import (
     GatewayUnderTest,
     Upstream,
     dump,
@@ -27,8 +29,6 @@ from tests.dataplane_support import (
     snapshot_of,
     tenant_objects,
 )
-from tests.eventually import eventually
-from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
 
 IN_FLIGHT = 5
 

@@ -21,10 +21,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tenantgw.dataplane.health import BASE_EJECTION, EndpointHealth
-from tests.dataplane_support import GatewayUnderTest, dump, snapshot_of, tenant_objects
 from tests.eventually import eventually
 from tests.grpc_support import grpc_tenant
 from tests.h2c_support import H2cBackend
+from tests.support import GatewayUnderTest, dump, snapshot_of, tenant_objects
 
 KEY = ("10.0.0.1", 80, None)
 

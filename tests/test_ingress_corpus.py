@@ -21,8 +21,8 @@ from twisted.web.client import HTTPConnectionPool
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
 from tenantgw.translators import ingress as ingress_translator
 from tenantgw.translators import ingress_annotations
-from tests.dataplane_support import GatewayUnderTest, Upstream
 from tests.ingress_corpus import CORPUS
+from tests.support import GatewayUnderTest, Upstream
 from tests.test_gateway_api_policy import service_objects
 
 HTPASSWD = b"alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4))

@@ -25,9 +25,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
-from tests.dataplane_support import GatewayUnderTest, Upstream
 from tests.ingress_corpus import CORPUS, ORACLE_PROBES, ingress
 from tests.nginx_oracle import Nginx, NotRenderable, build_servers, render
+from tests.support import GatewayUnderTest, Upstream
 from tests.test_ingress_corpus import base_objects
 
 DOCS = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "ingress.md")

@@ -29,9 +29,9 @@ from tenantgw.admin.traffic import (
 )
 from tenantgw.app.service import _count_elsewhere
 from tenantgw.dataplane.quota_redis import connect
-from tests.dataplane_support import GatewayUnderTest
 from tests.eventually import eventually
 from tests.redis_support import RedisServer
+from tests.support import GatewayUnderTest
 from tests.test_metrics import ObservedGateway, _route, _tenant, sample
 
 INF = math.inf

@@ -18,14 +18,12 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from tests.dataplane_support import (
+from tests.support import (
     GatewayUnderTest,
     Upstream,
-    dump,
     raw_exchange,
     raw_upstream,
-    snapshot_of,
-    tenant_objects,
+    serve,
 )
 
 
@@ -49,12 +47,9 @@ class ProxyTestCase(TestCase):
         return upstream
 
     def serve(self, tenant: dict[str, Any], namespace: str = "team", **kw: Any) -> GatewayUnderTest:
+        """The tenant in C{namespace}, each service routed to the upstream of its name."""
         services = {name: [u.number] for name, u in self.upstreams.items()}
-        snapshot = snapshot_of(tenant_objects(namespace, dump(tenant), services))
-        self.assertIn(namespace, snapshot.tenants, snapshot.statuses)
-        gateway = GatewayUnderTest(snapshot, **kw)
-        self.addCleanup(gateway.stop)
-        return gateway
+        return serve(self, tenant=tenant, namespace=namespace, services=services, **kw)
 
     def request(
         self,
@@ -347,28 +342,20 @@ class UpstreamFailureTests(ProxyTestCase):
         ):
             port = raw_upstream(reply)
             self.addCleanup(port.stopListening)
-            snapshot = snapshot_of(
-                tenant_objects(
-                    "team",
-                    dump({"hosts": ["t.example"], "routes": [_route("all")]}),
-                    {"web": [port.getHost().port]},
-                )
+            gateway = serve(
+                self,
+                tenant={"hosts": ["t.example"], "routes": [_route("all")]},
+                services={"web": [port.getHost().port]},
             )
-            gateway = GatewayUnderTest(snapshot)
-            self.addCleanup(gateway.stop)
             response = yield self.request(gateway, "/")
             yield response.content()
             self.assertEqual(response.code, 502, reply)
 
     @inlineCallbacks
     def test_no_ready_endpoint_is_503(self) -> Any:
-        snapshot = snapshot_of(
-            tenant_objects(
-                "team", dump({"hosts": ["t.example"], "routes": [_route("all")]}), {"web": []}
-            )
+        gateway = serve(
+            self, tenant={"hosts": ["t.example"], "routes": [_route("all")]}, services={"web": []}
         )
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
         response = yield self.request(gateway, "/")
         yield response.content()
         self.assertEqual(response.code, 503)
@@ -446,28 +433,24 @@ class PolicyTests(ProxyTestCase):
     def test_api_keys_and_basic_auth_and_credentials_not_forwarded(self) -> Any:
         self.upstream()
         hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
-        objects = tenant_objects(
-            "team",
-            dump(
-                {
-                    "hosts": ["t.example"],
-                    "routes": [
-                        _route(
-                            "keys", match={"path": "/keys"}, access={"apiKeys": {"secretName": "k"}}
-                        ),
-                        _route(
-                            "basic",
-                            match={"path": "/basic"},
-                            access={"basicAuth": {"secretName": "users", "realm": "shop"}},
-                        ),
-                    ],
-                }
-            ),
-            {"web": [self.upstreams["web"].number]},
+        gateway = serve(
+            self,
+            tenant={
+                "hosts": ["t.example"],
+                "routes": [
+                    _route(
+                        "keys", match={"path": "/keys"}, access={"apiKeys": {"secretName": "k"}}
+                    ),
+                    _route(
+                        "basic",
+                        match={"path": "/basic"},
+                        access={"basicAuth": {"secretName": "users", "realm": "shop"}},
+                    ),
+                ],
+            },
+            services={"web": [self.upstreams["web"].number]},
             secrets={"k": {"a": "key-one"}, "users": {"auth": f"alice:{hashed}\n"}},
         )
-        gateway = GatewayUnderTest(snapshot_of(objects))
-        self.addCleanup(gateway.stop)
         response = yield self.request(gateway, "/keys")
         yield response.content()
         self.assertEqual(response.code, 401)
@@ -584,20 +567,15 @@ def deferLater(seconds: float) -> Any:
 
 
 class BalancingTests(ProxyTestCase):
-    def serve_services(self, tenant: dict[str, Any], services: dict[str, list[int]]) -> Any:
-        snapshot = snapshot_of(tenant_objects("team", dump(tenant), services))
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
-        return gateway
-
     @inlineCallbacks
     def test_round_robin_across_ready_endpoints(self) -> Any:
         one, two = Upstream("one"), Upstream("two")
         self.addCleanup(one.stop)
         self.addCleanup(two.stop)
-        gateway = self.serve_services(
-            {"hosts": ["t.example"], "routes": [_route("all")]},
-            {"web": [one.number, two.number]},
+        gateway = serve(
+            self,
+            tenant={"hosts": ["t.example"], "routes": [_route("all")]},
+            services={"web": [one.number, two.number]},
         )
         seen = []
         for _ in range(6):
@@ -611,8 +589,9 @@ class BalancingTests(ProxyTestCase):
         stable, canary, dark = Upstream("stable"), Upstream("canary"), Upstream("dark")
         for upstream in (stable, canary, dark):
             self.addCleanup(upstream.stop)
-        gateway = self.serve_services(
-            {
+        gateway = serve(
+            self,
+            tenant={
                 "hosts": ["t.example"],
                 "routes": [
                     {
@@ -626,7 +605,7 @@ class BalancingTests(ProxyTestCase):
                     }
                 ],
             },
-            {
+            services={
                 "stable": [stable.number],
                 "canary": [canary.number],
                 "dark": [dark.number],

@@ -17,9 +17,9 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
-from tests.dataplane_support import Upstream
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
 from tests.redis_support import RedisServer
+from tests.support import Upstream
 
 RATE = 4.0
 BURST = 20

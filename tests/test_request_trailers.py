@@ -22,10 +22,10 @@ from tenantgw.tls.certificates import load_certificate
 from tenantgw.tls.default import self_signed
 from tenantgw.tls.sni import SNIContexts
 from tenantgw.wire.fields import forwardable_trailers
-from tests.dataplane_support import GatewayUnderTest, raw_exchange
 from tests.eventually import eventually
 from tests.h2_raw import PROTOCOL_ERROR, ByteRecorder, RawH2Client, connect_h2, request_headers
 from tests.h2c_support import H2cBackend
+from tests.support import GatewayUnderTest, raw_exchange
 from tests.test_tls import tls_tenant
 
 GOOD = [(b"x-checksum", b"sha256=abc")]

@@ -31,7 +31,7 @@ from tenantgw.tls.certificates import (
 )
 from tenantgw.tls.default import self_signed
 from tenantgw.tls.sni import SNIContexts
-from tests.dataplane_support import GatewayUnderTest, Upstream, dump, raw_exchange, tenant_objects
+from tests.support import GatewayUnderTest, Upstream, dump, raw_exchange, tenant_objects
 
 NOW = datetime.datetime(2026, 11, 22, tzinfo=datetime.timezone.utc)
 

@@ -21,7 +21,7 @@ from twisted.web.server import Site
 
 from tenantgw.compile.compiler import compile_snapshot
 from tenantgw.tls.upstream import UpstreamTrust
-from tests.dataplane_support import GatewayUnderTest, RecordingResource, dump
+from tests.support import GatewayUnderTest, RecordingResource, dump
 from tests.tls_support import TestCA
 
 

@@ -20,8 +20,8 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from tests.dataplane_support import Upstream, dump, tenant_objects
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory
+from tests.support import Upstream, dump, tenant_objects
 
 
 def tenant(weight: int) -> dict[str, Any]:

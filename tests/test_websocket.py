@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
-from tests.dataplane_support import GatewayUnderTest, dump, snapshot_of, tenant_objects
+from tests.support import GatewayUnderTest, dump, snapshot_of, tenant_objects
 
 BIG = bytes(range(256)) * 4096  # 1 MiB: more than any socket buffer holds
 
@@ -118,7 +118,7 @@ class WebSocketTests(TestCase):
 
     @inlineCallbacks
     def test_plain_requests_are_not_upgraded(self) -> Any:
-        from tests.dataplane_support import raw_exchange
+        from tests.support import raw_exchange
 
         # Upgrade without "Connection: upgrade" is an ordinary request.
         request = (

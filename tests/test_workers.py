@@ -20,8 +20,8 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
 from tenantgw.app.workers import worker_arguments
-from tests.dataplane_support import Upstream
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
+from tests.support import Upstream
 
 REQUESTS = 20
 

@@ -22,8 +22,8 @@ from twisted.web.http_headers import Headers
 from websockets.sync.client import unix_connect
 
 from tenantgw.tls.default import self_signed
-from tests.dataplane_support import Upstream, dump
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory
+from tests.support import Upstream, dump
 from tests.test_websocket import EchoServer
 
 CHANGES = 100
