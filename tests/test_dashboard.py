@@ -34,7 +34,7 @@ from tenantgw.admin.resource import Readiness, admin_root
 from tenantgw.admin.traffic import DAY
 from tests.eventually import eventually
 from tests.process_support import GatewayProcess, free_tcp_port
-from tests.support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
+from tests.support import GatewayUnderTest, Upstream, dump, serve, snapshot_of, tenant_objects
 from tests.tls_support import TestCA
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -479,8 +479,7 @@ class DashboardFiguresTests(AdminInBrowserCase):
         self.assertEqual({s.state for s in snapshot.statuses.values()}, {"Accepted"})
         clock = MonotonicClock(1000.0)
         metrics = Metrics(wall_clock=lambda: shown_now, monotonic=clock)
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=snapshot)
         gateway.gateway.metrics = metrics
         metrics.watch_snapshot(lambda: gateway.gateway.snapshot)
         metrics.ejected_endpoints = lambda: gateway.gateway.health.unavailable
@@ -557,8 +556,7 @@ class DashboardFiguresTests(AdminInBrowserCase):
         snapshot = snapshot_of(objects)
         compiled = time.monotonic() - started
         self.assertEqual(len(snapshot.tenants), 1000)
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=snapshot)
         metrics = Metrics()
         browser = self.browser()
         yield deferToThread(browser.open, self.admin(gateway, metrics))
@@ -620,8 +618,7 @@ class TenantTextTests(AdminInBrowserCase):
             tenant_objects("hostile", dump(hostile), {"web": [web.number]}),
             tenant_objects("empty", dump(empty), {"web": []}),
         )
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=snapshot)
         return self.admin(gateway, Metrics())
 
     @inlineCallbacks

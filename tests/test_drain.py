@@ -22,12 +22,9 @@ from tenantgw.app.drain import DrainService
 from tests.eventually import eventually
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
 from tests.support import (
-    GatewayUnderTest,
     Upstream,
-    dump,
     raw_exchange,
-    snapshot_of,
-    tenant_objects,
+    serve,
 )
 
 IN_FLIGHT = 5
@@ -151,10 +148,7 @@ class DrainingResponsesTests(TestCase):
             "hosts": ["t.example"],
             "routes": [{"name": "all", "backends": [{"service": "web", "port": 80}]}],
         }
-        gateway = GatewayUnderTest(
-            snapshot_of(tenant_objects("team", dump(tenant), {"web": [upstream.number]}))
-        )
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, tenant=tenant, services={"web": [upstream.number]})
         request = b"GET / HTTP/1.1\r\nHost: t.example\r\n\r\n"
         kept = yield raw_exchange(gateway.port, request, close_after=True)
         self.assertNotIn(b"connection: close", kept.lower())

@@ -24,7 +24,7 @@ from tenantgw.dataplane.health import BASE_EJECTION, EndpointHealth
 from tests.eventually import eventually
 from tests.grpc_support import grpc_tenant
 from tests.h2c_support import H2cBackend
-from tests.support import GatewayUnderTest, dump, snapshot_of, tenant_objects
+from tests.support import serve
 
 KEY = ("10.0.0.1", 80, None)
 
@@ -120,10 +120,7 @@ class KilledBackendTests(TestCase):
             },
         }
         tenant = {"hosts": ["t.example"], "routes": [route]}
-        gateway = GatewayUnderTest(
-            snapshot_of(tenant_objects("team", dump(tenant), {"web": list(ports.values())}))
-        )
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, tenant=tenant, services={"web": list(ports.values())})
         pool = HTTPConnectionPool(reactor, persistent=False)
 
         @inlineCallbacks
@@ -172,8 +169,9 @@ class H2cProbeTests(TestCase):
             "    healthCheck: {path: /ready, intervalSeconds: 1,"
             " unhealthyThreshold: 2, healthyThreshold: 1}\n"
         )
-        gateway = GatewayUnderTest(grpc_tenant(backend.port, port_name="h2c", route_extra=check))
-        self.addCleanup(gateway.stop)
+        gateway = serve(
+            self, snapshot=grpc_tenant(backend.port, port_name="h2c", route_extra=check)
+        )
         return gateway, backend, ("127.0.0.1", backend.port, None)
 
     @inlineCallbacks

@@ -31,7 +31,7 @@ from tenantgw.app.service import _count_elsewhere
 from tenantgw.dataplane.quota_redis import connect
 from tests.eventually import eventually
 from tests.redis_support import RedisServer
-from tests.support import GatewayUnderTest
+from tests.support import serve
 from tests.test_metrics import ObservedGateway, _route, _tenant, sample
 
 INF = math.inf
@@ -170,8 +170,7 @@ class QuotaReplicasTests(TestCase):
         self.addCleanup(redis.close)
         pairs = []
         for _ in range(3):
-            gateway = GatewayUnderTest()
-            self.addCleanup(gateway.stop)
+            gateway = serve(self)
             shared = connect(redis.url, reactor, gateway.gateway.limiter, heartbeat_interval=0.2)
             self.addCleanup(shared.stop)
             gateway.gateway.shared_quota = shared

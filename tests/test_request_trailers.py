@@ -25,7 +25,7 @@ from tenantgw.wire.fields import forwardable_trailers
 from tests.eventually import eventually
 from tests.h2_raw import PROTOCOL_ERROR, ByteRecorder, RawH2Client, connect_h2, request_headers
 from tests.h2c_support import H2cBackend
-from tests.support import GatewayUnderTest, raw_exchange
+from tests.support import raw_exchange, serve
 from tests.test_tls import tls_tenant
 
 GOOD = [(b"x-checksum", b"sha256=abc")]
@@ -73,8 +73,7 @@ class TrailersEndToEndTests(TestCase):
         objects = tls_tenant(
             "a", ["a.example"], self_signed(("a.example",)), upstream_port, redirect=False
         )
-        gateway = GatewayUnderTest(compile_snapshot(_h2c(objects) if h2c else objects))
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=compile_snapshot(_h2c(objects) if h2c else objects))
         sni = SNIContexts(
             lambda: gateway.gateway.snapshot, load_certificate(*self_signed(("default.invalid",)))
         )

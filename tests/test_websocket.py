@@ -19,7 +19,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
-from tests.support import GatewayUnderTest, dump, snapshot_of, tenant_objects
+from tests.support import GatewayUnderTest
+from tests.support import serve as serve_gateway
 
 BIG = bytes(range(256)) * 4096  # 1 MiB: more than any socket buffer holds
 
@@ -54,10 +55,7 @@ class EchoServer:
 
 def echo_gateway(test: Any, tenant: dict[str, Any]) -> GatewayUnderTest:
     """A gateway serving C{tenant}, whose Service C{ws} is C{test.echo}."""
-    snapshot = snapshot_of(tenant_objects("team", dump(tenant), {"ws": [test.echo.port]}))
-    gateway = GatewayUnderTest(snapshot)
-    test.addCleanup(gateway.stop)
-    return gateway
+    return serve_gateway(test, tenant=tenant, services={"ws": [test.echo.port]})
 
 
 class WebSocketTests(TestCase):
