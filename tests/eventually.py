@@ -7,11 +7,13 @@ time (10 s by default, far below trial's 120 s) with an C{AssertionError}
 naming what it waited for and the last value it saw, instead of hanging
 until trial's timeout.  L{eventually_on_clock} is its twin for
 C{SynchronousTestCase} tests on a L{twisted.internet.task.Clock}: it advances
-the clock instead of waiting.
+the clock instead of waiting; L{eventually_blocking} is the one for code
+that cannot yield to the reactor.  All three fail the same way.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -105,3 +107,32 @@ def eventually_on_clock(
         if clock.seconds() - started >= timeout:
             raise not_within(description, timeout, value)
         clock.advance(interval)
+
+
+def eventually_blocking(
+    check: Callable[[], Any],
+    what: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    expect: Any = _TRUTHY,
+    ignoring: tuple[type[BaseException], ...] = (),
+    interval: float = DEFAULT_INTERVAL,
+) -> Any:
+    """
+    L{eventually} for code that cannot yield to the reactor (a helper
+    process started before any test runs, a browser driven from a thread):
+    sleeps between checks and returns the value or raises the same failure.
+    """
+    description = _describe(check, what)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+        except ignoring as error:
+            value = error
+        else:
+            if bool(value) if expect is _TRUTHY else bool(value == expect):
+                return value
+        if time.monotonic() >= deadline:
+            raise not_within(description, timeout, value)
+        time.sleep(interval)

@@ -10,10 +10,13 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.eventually import DEFAULT_TIMEOUT, eventually, eventually_on_clock
+from tests.eventually import DEFAULT_TIMEOUT, eventually, eventually_blocking, eventually_on_clock
+from tests.h2_raw import RawH2Client
 
 
 class Counter:
@@ -166,3 +169,51 @@ class EventuallyOnTheReactorTests(TestCase):
             self.assertLess(reactor.seconds() - started, 1.0)
 
         return waiting.addCallback(elapsed)
+
+
+class EventuallyBlockingTests(SynchronousTestCase):
+    def test_returns_the_first_true_value_without_sleeping(self) -> None:
+        check = Counter(until=1)
+        self.assertEqual(eventually_blocking(check, interval=60), 1)
+        self.assertEqual(check.calls, 1)
+
+    def test_retries_through_ignored_errors(self) -> None:
+        attempts: list[int] = []
+
+        def connect() -> str:
+            attempts.append(1)
+            if len(attempts) < 3:
+                raise ConnectionRefusedError()
+            return "up"
+
+        self.assertEqual(eventually_blocking(connect, ignoring=(OSError,), interval=0.001), "up")
+
+    def test_fails_naming_what_and_the_last_value(self) -> None:
+        with self.assertRaises(AssertionError) as caught:
+            eventually_blocking(lambda: 7, "the backend is up", 0.01, expect=8, interval=0.001)
+        self.assertEqual(str(caught.exception), "not within 0.01s: the backend is up (last: 7)")
+
+
+class RawH2WaitTests(SynchronousTestCase):
+    """The raw HTTP/2 client waits on frames, not polls, and fails the same way."""
+
+    def test_fires_when_a_frame_makes_the_condition_hold(self) -> None:
+        clock = Clock()
+        client = RawH2Client(clock)
+        waiting = client.wait_for(lambda: client.lost, what="the connection closed")
+        self.assertNoResult(waiting)
+        client.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNone(self.successResultOf(waiting))
+        self.failureResultOf(client.ready, ConnectionDone)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_fails_naming_what_it_waited_for(self) -> None:
+        clock = Clock()
+        client = RawH2Client(clock)
+        waiting = client.answered(3, timeout=2)
+        clock.advance(2)
+        failure = self.failureResultOf(waiting, AssertionError)
+        self.assertEqual(
+            str(failure.value),
+            "not within 2s: stream 3 answered (last: {'responses': [], 'lost': False})",
+        )
