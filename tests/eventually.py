@@ -32,6 +32,14 @@ def not_within(what: str, timeout: float, last: Any) -> AssertionError:
     return AssertionError(f"not within {timeout:g}s: {what} (last: {last!r})")
 
 
+def _condition(expect: Any, until: Callable[[Any], object] | None) -> Callable[[Any], bool]:
+    if until is not None:
+        return lambda value: bool(until(value))
+    if expect is not _TRUTHY:
+        return lambda value: bool(value == expect)
+    return bool
+
+
 def _describe(check: Callable[..., Any], what: str) -> str:
     return what or (check.__doc__ or "").strip() or repr(check)
 
@@ -42,13 +50,15 @@ def eventually(
     timeout: float = DEFAULT_TIMEOUT,
     *,
     expect: Any = _TRUTHY,
+    until: Callable[[Any], object] | None = None,
     ignoring: tuple[type[BaseException], ...] = (),
     interval: float = DEFAULT_INTERVAL,
     clock: Any = None,
 ) -> Deferred[Any]:
     """
     Fires with C{check()}'s first value that is true (or, with C{expect},
-    equal to C{expect}); fails after C{timeout} seconds of C{clock}'s time naming
+    equal to C{expect}, or, with C{until}, for which C{until(value)} is
+    true); fails after C{timeout} seconds of C{clock}'s time naming
     C{what} (by default the check's docstring or its repr) and the last
     value.
 
@@ -61,8 +71,7 @@ def eventually(
     description = _describe(check, what)
     scheduler = clock if clock is not None else global_reactor
 
-    def holds(value: Any) -> bool:
-        return bool(value) if expect is _TRUTHY else bool(value == expect)
+    holds = _condition(expect, until)
 
     async def poll() -> Any:
         deadline = scheduler.seconds() + timeout
@@ -90,19 +99,21 @@ def eventually_on_clock(
     timeout: float = DEFAULT_TIMEOUT,
     *,
     expect: Any = _TRUTHY,
+    until: Callable[[Any], object] | None = None,
     interval: float = 0.1,
 ) -> Any:
     """
-    Advances C{clock} by C{interval} until C{check()} is true (or equals
-    C{expect}) and returns that value; raises once C{timeout} seconds of the
+    Advances C{clock} by C{interval} until C{check()} holds (as for
+    L{eventually}: true, equal to C{expect}, or C{until} of it) and returns that value; raises once C{timeout} seconds of the
     clock's time have passed, naming C{what} and the last value.  The check
     runs before the first advance, so nothing is advanced if it already holds.
     """
     description = _describe(check, what)
+    holds = _condition(expect, until)
     started = clock.seconds()
     while True:
         value = check()
-        if bool(value) if expect is _TRUTHY else bool(value == expect):
+        if holds(value):
             return value
         if clock.seconds() - started >= timeout:
             raise not_within(description, timeout, value)
@@ -115,6 +126,7 @@ def eventually_blocking(
     timeout: float = DEFAULT_TIMEOUT,
     *,
     expect: Any = _TRUTHY,
+    until: Callable[[Any], object] | None = None,
     ignoring: tuple[type[BaseException], ...] = (),
     interval: float = DEFAULT_INTERVAL,
 ) -> Any:
@@ -124,6 +136,7 @@ def eventually_blocking(
     sleeps between checks and returns the value or raises the same failure.
     """
     description = _describe(check, what)
+    holds = _condition(expect, until)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -131,7 +144,7 @@ def eventually_blocking(
         except ignoring as error:
             value = error
         else:
-            if bool(value) if expect is _TRUTHY else bool(value == expect):
+            if holds(value):
                 return value
         if time.monotonic() >= deadline:
             raise not_within(description, timeout, value)

@@ -83,6 +83,19 @@ class EventuallyTests(SynchronousTestCase):
         waiting = eventually(lambda: served[0], expect="green", clock=clock)
         self.assertEqual(self.successResultOf(waiting), "green")
 
+    def test_until_judges_the_value_and_the_failure_shows_it(self) -> None:
+        clock = Clock()
+        page = ["Loading"]
+        waiting = eventually(
+            lambda: page[0], "'3 tenants' shown", until=lambda t: "3 tenants" in t, clock=clock
+        )
+        clock.pump([0.02] * 600)
+        failure = self.failureResultOf(waiting, AssertionError)
+        self.assertIn("'3 tenants' shown (last: 'Loading')", str(failure.value))
+        page[0] = "3 tenants, 3 serving"
+        waiting = eventually(lambda: page[0], until=lambda t: "3 tenants" in t, clock=clock)
+        self.assertEqual(self.successResultOf(waiting), "3 tenants, 3 serving")
+
     def test_a_deferred_result_is_waited_for(self) -> None:
         clock = Clock()
         answers: list[Deferred[int]] = []
