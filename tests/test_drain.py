@@ -64,15 +64,14 @@ class DrainOnSIGTERMTests(TestCase):
         self.assertIn('tenantgw_open_connections{listener="https"} 0.0', metrics)
 
         os.kill(gateway.pid, signal.SIGTERM)
-        response = None
-        for _ in range(100):
+
+        @inlineCallbacks
+        def readyz() -> Any:
             response = yield gateway.admin_agent().request(b"GET", gateway.admin_url("/readyz"))
             yield readBody(response)
-            if response.code == 503:
-                break
-            yield deferLater(reactor, 0.05, lambda: None)
-        assert response is not None
-        self.assertEqual(response.code, 503)
+            return response.code
+
+        yield eventually(readyz, "/readyz 503 once draining", expect=503, interval=0.05)
         # The listener is closed: a new client is refused, not queued.
         yield eventually(
             lambda: not os.path.exists(gateway.http_socket), "listener closed", timeout=15.0

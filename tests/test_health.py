@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tenantgw.dataplane.health import BASE_EJECTION, EndpointHealth
-from tests.eventually import eventually
+from tests.eventually import eventually, eventually_blocking
 from tests.grpc_support import grpc_tenant
 from tests.h2c_support import H2cBackend
 from tests.support import serve
@@ -96,14 +96,13 @@ class KilledBackendTests(TestCase):
     def start_backend(self, name: str, port: int) -> subprocess.Popen[bytes]:
         process = subprocess.Popen([sys.executable, "-c", BACKEND, name, str(port)])
         self.addCleanup(lambda: process.poll() is None and process.kill())
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return process
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"backend {name} did not start")
+        eventually_blocking(
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close() or True,
+            f"backend {name} accepts connections",
+            ignoring=(OSError,),
+            interval=0.05,
+        )
+        return process
 
     @inlineCallbacks
     def test_traffic_routes_around_a_killed_backend_and_returns_after_restart(self) -> Any:

@@ -10,15 +10,14 @@ import struct
 import threading
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
+from tests.eventually import eventually
 from tests.support import GatewayUnderTest
 from tests.support import serve as serve_gateway
 
@@ -136,11 +135,7 @@ class WebSocketTests(TestCase):
         )
         self.assertEqual(gateway.requests_open, 1)
         yield deferToThread(ws.close)
-        for _ in range(100):
-            if gateway.requests_open == 0:
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
-        self.assertEqual(gateway.requests_open, 0)
+        yield eventually(lambda: gateway.requests_open, "the tunnel no longer in flight", expect=0)
 
 
 class WebSocketSlotTests(TestCase):
@@ -173,11 +168,9 @@ class WebSocketSlotTests(TestCase):
         in_flight = self.gateway.gateway.in_flight
         for _ in range(4):
             self.assertEqual((yield deferToThread(self.talk_and_close)), "hi")
-            for _ in range(100):
-                if in_flight.current("team") == 0:
-                    break
-                yield deferLater(reactor, 0.02, lambda: None)
-            self.assertEqual(in_flight.current("team"), 0)
+            yield eventually(
+                lambda: in_flight.current("team"), "the tenant's slot released", expect=0
+            )
 
     @inlineCallbacks
     def test_client_abort_releases_the_slot(self) -> Any:
@@ -208,9 +201,7 @@ class WebSocketSlotTests(TestCase):
 
         for _ in range(3):
             yield deferToThread(abort)
-            for _ in range(100):
-                if in_flight.current("team") == 0:
-                    break
-                yield deferLater(reactor, 0.02, lambda: None)
-            self.assertEqual(in_flight.current("team"), 0)
+            yield eventually(
+                lambda: in_flight.current("team"), "the tenant's slot released", expect=0
+            )
         self.assertEqual((yield deferToThread(self.talk_and_close)), "hi")
