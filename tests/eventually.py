@@ -120,6 +120,57 @@ def eventually_on_clock(
         clock.advance(interval)
 
 
+class ThreadedClock(Clock):
+    """
+    A L{Clock} for code that keeps its timers on its reactor but runs
+    blocking calls (a Kubernetes client) in a thread pool: the pool's
+    results come back through the real reactor's C{callFromThread}, while
+    C{seconds} and C{callLater} stay the clock's, so the test decides when
+    time passes.  Starts at the current wall time, so that timestamps the
+    code writes look like real ones.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.advance(time.time())
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        global_reactor.callFromThread(f, *args, **kwargs)
+
+
+def eventually_advancing(
+    clock: Clock,
+    check: Callable[[], Any],
+    what: str = "",
+    timeout: float = DEFAULT_TIMEOUT,
+    *,
+    settled: Callable[[], object] = lambda: True,
+    step: float = 0.1,
+) -> Deferred[float]:
+    """
+    L{eventually_on_clock} for code that also does real I/O: advances
+    C{clock} by C{step} until C{check()} holds, and fires with the clock time
+    that took; fails once C{timeout} seconds of clock time have passed,
+    naming C{what} and the last value.  Before each step it waits (in real
+    time, with L{eventually}) until C{settled()} holds, so that no I/O is
+    in flight while time moves on (a reply is not made late by the test).
+    """
+    description = _describe(check, what)
+
+    async def advance() -> float:
+        started = clock.seconds()
+        while True:
+            await eventually(settled, "the I/O in flight answered")
+            value = check()
+            if value:
+                return clock.seconds() - started
+            if clock.seconds() - started >= timeout:
+                raise not_within(description, timeout, value)
+            clock.advance(step)
+
+    return ensureDeferred(advance())
+
+
 def eventually_blocking(
     check: Callable[[], Any],
     what: str = "",

@@ -15,7 +15,14 @@ from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tests.eventually import DEFAULT_TIMEOUT, eventually, eventually_blocking, eventually_on_clock
+from tests.eventually import (
+    DEFAULT_TIMEOUT,
+    ThreadedClock,
+    eventually,
+    eventually_advancing,
+    eventually_blocking,
+    eventually_on_clock,
+)
 from tests.h2_raw import RawH2Client
 
 
@@ -230,3 +237,40 @@ class RawH2WaitTests(SynchronousTestCase):
             str(failure.value),
             "not within 2s: stream 3 answered (last: {'responses': [], 'lost': False})",
         )
+
+
+class EventuallyAdvancingTests(SynchronousTestCase):
+    def test_fires_with_the_clock_time_the_condition_took(self) -> None:
+        clock = Clock()
+        fired: list[bool] = []
+        clock.callLater(5, fired.append, True)
+        took = self.successResultOf(eventually_advancing(clock, lambda: fired, step=0.5))
+        self.assertAlmostEqual(took, 5.0)
+
+    def test_fails_after_the_timeout_of_clock_time(self) -> None:
+        clock = Clock()
+        failure = self.failureResultOf(
+            eventually_advancing(clock, lambda: [], "the follower leads", 2), AssertionError
+        )
+        self.assertEqual(str(failure.value), "not within 2s: the follower leads (last: [])")
+
+
+class EventuallyAdvancingWithIOTests(TestCase):
+    def test_time_stands_still_while_io_is_in_flight(self) -> Any:
+        clock = ThreadedClock()
+        start = clock.seconds()
+        in_flight = [True]
+        reactor.callLater(0.05, in_flight.clear)
+        seen: list[float] = []
+
+        def check() -> bool:
+            seen.append(clock.seconds() - start)
+            return len(seen) == 2
+
+        def done(took: float) -> None:
+            # The first check ran only once the I/O settled, at clock time 0.
+            self.assertEqual(seen[0], 0.0)
+            self.assertAlmostEqual(seen[1], 0.1, places=3)
+            self.assertAlmostEqual(took, 0.1, places=3)
+
+        return eventually_advancing(clock, check, settled=lambda: not in_flight).addCallback(done)
