@@ -156,7 +156,9 @@ class KilledBackendTests(TestCase):
 class H2cProbeTests(TestCase):
     """
     An h2c backend (a gRPC server) answers no HTTP/1.1 request: probed over
-    HTTP/1.1, a healthy one would be taken out of service.
+    HTTP/1.1, a healthy one would be taken out of service.  The probes go
+    over real sockets; their schedule is on a clock, so a probe interval
+    passes when the test says, not after a real second.
     """
 
     timeout = 30
@@ -168,15 +170,19 @@ class H2cProbeTests(TestCase):
             "    healthCheck: {path: /ready, intervalSeconds: 1,"
             " unhealthyThreshold: 2, healthyThreshold: 1}\n"
         )
-        gateway = serve(
-            self, snapshot=grpc_tenant(backend.port, port_name="h2c", route_extra=check)
-        )
+        gateway = serve(self)
+        self.clock = Clock()
+        gateway.gateway.active_checks.clock = self.clock
+        gateway.gateway.health._clock = self.clock
+        gateway.gateway.apply(grpc_tenant(backend.port, port_name="h2c", route_extra=check))
         return gateway, backend, ("127.0.0.1", backend.port, None)
 
     @inlineCallbacks
     def test_a_healthy_h2c_backend_is_probed_over_http2_and_stays_in(self) -> Any:
         gateway, backend, key = self.gateway_with_probed_h2c_backend(200)
-        yield eventually(lambda: len(backend.requests) >= 2, "two probes")
+        yield eventually(lambda: len(backend.requests) == 1, "the first probe, at once")
+        self.clock.advance(1)
+        yield eventually(lambda: len(backend.requests) == 2, "the second probe, a second later")
         probe = backend.requests[0]
         self.assertEqual(probe[b":path"], b"/ready")
         self.assertEqual(probe[b"user-agent"], b"tenantgw-health-check")
@@ -188,11 +194,16 @@ class H2cProbeTests(TestCase):
     @inlineCallbacks
     def test_a_failing_h2c_backend_is_taken_out(self) -> Any:
         gateway, backend, key = self.gateway_with_probed_h2c_backend(503)
+        health = gateway.gateway.health
         yield eventually(
-            lambda: gateway.gateway.health.state(key) == "unhealthy", "the endpoint probed out"
+            lambda: key in health._records and health._records[key].probe_failures == 1,
+            "the first probe failed",
         )
-        self.assertGreaterEqual(len(backend.requests), 2)
+        self.assertEqual(health.state(key), "healthy")  # one failure is below the threshold
+        self.clock.advance(1)
+        yield eventually(lambda: health.state(key) == "unhealthy", "the endpoint probed out")
+        self.assertEqual(len(backend.requests), 2)
         backend.status = 200
-        yield eventually(
-            lambda: gateway.gateway.health.state(key) == "healthy", "the endpoint back in"
-        )
+        self.clock.advance(1)
+        yield eventually(lambda: health.state(key) == "healthy", "the endpoint back in")
+        self.assertEqual(len(backend.requests), 3)
