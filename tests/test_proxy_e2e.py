@@ -14,16 +14,24 @@ from typing import Any
 import bcrypt
 import treq
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
+from tests.eventually import eventually
 from tests.support import (
     GatewayUnderTest,
     Upstream,
+    build_gateway,
+    complete_memory_connection,
+    dump,
     raw_exchange,
     raw_upstream,
     serve,
+    snapshot_of,
+    tenant_objects,
 )
 
 
@@ -361,25 +369,11 @@ class UpstreamFailureTests(ProxyTestCase):
         self.assertEqual(response.code, 503)
 
     @inlineCallbacks
-    def test_timeout_is_504_and_upstream_request_is_cancelled(self) -> Any:
-        upstream = self.upstream()
-        gateway = self.serve(
-            {"hosts": ["t.example"], "routes": [_route("all", timeoutSeconds=0.3)]}
-        )
-        response = yield self.request(gateway, "/hang")
-        body = yield response.content()
-        self.assertEqual((response.code, body), (504, b"gateway timeout\n"))
-        # The upstream sees its request abandoned, not left open.
-        outcome = yield upstream.resource.hang_lost[0]
-        self.assertEqual(outcome, "lost")
-
-    @inlineCallbacks
     def test_client_disconnect_cancels_upstream_request(self) -> Any:
         upstream = self.upstream()
         gateway = self.serve({"hosts": ["t.example"], "routes": [_route("all")]})
         d = self.request(gateway, "/hang")
-        while not upstream.resource.hang_lost:
-            yield deferLater(0.01)
+        yield eventually(lambda: upstream.resource.hang_lost, "the request reached the upstream")
         d.cancel()
         yield self.assertFailure(d, Exception)
         outcome = yield upstream.resource.hang_lost[0]
@@ -544,8 +538,7 @@ class PolicyTests(ProxyTestCase):
             }
         )
         first = self.request(gateway, "/hang")
-        while not upstream.resource.hanging:
-            yield deferLater(0.01)
+        yield eventually(lambda: upstream.resource.hanging, "the first request held upstream")
         response = yield self.request(gateway, "/")
         yield response.content()
         self.assertEqual(response.code, 503)
@@ -553,17 +546,44 @@ class PolicyTests(ProxyTestCase):
         first.cancel()
         yield self.assertFailure(first, Exception)
         # The slot is released when the first request ends.
-        while gateway.gateway.in_flight.current("team"):
-            yield deferLater(0.01)
+        yield eventually(
+            lambda: gateway.gateway.in_flight.current("team"), "the slot released", expect=0
+        )
         response = yield self.request(gateway, "/")
         yield response.content()
         self.assertEqual(response.code, 200)
 
 
-def deferLater(seconds: float) -> Any:
-    from twisted.internet.task import deferLater as later
+class RouteTimeoutTests(SynchronousTestCase):
+    """
+    The route's timeout on a clock instead of a real 0.3 s: the 504 comes
+    exactly when it is due, not before, and the upstream request is dropped.
+    """
 
-    return later(reactor, seconds, lambda: None)
+    def test_timeout_is_504_and_upstream_request_is_cancelled(self) -> None:
+        reactor = MemoryReactorClock()
+        tenant = {"hosts": ["t.example"], "routes": [_route("all", timeoutSeconds=0.3)]}
+        _, site = build_gateway(
+            reactor, snapshot_of(tenant_objects("team", dump(tenant), {"web": [9999]}))
+        )
+        client = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40001),
+        )
+        channel = site.buildProtocol(client.getPeer())
+        channel.makeConnection(client)
+        channel.dataReceived(b"GET /hang HTTP/1.1\r\nHost: t.example\r\n\r\n")
+        upstream = complete_memory_connection(reactor)
+        self.assertTrue(upstream.value().startswith(b"GET /hang HTTP/1.1\r\n"))
+        reactor.advance(0.29)
+        self.assertEqual(client.value(), b"")
+        self.assertFalse(upstream.disconnecting)
+        reactor.advance(0.02)
+        head, _, body = client.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 504 "), head)
+        self.assertEqual(body, b"gateway timeout\n")
+        # The upstream sees its request abandoned, not left open.
+        self.assertTrue(upstream.disconnecting)
 
 
 class BalancingTests(ProxyTestCase):
