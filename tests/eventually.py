@@ -7,8 +7,10 @@ time (10 s by default, far below trial's 120 s) with an C{AssertionError}
 naming what it waited for and the last value it saw, instead of hanging
 until trial's timeout.  L{eventually_on_clock} is its twin for
 C{SynchronousTestCase} tests on a L{twisted.internet.task.Clock}: it advances
-the clock instead of waiting; L{eventually_blocking} is the one for code
-that cannot yield to the reactor.  All three fail the same way.
+the clock instead of waiting; L{eventually_advancing} does the same for
+code that also does real I/O (with L{ThreadedClock} for code whose blocking
+calls run in a thread pool); L{eventually_blocking} is the one for code
+that cannot yield to the reactor.  All of them fail the same way.
 """
 
 from __future__ import annotations
