@@ -136,7 +136,10 @@ class DashboardInBrowserTests(TestCase):
             return [r["name"] for t in json.loads(body)["tenants"] for r in t["routes"]]
 
         yield eventually(
-            route_names, "the renamed route applied", until=lambda names: "storefront" in names
+            route_names,
+            "the renamed route applied",
+            until=lambda names: "storefront" in names,
+            interval=0.1,
         )
 
         dom = yield self.dump_dom(url)

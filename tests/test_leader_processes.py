@@ -66,7 +66,7 @@ class TwoReplicasTests(TestCase):
 
             return self.leaders(replicas).addCallback(check)
 
-        return eventually(one_leader, "a single leader", timeout=timeout)
+        return eventually(one_leader, "a single leader", timeout=timeout, interval=0.2)
 
     @inlineCallbacks
     def test_the_other_replica_takes_over_after_the_leader_is_killed(self) -> Any:

@@ -82,7 +82,9 @@ class LiveReloadTests(TestCase):
 
         # A route change applies without a restart.
         self.write("team.yaml", _route("green"))
-        yield eventually(self.served_by, "the route change served by green", expect="green")
+        yield eventually(
+            self.served_by, "the route change served by green", expect="green", interval=0.1
+        )
 
         # A file that no longer parses keeps the objects it held.
         self.write("team.yaml", None, raw="kind: [unclosed\n")
@@ -92,6 +94,7 @@ class LiveReloadTests(TestCase):
                 lambda t: any("team.yaml refused" in m for m in t["team"]["messages"])
             ),
             "the unparsable file reported",
+            interval=0.1,
         )
         still = yield self.served_by()
         self.assertEqual(still, "green")
@@ -114,8 +117,10 @@ class LiveReloadTests(TestCase):
                 lambda t: any("routes[0].backends[0].port" in m for m in t["team"]["messages"])
             )
 
-        yield eventually(port_refused, "the bad port named in the messages", expect=True)
-        yield eventually(state, "the tenant Rejected", expect="Rejected")
+        yield eventually(
+            port_refused, "the bad port named in the messages", expect=True, interval=0.1
+        )
+        yield eventually(state, "the tenant Rejected", expect="Rejected", interval=0.1)
         tenants = yield self.tenants()
         self.assertTrue(tenants["team"]["serving"])
         self.assertTrue(
@@ -127,6 +132,8 @@ class LiveReloadTests(TestCase):
 
         # Deleting the tenant's file removes the tenant.
         os.remove(os.path.join(self.source, "team.yaml"))
-        yield eventually(self.served_by, "the removed tenant answered 404", expect=404)
+        yield eventually(
+            self.served_by, "the removed tenant answered 404", expect=404, interval=0.1
+        )
         self.assertEqual(self.gateway.pid, pid)
         self.assertIsNone(self.gateway.process.poll())

@@ -115,6 +115,7 @@ class UnnamedRoutesTests(TestCase):
             team_now,
             "the reloaded weight 5",
             until=lambda team: team["routes"][0]["backends"][0]["weight"] == 5,
+            interval=0.1,
         )
         self.assertEqual(
             {r["path"]: r["name"] for r in team["routes"]}, {"/api": "route-0", "/": "route-1"}
