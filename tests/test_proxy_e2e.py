@@ -604,36 +604,57 @@ class BalancingTests(ProxyTestCase):
         self.assertEqual(sorted(set(seen[:2])), ["one", "two"])
         self.assertEqual(seen[:2] * 3, seen)
 
-    @inlineCallbacks
-    def test_weights_split_traffic_and_weight_zero_gets_nothing(self) -> Any:
-        stable, canary, dark = Upstream("stable"), Upstream("canary"), Upstream("dark")
-        for upstream in (stable, canary, dark):
-            self.addCleanup(upstream.stop)
-        gateway = serve(
-            self,
-            tenant={
-                "hosts": ["t.example"],
-                "routes": [
-                    {
-                        "name": "all",
-                        "backends": [
-                            {"service": "stable", "port": 80, "weight": 90},
-                            {"service": "canary", "port": 80, "weight": 10},
-                            {"service": "dark", "port": 80, "weight": 0},
-                            {"service": "empty", "port": 80, "weight": 50},  # no ready endpoint
-                        ],
-                    }
-                ],
-            },
-            services={
-                "stable": [stable.number],
-                "canary": [canary.number],
-                "dark": [dark.number],
-                "empty": [],
-            },
+
+class WeightsTests(SynchronousTestCase):
+    """
+    Weighted backends through the gateway on a MemoryReactorClock: 100
+    requests on one keep-alive client connection, each answered by whichever
+    upstream connection it was sent on.
+    """
+
+    def test_weights_split_traffic_and_weight_zero_gets_nothing(self) -> None:
+        names = {9001: "stable", 9002: "canary", 9003: "dark"}
+        tenant = {
+            "hosts": ["t.example"],
+            "routes": [
+                {
+                    "name": "all",
+                    "backends": [
+                        {"service": "stable", "port": 80, "weight": 90},
+                        {"service": "canary", "port": 80, "weight": 10},
+                        {"service": "dark", "port": 80, "weight": 0},
+                        {"service": "empty", "port": 80, "weight": 50},  # no ready endpoint
+                    ],
+                }
+            ],
+        }
+        services = {"stable": [9001], "canary": [9002], "dark": [9003], "empty": []}
+        reactor = MemoryReactorClock()
+        _, site = build_gateway(
+            reactor, snapshot_of(tenant_objects("team", dump(tenant), services))
         )
+        client = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40001),
+        )
+        channel = site.buildProtocol(client.getPeer())
+        channel.makeConnection(client)
+        upstreams: list[tuple[str, StringTransport]] = []
+        answered: dict[int, int] = {}  # bytes of each upstream connection already answered
         counts: dict[str, int] = {}
         for _ in range(100):
-            _, record = yield self.get_json(gateway, "/")
-            counts[record["upstream"]] = counts.get(record["upstream"], 0) + 1
+            channel.dataReceived(b"GET / HTTP/1.1\r\nHost: t.example\r\n\r\n")
+            while len(upstreams) < len(reactor.tcpClients):
+                port = reactor.tcpClients[len(upstreams)][1]
+                upstreams.append((names[port], complete_memory_connection(reactor, len(upstreams))))
+            (asked,) = [
+                (i, name, transport)
+                for i, (name, transport) in enumerate(upstreams)
+                if len(transport.value()) > answered.get(i, 0)
+            ]
+            i, name, transport = asked
+            answered[i] = len(transport.value())
+            transport.protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            counts[name] = counts.get(name, 0) + 1
         self.assertEqual(counts, {"stable": 90, "canary": 10})
+        self.assertEqual(client.value().count(b"HTTP/1.1 200 OK\r\n"), 100)
