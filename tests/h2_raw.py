@@ -39,6 +39,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from tests.eventually import not_within
+
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 Header = tuple[bytes, bytes]
 
@@ -274,14 +276,28 @@ class RawH2Client(Protocol):
 
     # -- waiting -----------------------------------------------------------------------
 
-    def wait_for(self, condition: Callable[[], bool], timeout: float = 10.0) -> Deferred[None]:
-        """Fires once C{condition()} holds; fails after C{timeout} seconds."""
+    def wait_for(
+        self, condition: Callable[[], bool], timeout: float = 10.0, what: str = ""
+    ) -> Deferred[None]:
+        """
+        Fires once C{condition()} holds, checked on every frame and on loss
+        (no polling); fails after C{timeout} seconds as L{eventually} does,
+        naming C{what} (or the condition's docstring) and what was received.
+        """
         waiter: Deferred[None] = Deferred()
         if condition():
             waiter.callback(None)
             return waiter
         self._waiters.append((condition, waiter))
-        waiter.addTimeout(timeout, self.reactor)
+        description = what or (condition.__doc__ or "").strip() or repr(condition)
+
+        def expire() -> None:
+            if not waiter.called:
+                last = {"responses": sorted(self.responses), "lost": self.lost}
+                waiter.errback(not_within(description, timeout, last))
+
+        expiry = self.reactor.callLater(timeout, expire)
+        waiter.addBoth(lambda result: (expiry.active() and expiry.cancel(), result)[1])
         return waiter
 
     def answered(self, stream_id: int, timeout: float = 10.0) -> Deferred[None]:
@@ -293,7 +309,7 @@ class RawH2Client(Protocol):
                 response is not None and (response.ended or response.reset is not None)
             )
 
-        return self.wait_for(done, timeout)
+        return self.wait_for(done, timeout, f"stream {stream_id} answered")
 
     def _check(self) -> None:
         still = []

@@ -12,17 +12,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
+from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import UNIXClientEndpoint
-from twisted.internet.task import deferLater
-from twisted.web.client import Agent, readBody
+from twisted.internet.error import ConnectError
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, ResponseFailed, ResponseNeverReceived, readBody
 from twisted.web.iweb import IAgentEndpointFactory
 from zope.interface import implementer
 
-from tests.dataplane_support import dump, tenant_objects
+from tests.eventually import eventually
+from tests.support import dump, tenant_objects
 
 
 @implementer(IAgentEndpointFactory)
@@ -112,22 +114,31 @@ class GatewayProcess:
             return f"http://127.0.0.1:{self.admin_port}{path}".encode()
         return f"http://admin{path}".encode()
 
-    @inlineCallbacks
-    def wait_ready(self, seconds: float = 30.0):  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
+    def wait_ready(self, seconds: float = 30.0) -> Deferred[Any]:
+        """Fires once /readyz answers 200; fails at once if the process exits."""
+
+        @inlineCallbacks
+        def readyz() -> Any:
             if self.process.poll() is not None:
-                raise AssertionError(f"gateway exited early:\n{self.log()}")
-            if self.admin_port is not None or os.path.exists(self.admin_socket):
-                try:
-                    response = yield self.admin_agent().request(b"GET", self.admin_url("/readyz"))
-                    yield readBody(response)
-                    if response.code == 200:
-                        return
-                except Exception:
-                    pass
-            yield deferLater(reactor, 0.1, lambda: None)
-        raise AssertionError(f"gateway not ready in {seconds}s:\n{self.log()}")
+                raise AssertionError(f"gateway exited early ({self.process.returncode})")
+            if self.admin_port is None and not os.path.exists(self.admin_socket):
+                return "no admin socket yet"
+            response = yield self.admin_agent().request(b"GET", self.admin_url("/readyz"))
+            yield readBody(response)
+            return response.code
+
+        def with_log(failure: Failure) -> Failure:
+            failure.trap(AssertionError)
+            raise AssertionError(f"{failure.value}; its log:\n{self.log()}")
+
+        return eventually(
+            readyz,
+            "the gateway answers 200 on /readyz",
+            seconds,
+            expect=200,
+            ignoring=(ConnectError, ResponseFailed, ResponseNeverReceived, OSError),
+            interval=0.1,
+        ).addErrback(with_log)
 
     def stop(self) -> None:
         if self.process.poll() is None:

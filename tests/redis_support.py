@@ -12,7 +12,8 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
+
+from tests.eventually import eventually_blocking
 
 
 def redis_binary() -> str:
@@ -50,14 +51,13 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if self.command(b"PING") == b"+PONG\r\n":
-                    return
-            except OSError:
-                time.sleep(0.01)
-        raise AssertionError("redis-server did not start")
+        eventually_blocking(
+            lambda: self.command(b"PING"),
+            "redis-server answers PING",
+            expect=b"+PONG\r\n",
+            ignoring=(OSError,),
+            interval=0.01,
+        )
 
     def command(self, *words: bytes) -> bytes:
         """One command, its raw RESP reply (enough for the few checks tests make)."""

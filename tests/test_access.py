@@ -25,14 +25,12 @@ from tenantgw.dataplane.access import TrustedProxyProtocolFactory
 from tenantgw.tls.certificates import load_certificate
 from tenantgw.tls.default import self_signed
 from tenantgw.tls.sni import SNIContexts
-from tests.dataplane_support import (
+from tests.support import (
     GatewayUnderTest,
     Upstream,
     _Collector,
-    dump,
     raw_exchange,
-    snapshot_of,
-    tenant_objects,
+    serve,
 )
 
 
@@ -69,14 +67,13 @@ class AccessTestCase(TestCase):
         self.addCleanup(self.upstream.stop)
 
     def serve(self, tenant: dict[str, Any], **kw: Any) -> GatewayUnderTest:
-        tenant = {"hosts": ["t.example"], **tenant}
-        snapshot = snapshot_of(
-            tenant_objects("team", dump(tenant), {"web": [self.upstream.number]})
+        """Tenant C{team} on C{t.example}, routed to the recording upstream."""
+        return serve(
+            self,
+            tenant={"hosts": ["t.example"], **tenant},
+            services={"web": [self.upstream.number]},
+            **kw,
         )
-        self.assertIn("team", snapshot.tenants, snapshot.statuses)
-        gateway = GatewayUnderTest(snapshot, **kw)
-        self.addCleanup(gateway.stop)
-        return gateway
 
     def listen(self, factory: Any, interface: str = "127.0.0.1") -> int:
         port = reactor.listenTCP(0, factory, interface=interface)
@@ -188,27 +185,23 @@ class RouteAccessNarrowsTests(AccessTestCase):
     @inlineCallbacks
     def test_route_credentials_add_to_the_tenants(self) -> Any:
         hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode()
-        objects = tenant_objects(
-            "team",
-            dump(
-                {
-                    "hosts": ["t.example"],
-                    "access": {"apiKeys": {"secretName": "keys"}},
-                    "routes": [
-                        route(
-                            "admin",
-                            match={"path": "/admin"},
-                            access={"basicAuth": {"secretName": "users", "realm": "admin"}},
-                        ),
-                        route("all", match={"path": "/"}),
-                    ],
-                }
-            ),
-            {"web": [self.upstream.number]},
+        gateway = serve(
+            self,
+            tenant={
+                "hosts": ["t.example"],
+                "access": {"apiKeys": {"secretName": "keys"}},
+                "routes": [
+                    route(
+                        "admin",
+                        match={"path": "/admin"},
+                        access={"basicAuth": {"secretName": "users", "realm": "admin"}},
+                    ),
+                    route("all", match={"path": "/"}),
+                ],
+            },
+            services={"web": [self.upstream.number]},
             secrets={"keys": {"a": "tenant-key"}, "users": {"auth": f"alice:{hashed}\n"}},
         )
-        gateway = GatewayUnderTest(snapshot_of(objects))
-        self.addCleanup(gateway.stop)
         key = b"X-API-Key: tenant-key\r\n"
         basic = b"Authorization: Basic YWxpY2U6czNjcmV0\r\n"  # alice:s3cret
         codes = []

@@ -23,14 +23,20 @@ from tenantgw.dataplane.balancing import (
     endpoint_key,
 )
 from tenantgw.plans.routes import BackendPlan, Endpoint
-from tests.dataplane_support import (
+from tests.support import (
     GatewayUnderTest,
     Upstream,
     dump,
     raw_upstream,
+    serve,
     snapshot_of,
     tenant_objects,
 )
+
+
+def one_route(route: dict[str, Any]) -> dict[str, Any]:
+    return {"hosts": ["t.example"], "routes": [route]}
+
 
 A, B, C = Endpoint("10.0.0.1", 80), Endpoint("10.0.0.2", 80), Endpoint("10.0.0.3", 80)
 WEB = BackendPlan("web", 80, 1, (A, B, C))
@@ -95,12 +101,6 @@ class BalancingOverSocketsTests(TestCase):
     def setUp(self) -> None:
         self.client_pool = HTTPConnectionPool(reactor, persistent=False)
 
-    def serve(self, route: dict[str, Any], services: dict[str, list[int]]) -> GatewayUnderTest:
-        tenant = {"hosts": ["t.example"], "routes": [route]}
-        gateway = GatewayUnderTest(snapshot_of(tenant_objects("team", dump(tenant), services)))
-        self.addCleanup(gateway.stop)
-        return gateway
-
     def upstream(self, name: str) -> Upstream:
         upstream = Upstream(name)
         self.addCleanup(upstream.stop)
@@ -128,7 +128,7 @@ class BalancingOverSocketsTests(TestCase):
             "backends": [{"service": "web", "port": 80}],
             "retries": {"attempts": 2},
         }
-        gateway = self.serve(route, {"web": ports})
+        gateway = serve(self, tenant=one_route(route), services={"web": ports})
         for _ in range(6):  # every rotation starts somewhere else
             response, _ = yield self.request(gateway)
             self.assertEqual(response.code, 200)
@@ -143,7 +143,9 @@ class BalancingOverSocketsTests(TestCase):
             "backends": [{"service": "web", "port": 80}],
             "retries": {"attempts": 2},
         }
-        gateway = self.serve(route, {"web": [refused.number, good.number]})
+        gateway = serve(
+            self, tenant=one_route(route), services={"web": [refused.number, good.number]}
+        )
         codes = []
         for _ in range(2):  # one turn each: the refused endpoint once, the good one once
             response, _ = yield self.request(gateway, "POST", data=b"x")
@@ -161,7 +163,11 @@ class BalancingOverSocketsTests(TestCase):
             "backends": [{"service": "web", "port": 80}],
             "retries": {"attempts": 2},
         }
-        gateway = self.serve(route, {"web": [unavailable.getHost().port, good.number]})
+        gateway = serve(
+            self,
+            tenant=one_route(route),
+            services={"web": [unavailable.getHost().port, good.number]},
+        )
         codes = []
         for _ in range(2):
             response, _ = yield self.request(gateway, "PUT", data=b"payload")
@@ -176,7 +182,9 @@ class BalancingOverSocketsTests(TestCase):
         yield refused.stop()
         good = self.upstream("good")
         route = {"name": "all", "backends": [{"service": "web", "port": 80}]}
-        gateway = self.serve(route, {"web": [refused.number, good.number]})
+        gateway = serve(
+            self, tenant=one_route(route), services={"web": [refused.number, good.number]}
+        )
         codes = []
         for _ in range(2):
             response, _ = yield self.request(gateway)
@@ -191,7 +199,7 @@ class BalancingOverSocketsTests(TestCase):
             "backends": [{"service": "web", "port": 80}],
             "loadBalancer": {"policy": "Cookie"},
         }
-        gateway = self.serve(route, {"web": [one.number, two.number]})
+        gateway = serve(self, tenant=one_route(route), services={"web": [one.number, two.number]})
         response, _ = yield self.request(gateway)
         cookie = response.headers.getRawHeaders("set-cookie")[0].split(";")[0]
         self.assertTrue(cookie.startswith(AFFINITY_COOKIE.decode() + "="))
@@ -202,9 +210,8 @@ class BalancingOverSocketsTests(TestCase):
         self.assertEqual(len(first.received), 6)
         # The pinned endpoint goes away: the client falls back and is re-pinned.
         other = two if first is one else one
-        tenant = {"hosts": ["t.example"], "routes": [route]}
         gateway.gateway.apply(
-            snapshot_of(tenant_objects("team", dump(tenant), {"web": [other.number]}))
+            snapshot_of(tenant_objects("team", dump(one_route(route)), {"web": [other.number]}))
         )
         response, _ = yield self.request(gateway, headers={"Cookie": [cookie]})
         self.assertEqual(response.code, 200)

@@ -15,7 +15,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from tests.dataplane_support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
+from tests.support import Upstream, dump, serve, tenant_objects
 
 
 def cached_route(max_age: int = 60, max_body: int = 1_000_000) -> dict[str, Any]:
@@ -37,6 +37,7 @@ class CacheTests(TestCase):
         self.clock.advance(1000)
 
     def serve(self, *tenants: tuple[str, str, dict[str, Any]], budget: int | None = None) -> Any:
+        """One tenant per (namespace, host, route), all on the recording upstream."""
         objects = []
         for namespace, host, route in tenants:
             objects += tenant_objects(
@@ -45,12 +46,7 @@ class CacheTests(TestCase):
                 {"web": [self.upstream.number]},
                 annotations={"tenantgw.io/allowed-hosts": host},
             )
-        gateway = GatewayUnderTest(snapshot_of(objects))
-        self.addCleanup(gateway.stop)
-        gateway.gateway.cache.clock = self.clock
-        if budget is not None:
-            gateway.gateway.cache.budget_per_tenant = budget
-        return gateway
+        return serve(self, objects, cache_clock=self.clock, cache_budget=budget)
 
     @inlineCallbacks
     def get(self, gateway: Any, path: str, host: str = "t.example", **headers: str) -> Any:

@@ -17,8 +17,8 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.dataplane_support import Upstream
 from tests.process_support import GatewayProcess, tenant_source
+from tests.support import Upstream
 
 HOST = b"Host: t.example\r\n"
 

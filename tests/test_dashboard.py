@@ -32,9 +32,9 @@ from websockets.sync.client import connect
 from tenantgw.admin.metrics import Metrics
 from tenantgw.admin.resource import Readiness, admin_root
 from tenantgw.admin.traffic import DAY
-from tests.dataplane_support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
-from tests.eventually import eventually
+from tests.eventually import eventually, eventually_blocking
 from tests.process_support import GatewayProcess, free_tcp_port
+from tests.support import GatewayUnderTest, Upstream, dump, serve, snapshot_of, tenant_objects
 from tests.tls_support import TestCA
 
 EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
@@ -126,17 +126,21 @@ class DashboardInBrowserTests(TestCase):
 
         # The tenant renames a route; the page shows it once the gateway applies it.
         self.rename_site_route(tenants)
-        for _ in range(100):
+
+        @inlineCallbacks
+        def route_names() -> Any:
             response = yield gateway.admin_agent().request(
                 b"GET", gateway.admin_url("/api/tenants")
             )
             body = yield readBody(response)
-            routes = [r["name"] for t in json.loads(body)["tenants"] for r in t["routes"]]
-            if "storefront" in routes:
-                break
-            yield deferLater(reactor, 0.1, lambda: None)
-        else:
-            self.fail(f"the change never applied:\n{gateway.log()}")
+            return [r["name"] for t in json.loads(body)["tenants"] for r in t["routes"]]
+
+        yield eventually(
+            route_names,
+            "the renamed route applied",
+            until=lambda names: "storefront" in names,
+            interval=0.1,
+        )
 
         dom = yield self.dump_dom(url)
         self.assertIn("storefront", dom)
@@ -227,17 +231,20 @@ class DevToolsBrowser:
 
     def _page_socket_url(self) -> str:
         marker = os.path.join(self.profile, "DevToolsActivePort")
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            if os.path.exists(marker):
-                with open(marker) as f:
-                    port = f.read().split()[0]
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as response:
-                    pages = [t for t in json.load(response) if t["type"] == "page"]
-                if pages:
-                    return str(pages[0]["webSocketDebuggerUrl"])
-            time.sleep(0.1)
-        raise AssertionError("Chromium's DevTools endpoint did not come up")
+
+        def page_socket() -> str | None:
+            if not os.path.exists(marker):
+                return None
+            with open(marker) as f:
+                port = f.read().split()[0]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as response:
+                pages = [t for t in json.load(response) if t["type"] == "page"]
+            return str(pages[0]["webSocketDebuggerUrl"]) if pages else None
+
+        url: str = eventually_blocking(
+            page_socket, "Chromium's DevTools endpoint came up", 20, interval=0.1
+        )
+        return url
 
     def call(self, method: str, **params: Any) -> Any:
         self.next_id += 1
@@ -295,23 +302,19 @@ class DevToolsBrowser:
         """Reload the page and return once the new document has replaced the old one."""
         self.evaluate("window.beforeReload = true")
         self.call("Page.reload")
-        deadline = time.monotonic() + seconds
-        while self.evaluate("window.beforeReload === undefined && document.readyState") != (
-            "complete"
-        ):
-            if time.monotonic() > deadline:
-                raise AssertionError("the page did not reload")
-            time.sleep(0.1)
+        eventually_blocking(
+            lambda: self.evaluate("window.beforeReload === undefined && document.readyState"),
+            "the reloaded page complete",
+            seconds,
+            expect="complete",
+            interval=0.1,
+        )
 
     def wait_for_text(self, wanted: str, seconds: float) -> str:
-        deadline = time.monotonic() + seconds
-        text = ""
-        while time.monotonic() < deadline:
-            text = self.text()
-            if wanted in text:
-                return text
-            time.sleep(0.2)
-        raise AssertionError(f"{wanted!r} never appeared; the page shows:\n{text}")
+        text: str = eventually_blocking(
+            self.text, f"{wanted!r} on the page", seconds, until=lambda t: wanted in t, interval=0.2
+        )
+        return text
 
     def close(self) -> None:
         if self.connection is not None:
@@ -479,8 +482,7 @@ class DashboardFiguresTests(AdminInBrowserCase):
         self.assertEqual({s.state for s in snapshot.statuses.values()}, {"Accepted"})
         clock = MonotonicClock(1000.0)
         metrics = Metrics(wall_clock=lambda: shown_now, monotonic=clock)
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=snapshot)
         gateway.gateway.metrics = metrics
         metrics.watch_snapshot(lambda: gateway.gateway.snapshot)
         metrics.ejected_endpoints = lambda: gateway.gateway.health.unavailable
@@ -557,8 +559,7 @@ class DashboardFiguresTests(AdminInBrowserCase):
         snapshot = snapshot_of(objects)
         compiled = time.monotonic() - started
         self.assertEqual(len(snapshot.tenants), 1000)
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=snapshot)
         metrics = Metrics()
         browser = self.browser()
         yield deferToThread(browser.open, self.admin(gateway, metrics))
@@ -620,8 +621,7 @@ class TenantTextTests(AdminInBrowserCase):
             tenant_objects("hostile", dump(hostile), {"web": [web.number]}),
             tenant_objects("empty", dump(empty), {"web": []}),
         )
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=snapshot)
         return self.admin(gateway, Metrics())
 
     @inlineCallbacks

@@ -343,7 +343,7 @@ class RefusedManifestVisibilityTests(SynchronousTestCase):
         from tenantgw.admin.metrics import Metrics
         from tenantgw.admin.resource import tenants_document
         from tenantgw.compile.compiler import compile_snapshot
-        from tests.dataplane_support import tenant_objects
+        from tests.support import tenant_objects
 
         directory = self.mktemp()
         os.makedirs(directory)

@@ -19,17 +19,14 @@ from twisted.web.client import Agent, readBody
 
 from tenantgw.admin.resource import Readiness
 from tenantgw.app.drain import DrainService
-from tests.dataplane_support import (
-    GatewayUnderTest,
-    Upstream,
-    dump,
-    raw_exchange,
-    snapshot_of,
-    tenant_objects,
-)
 from tests.eventually import eventually
 from tests.fronts import FrontMixin, both_fronts
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
+from tests.support import (
+    Upstream,
+    raw_exchange,
+    serve,
+)
 
 IN_FLIGHT = 5
 
@@ -68,15 +65,14 @@ class DrainOnSIGTERMTests(FrontMixin, TestCase):
         self.assertIn('tenantgw_open_connections{listener="https"} 0.0', metrics)
 
         os.kill(gateway.pid, signal.SIGTERM)
-        response = None
-        for _ in range(100):
+
+        @inlineCallbacks
+        def readyz() -> Any:
             response = yield gateway.admin_agent().request(b"GET", gateway.admin_url("/readyz"))
             yield readBody(response)
-            if response.code == 503:
-                break
-            yield deferLater(reactor, 0.05, lambda: None)
-        assert response is not None
-        self.assertEqual(response.code, 503)
+            return response.code
+
+        yield eventually(readyz, "/readyz 503 once draining", expect=503, interval=0.05)
         # The listener is closed: a new client is refused, not queued.
         yield eventually(
             lambda: not os.path.exists(gateway.http_socket), "listener closed", timeout=15.0
@@ -152,10 +148,7 @@ class DrainingResponsesTests(FrontMixin, TestCase):
             "hosts": ["t.example"],
             "routes": [{"name": "all", "backends": [{"service": "web", "port": 80}]}],
         }
-        gateway = GatewayUnderTest(
-            snapshot_of(tenant_objects("team", dump(tenant), {"web": [upstream.number]}))
-        )
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, tenant=tenant, services={"web": [upstream.number]})
         request = b"GET / HTTP/1.1\r\nHost: t.example\r\n\r\n"
         kept = yield raw_exchange(gateway.port, request, close_after=True)
         self.assertNotIn(b"connection: close", kept.lower())

@@ -21,8 +21,8 @@ from twisted.web.client import HTTPConnectionPool
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
 from tenantgw.compile.selector import LabelSelector
 from tenantgw.plans.snapshot import STATE_HOST_CONFLICT, Snapshot
-from tests.dataplane_support import GatewayUnderTest, Upstream, dump, tenant_objects
 from tests.eventually import eventually
+from tests.support import GatewayUnderTest, Upstream, dump, serve, tenant_objects
 from tests.tls_support import TestCA
 
 GW = "gateway.networking.k8s.io/v1"
@@ -312,9 +312,7 @@ class DataPlaneTests(TestCase):
         self.addCleanup(self.backend.stop)
 
     def serve(self, *lists: list[dict[str, Any]]) -> GatewayUnderTest:
-        gateway = GatewayUnderTest(compile_all(*lists))
-        self.addCleanup(gateway.stop)
-        return gateway
+        return serve(self, *lists, base_domain=BASE)
 
     def get(
         self,
@@ -539,8 +537,7 @@ class MirrorTests(TestCase):
             route_objects("docs", [f"docs.{BASE}"], rules, backend_port=primary.number),
             service_objects("docs", "shadow", mirror.number),
         )
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=snapshot)
         pool = HTTPConnectionPool(reactor, persistent=False)
         response = yield treq.get(
             gateway.url("/copied?x=1"), headers={"Host": [f"docs.{BASE}"]}, pool=pool
@@ -583,8 +580,7 @@ class MirrorTests(TestCase):
             route_objects("docs", [f"docs.{BASE}"], rules, backend_port=primary.number),
             service_objects("docs", "shadow", port),
         )
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=snapshot)
         pool = HTTPConnectionPool(reactor, persistent=False)
         response = yield treq.get(gateway.url("/"), headers={"Host": [f"docs.{BASE}"]}, pool=pool)
         yield response.content()
@@ -608,8 +604,7 @@ class MirrorTests(TestCase):
                 "backendRefs": [{"name": "web", "port": 80}],
             }
         ]
-        gateway = GatewayUnderTest()
-        self.addCleanup(gateway.stop)
+        gateway = serve(self)
         gateway.gateway.apply(
             compile_all(
                 gateway_objects(),

@@ -21,10 +21,10 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tenantgw.dataplane.health import BASE_EJECTION, EndpointHealth
-from tests.dataplane_support import GatewayUnderTest, dump, snapshot_of, tenant_objects
-from tests.eventually import eventually
+from tests.eventually import eventually, eventually_blocking
 from tests.grpc_support import grpc_tenant
 from tests.h2c_support import H2cBackend
+from tests.support import serve
 
 KEY = ("10.0.0.1", 80, None)
 
@@ -96,14 +96,13 @@ class KilledBackendTests(TestCase):
     def start_backend(self, name: str, port: int) -> subprocess.Popen[bytes]:
         process = subprocess.Popen([sys.executable, "-c", BACKEND, name, str(port)])
         self.addCleanup(lambda: process.poll() is None and process.kill())
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return process
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"backend {name} did not start")
+        eventually_blocking(
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=0.2).close() or True,
+            f"backend {name} accepts connections",
+            ignoring=(OSError,),
+            interval=0.05,
+        )
+        return process
 
     @inlineCallbacks
     def test_traffic_routes_around_a_killed_backend_and_returns_after_restart(self) -> Any:
@@ -120,10 +119,7 @@ class KilledBackendTests(TestCase):
             },
         }
         tenant = {"hosts": ["t.example"], "routes": [route]}
-        gateway = GatewayUnderTest(
-            snapshot_of(tenant_objects("team", dump(tenant), {"web": list(ports.values())}))
-        )
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, tenant=tenant, services={"web": list(ports.values())})
         pool = HTTPConnectionPool(reactor, persistent=False)
 
         @inlineCallbacks
@@ -160,7 +156,9 @@ class KilledBackendTests(TestCase):
 class H2cProbeTests(TestCase):
     """
     An h2c backend (a gRPC server) answers no HTTP/1.1 request: probed over
-    HTTP/1.1, a healthy one would be taken out of service.
+    HTTP/1.1, a healthy one would be taken out of service.  The probes go
+    over real sockets; their schedule is on a clock, so a probe interval
+    passes when the test says, not after a real second.
     """
 
     timeout = 30
@@ -172,14 +170,19 @@ class H2cProbeTests(TestCase):
             "    healthCheck: {path: /ready, intervalSeconds: 1,"
             " unhealthyThreshold: 2, healthyThreshold: 1}\n"
         )
-        gateway = GatewayUnderTest(grpc_tenant(backend.port, port_name="h2c", route_extra=check))
-        self.addCleanup(gateway.stop)
+        gateway = serve(self)
+        self.clock = Clock()
+        gateway.gateway.active_checks.clock = self.clock
+        gateway.gateway.health._clock = self.clock
+        gateway.gateway.apply(grpc_tenant(backend.port, port_name="h2c", route_extra=check))
         return gateway, backend, ("127.0.0.1", backend.port, None)
 
     @inlineCallbacks
     def test_a_healthy_h2c_backend_is_probed_over_http2_and_stays_in(self) -> Any:
         gateway, backend, key = self.gateway_with_probed_h2c_backend(200)
-        yield eventually(lambda: len(backend.requests) >= 2, "two probes")
+        yield eventually(lambda: len(backend.requests) == 1, "the first probe, at once")
+        self.clock.advance(1)
+        yield eventually(lambda: len(backend.requests) == 2, "the second probe, a second later")
         probe = backend.requests[0]
         self.assertEqual(probe[b":path"], b"/ready")
         self.assertEqual(probe[b"user-agent"], b"tenantgw-health-check")
@@ -191,11 +194,16 @@ class H2cProbeTests(TestCase):
     @inlineCallbacks
     def test_a_failing_h2c_backend_is_taken_out(self) -> Any:
         gateway, backend, key = self.gateway_with_probed_h2c_backend(503)
+        health = gateway.gateway.health
         yield eventually(
-            lambda: gateway.gateway.health.state(key) == "unhealthy", "the endpoint probed out"
+            lambda: key in health._records and health._records[key].probe_failures == 1,
+            "the first probe failed",
         )
-        self.assertGreaterEqual(len(backend.requests), 2)
+        self.assertEqual(health.state(key), "healthy")  # one failure is below the threshold
+        self.clock.advance(1)
+        yield eventually(lambda: health.state(key) == "unhealthy", "the endpoint probed out")
+        self.assertEqual(len(backend.requests), 2)
         backend.status = 200
-        yield eventually(
-            lambda: gateway.gateway.health.state(key) == "healthy", "the endpoint back in"
-        )
+        self.clock.advance(1)
+        yield eventually(lambda: health.state(key) == "healthy", "the endpoint back in")
+        self.assertEqual(len(backend.requests), 3)

@@ -21,8 +21,8 @@ from twisted.web.client import HTTPConnectionPool
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
 from tenantgw.translators import ingress as ingress_translator
 from tenantgw.translators import ingress_annotations
-from tests.dataplane_support import GatewayUnderTest, Upstream
 from tests.ingress_corpus import CORPUS
+from tests.support import Upstream, serve
 from tests.test_gateway_api_policy import service_objects
 
 HTPASSWD = b"alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(rounds=4))
@@ -73,8 +73,7 @@ class IngressCorpusTests(TestCase):
                 )
         if "rejected" not in case:
             self.assertFalse(any("Rejected" in m for m in messages), f"{case['name']}: {messages}")
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=snapshot)
         pool = HTTPConnectionPool(reactor, persistent=False)
         for number, probe in enumerate(case["probes"]):
             before = {name: len(u.received) for name, u in upstreams.items()}

@@ -25,9 +25,9 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tenantgw.compile.compiler import CompileOptions, compile_snapshot
-from tests.dataplane_support import GatewayUnderTest, Upstream
 from tests.ingress_corpus import CORPUS, ORACLE_PROBES, ingress
 from tests.nginx_oracle import Nginx, NotRenderable, build_servers, render
+from tests.support import Upstream, serve
 from tests.test_ingress_corpus import base_objects
 
 DOCS = os.path.join(os.path.dirname(__file__), os.pardir, "docs", "ingress.md")
@@ -256,8 +256,7 @@ class NginxOracleTests(TestCase):
         for upstream in upstreams.values():
             self.addCleanup(upstream.stop)
         objects = base_objects(upstreams) + case["ingresses"]
-        gateway = GatewayUnderTest(compile_snapshot(objects, CompileOptions()))
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=compile_snapshot(objects, CompileOptions()))
         nginx = Nginx(objects, {name: u.number for name, u in upstreams.items()})
         self.addCleanup(nginx.stop)
         pool = HTTPConnectionPool(reactor, persistent=False)

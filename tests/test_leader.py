@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from typing import Any
 
 from attrs import evolve
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.task import Clock
 from twisted.python.threadpool import ThreadPool
@@ -20,13 +18,15 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tenantgw.sources.kubernetes import api_client_from
 from tenantgw.status.leader import (
+    LEASE_DURATION,
+    RETRY_PERIOD,
     Conflict,
     KubernetesLeaseAPI,
     LeaderElector,
     LeaseRecord,
 )
 from tenantgw.testing.fake_apiserver import FakeAPIServer
-from tests.eventually import eventually
+from tests.eventually import ThreadedClock, eventually_advancing
 
 
 class FakeLeases:
@@ -216,7 +216,17 @@ def forget_timers(elector: LeaderElector) -> None:
 
 
 class FakeAPIServerTests(TestCase):
+    """
+    Election through the fake API server's Lease over real HTTP, with the
+    electors' time on a clock: the 15 s of a Lease pass at once, and the
+    takeover time is measured exactly instead of against wall time.
+    """
+
     timeout = 40
+
+    def setUp(self) -> None:
+        self.clock = ThreadedClock()
+        self.electors: list[LeaderElector] = []
 
     def api(self, server: FakeAPIServer) -> KubernetesLeaseAPI:
         directory = tempfile.mkdtemp()
@@ -230,11 +240,22 @@ class FakeAPIServerTests(TestCase):
         pool.start()
         self.addCleanup(pool.stop)
         elector = LeaderElector(
-            self.api(server), reactor, "tenantgw-system", "tenantgw-status", threadpool=pool
+            self.api(server), self.clock, "tenantgw-system", "tenantgw-status", threadpool=pool
         )
         elector.startService()
         self.addCleanup(lambda: elector.stopService() if elector.running else None)
+        self.electors.append(elector)
         return elector
+
+    def run_until(self, check: Any, what: str, timeout: float) -> Any:
+        """Clock time until C{check()}, advancing only while no Lease call is in flight."""
+        return eventually_advancing(
+            self.clock,
+            check,
+            what,
+            timeout,
+            settled=lambda: all(e._attempt is None for e in self.electors),
+        )
 
     @inlineCallbacks
     def test_exactly_one_leads_and_the_other_takes_over(self) -> Any:
@@ -242,7 +263,7 @@ class FakeAPIServerTests(TestCase):
         server.start()
         self.addCleanup(server.stop)
         electors = [self.elector(server), self.elector(server)]
-        yield eventually(lambda: any(e.is_leader for e in electors), "a leader")
+        yield self.run_until(lambda: any(e.is_leader for e in electors), "a leader", 1)
         leader = next(e for e in electors if e.is_leader)
         follower = next(e for e in electors if e is not leader)
         self.assertFalse(follower.is_leader)
@@ -253,19 +274,19 @@ class FakeAPIServerTests(TestCase):
         # The follower has seen the leader's record (as it has in a cluster
         # where the leader ran a while); then the leader freezes without
         # releasing: it tries nothing more.
-        yield eventually(
-            lambda: (
-                follower._observed is not None
-                and follower._observed.holder == leader.identity
-                and leader._attempt is None
-            ),
-            "the follower saw the Lease, the leader is between renewals",
+        yield self.run_until(
+            lambda: follower._observed is not None and follower._observed.holder == leader.identity,
+            "the follower saw the Lease",
+            RETRY_PERIOD + 1,
         )
         leader.running = False
         forget_timers(leader)
-        stopped = time.monotonic()
-        yield eventually(lambda: follower.is_leader, "the follower leads", timeout=15 + 2 + 1)
-        self.assertLess(time.monotonic() - stopped, 17.5)
+        observed_at = follower._observed_at
+        stopped = self.clock.seconds()
+        took = yield self.run_until(lambda: follower.is_leader, "the follower leads", 15 + 2 + 1)
+        self.assertLess(took, 17.5)
+        # ... and not before the Lease it saw expired by its own clock.
+        self.assertGreaterEqual(stopped + took, observed_at + LEASE_DURATION)
         (lease,) = server.objects("Lease")
         self.assertEqual(lease["spec"]["holderIdentity"], follower.identity)
 
@@ -275,11 +296,10 @@ class FakeAPIServerTests(TestCase):
         server.start()
         self.addCleanup(server.stop)
         first = self.elector(server)
-        yield eventually(lambda: first.is_leader, "the first leads")
+        yield self.run_until(lambda: first.is_leader, "the first leads", 1)
         second = self.elector(server)
         yield first.stopService()
         (lease,) = server.objects("Lease")
         self.assertEqual(lease["spec"]["holderIdentity"], "")
-        stopped = time.monotonic()
-        yield eventually(lambda: second.is_leader, "the second leads", timeout=4)
-        self.assertLess(time.monotonic() - stopped, 3)
+        took = yield self.run_until(lambda: second.is_leader, "the second leads", 4)
+        self.assertLess(took, 3)

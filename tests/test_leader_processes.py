@@ -56,16 +56,17 @@ class TwoReplicasTests(TestCase):
                 found.append(process)
         return found
 
-    @inlineCallbacks
     def wait_for_one_leader(self, replicas: list[GatewayProcess], timeout: float) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = yield self.leaders(replicas)
-            if len(found) == 1:
-                return found[0]
-            self.assertLessEqual(len(found), 1, "two replicas lead at once")
-            yield _sleep(0.2)
-        raise AssertionError(f"no single leader within {timeout:g}s")
+        """Fires with the only leader among C{replicas}; two at once fails at once."""
+
+        def one_leader() -> Any:
+            def check(found: list[GatewayProcess]) -> GatewayProcess | None:
+                self.assertLessEqual(len(found), 1, "two replicas lead at once")
+                return found[0] if found else None
+
+            return self.leaders(replicas).addCallback(check)
+
+        return eventually(one_leader, "a single leader", timeout=timeout, interval=0.2)
 
     @inlineCallbacks
     def test_the_other_replica_takes_over_after_the_leader_is_killed(self) -> Any:

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from tests.dataplane_support import Upstream, dump, tenant_objects
+from tests.eventually import eventually
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory
+from tests.support import Upstream, dump, tenant_objects
 
 
 def _route(service: str) -> dict[str, Any]:
@@ -76,16 +75,6 @@ class LiveReloadTests(TestCase):
         return {t["namespace"]: t for t in json.loads(body)["tenants"]}
 
     @inlineCallbacks
-    def eventually(self, check: Any, expected: Any, seconds: float = 10.0) -> Any:
-        deadline = time.monotonic() + seconds
-        while True:
-            value = yield check()
-            if value == expected or time.monotonic() > deadline:
-                self.assertEqual(value, expected)
-                return
-            yield deferLater(reactor, 0.1, lambda: None)
-
-    @inlineCallbacks
     def test_changes_apply_live_and_bad_input_keeps_last_good(self) -> Any:
         first = yield self.served_by()
         self.assertEqual(first, "blue")
@@ -93,11 +82,20 @@ class LiveReloadTests(TestCase):
 
         # A route change applies without a restart.
         self.write("team.yaml", _route("green"))
-        yield self.eventually(self.served_by, "green")
+        yield eventually(
+            self.served_by, "the route change served by green", expect="green", interval=0.1
+        )
 
         # A file that no longer parses keeps the objects it held.
         self.write("team.yaml", None, raw="kind: [unclosed\n")
-        yield deferLater(reactor, 1.0, lambda: None)
+        # Once the gateway has read it (it says so), the old objects still serve.
+        yield eventually(
+            lambda: self.tenants().addCallback(
+                lambda t: any("team.yaml refused" in m for m in t["team"]["messages"])
+            ),
+            "the unparsable file reported",
+            interval=0.1,
+        )
         still = yield self.served_by()
         self.assertEqual(still, "green")
         # ... and /api/tenants says so: Rejected while serving, naming the file.
@@ -119,8 +117,10 @@ class LiveReloadTests(TestCase):
                 lambda t: any("routes[0].backends[0].port" in m for m in t["team"]["messages"])
             )
 
-        yield self.eventually(port_refused, True)
-        yield self.eventually(state, "Rejected")
+        yield eventually(
+            port_refused, "the bad port named in the messages", expect=True, interval=0.1
+        )
+        yield eventually(state, "the tenant Rejected", expect="Rejected", interval=0.1)
         tenants = yield self.tenants()
         self.assertTrue(tenants["team"]["serving"])
         self.assertTrue(
@@ -132,6 +132,8 @@ class LiveReloadTests(TestCase):
 
         # Deleting the tenant's file removes the tenant.
         os.remove(os.path.join(self.source, "team.yaml"))
-        yield self.eventually(self.served_by, 404)
+        yield eventually(
+            self.served_by, "the removed tenant answered 404", expect=404, interval=0.1
+        )
         self.assertEqual(self.gateway.pid, pid)
         self.assertIsNone(self.gateway.process.poll())

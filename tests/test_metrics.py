@@ -23,7 +23,7 @@ from tenantgw.admin.access_log import AccessLog
 from tenantgw.admin.metrics import Metrics, method_label, status_class
 from tenantgw.admin.resource import Readiness, admin_root
 from tenantgw.plans.snapshot import EMPTY_SNAPSHOT
-from tests.dataplane_support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
+from tests.support import GatewayUnderTest, Upstream, dump, serve, snapshot_of, tenant_objects
 from tests.test_admin_and_options import clocked, render
 
 
@@ -51,13 +51,14 @@ class ObservedGateway(TestCase):
         self.access_log = AccessLog(self.log_out, reactor)
 
     def serve(self, tenant: dict[str, Any], upstream: Upstream) -> GatewayUnderTest:
-        snapshot = snapshot_of(tenant_objects("team", dump(tenant), {"web": [upstream.number]}))
-        gateway = GatewayUnderTest(snapshot)
-        gateway.gateway.metrics = self.metrics
-        gateway.gateway.access_log = self.access_log
-        self.metrics.watch_snapshot(lambda: gateway.gateway.snapshot)
-        self.addCleanup(gateway.stop)
-        return gateway
+        """Tenant C{team} on C{upstream}, counted in the test's metrics and access log."""
+        return serve(
+            self,
+            tenant=tenant,
+            services={"web": [upstream.number]},
+            metrics=self.metrics,
+            access_log=self.access_log,
+        )
 
     def upstream(self) -> Upstream:
         upstream = Upstream("web")

@@ -29,9 +29,9 @@ from tenantgw.admin.traffic import (
 )
 from tenantgw.app.service import _count_elsewhere
 from tenantgw.dataplane.quota_redis import connect
-from tests.dataplane_support import GatewayUnderTest
 from tests.eventually import eventually
 from tests.redis_support import RedisServer
+from tests.support import serve
 from tests.test_metrics import ObservedGateway, _route, _tenant, sample
 
 INF = math.inf
@@ -170,8 +170,7 @@ class QuotaReplicasTests(TestCase):
         self.addCleanup(redis.close)
         pairs = []
         for _ in range(3):
-            gateway = GatewayUnderTest()
-            self.addCleanup(gateway.stop)
+            gateway = serve(self)
             shared = connect(redis.url, reactor, gateway.gateway.limiter, heartbeat_interval=0.2)
             self.addCleanup(shared.stop)
             gateway.gateway.shared_quota = shared

@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tenantgw.admin.access_log import host_without_port
 from tenantgw.admin.metrics import Metrics
 from tenantgw.compile.compiler import compile_snapshot
-from tests.dataplane_support import dump, snapshot_of, tenant_objects
+from tests.support import dump, snapshot_of, tenant_objects
 from tests.test_metrics import ObservedGateway, _route, _tenant, sample
 
 

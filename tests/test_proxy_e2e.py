@@ -14,20 +14,26 @@ from typing import Any
 import bcrypt
 import treq
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import inlineCallbacks
-from twisted.trial.unittest import TestCase
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import HTTPConnectionPool
 
-from tests.dataplane_support import (
+from tests.eventually import eventually
+from tests.fronts import FrontMixin
+from tests.support import (
     GatewayUnderTest,
     Upstream,
+    build_gateway,
+    complete_memory_connection,
     dump,
     raw_exchange,
     raw_upstream,
+    serve,
     snapshot_of,
     tenant_objects,
 )
-from tests.fronts import FrontMixin, both_fronts
 
 
 def _route(name: str, service: str = "web", **extra: Any) -> dict[str, Any]:
@@ -50,12 +56,9 @@ class ProxyTestCase(FrontMixin, TestCase):
         return upstream
 
     def serve(self, tenant: dict[str, Any], namespace: str = "team", **kw: Any) -> GatewayUnderTest:
+        """The tenant in C{namespace}, each service routed to the upstream of its name."""
         services = {name: [u.number] for name, u in self.upstreams.items()}
-        snapshot = snapshot_of(tenant_objects(namespace, dump(tenant), services))
-        self.assertIn(namespace, snapshot.tenants, snapshot.statuses)
-        gateway = GatewayUnderTest(snapshot, **kw)
-        self.addCleanup(gateway.stop)
-        return gateway
+        return serve(self, tenant=tenant, namespace=namespace, services=services, **kw)
 
     def request(
         self,
@@ -348,52 +351,30 @@ class UpstreamFailureTests(ProxyTestCase):
         ):
             port = raw_upstream(reply)
             self.addCleanup(port.stopListening)
-            snapshot = snapshot_of(
-                tenant_objects(
-                    "team",
-                    dump({"hosts": ["t.example"], "routes": [_route("all")]}),
-                    {"web": [port.getHost().port]},
-                )
+            gateway = serve(
+                self,
+                tenant={"hosts": ["t.example"], "routes": [_route("all")]},
+                services={"web": [port.getHost().port]},
             )
-            gateway = GatewayUnderTest(snapshot)
-            self.addCleanup(gateway.stop)
             response = yield self.request(gateway, "/")
             yield response.content()
             self.assertEqual(response.code, 502, reply)
 
     @inlineCallbacks
     def test_no_ready_endpoint_is_503(self) -> Any:
-        snapshot = snapshot_of(
-            tenant_objects(
-                "team", dump({"hosts": ["t.example"], "routes": [_route("all")]}), {"web": []}
-            )
+        gateway = serve(
+            self, tenant={"hosts": ["t.example"], "routes": [_route("all")]}, services={"web": []}
         )
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
         response = yield self.request(gateway, "/")
         yield response.content()
         self.assertEqual(response.code, 503)
-
-    @inlineCallbacks
-    def test_timeout_is_504_and_upstream_request_is_cancelled(self) -> Any:
-        upstream = self.upstream()
-        gateway = self.serve(
-            {"hosts": ["t.example"], "routes": [_route("all", timeoutSeconds=0.3)]}
-        )
-        response = yield self.request(gateway, "/hang")
-        body = yield response.content()
-        self.assertEqual((response.code, body), (504, b"gateway timeout\n"))
-        # The upstream sees its request abandoned, not left open.
-        outcome = yield upstream.resource.hang_lost[0]
-        self.assertEqual(outcome, "lost")
 
     @inlineCallbacks
     def test_client_disconnect_cancels_upstream_request(self) -> Any:
         upstream = self.upstream()
         gateway = self.serve({"hosts": ["t.example"], "routes": [_route("all")]})
         d = self.request(gateway, "/hang")
-        while not upstream.resource.hang_lost:
-            yield deferLater(0.01)
+        yield eventually(lambda: upstream.resource.hang_lost, "the request reached the upstream")
         d.cancel()
         yield self.assertFailure(d, Exception)
         outcome = yield upstream.resource.hang_lost[0]
@@ -447,28 +428,24 @@ class PolicyTests(ProxyTestCase):
     def test_api_keys_and_basic_auth_and_credentials_not_forwarded(self) -> Any:
         self.upstream()
         hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(rounds=4)).decode().replace("$2b$", "$2y$")
-        objects = tenant_objects(
-            "team",
-            dump(
-                {
-                    "hosts": ["t.example"],
-                    "routes": [
-                        _route(
-                            "keys", match={"path": "/keys"}, access={"apiKeys": {"secretName": "k"}}
-                        ),
-                        _route(
-                            "basic",
-                            match={"path": "/basic"},
-                            access={"basicAuth": {"secretName": "users", "realm": "shop"}},
-                        ),
-                    ],
-                }
-            ),
-            {"web": [self.upstreams["web"].number]},
+        gateway = serve(
+            self,
+            tenant={
+                "hosts": ["t.example"],
+                "routes": [
+                    _route(
+                        "keys", match={"path": "/keys"}, access={"apiKeys": {"secretName": "k"}}
+                    ),
+                    _route(
+                        "basic",
+                        match={"path": "/basic"},
+                        access={"basicAuth": {"secretName": "users", "realm": "shop"}},
+                    ),
+                ],
+            },
+            services={"web": [self.upstreams["web"].number]},
             secrets={"k": {"a": "key-one"}, "users": {"auth": f"alice:{hashed}\n"}},
         )
-        gateway = GatewayUnderTest(snapshot_of(objects))
-        self.addCleanup(gateway.stop)
         response = yield self.request(gateway, "/keys")
         yield response.content()
         self.assertEqual(response.code, 401)
@@ -562,8 +539,7 @@ class PolicyTests(ProxyTestCase):
             }
         )
         first = self.request(gateway, "/hang")
-        while not upstream.resource.hanging:
-            yield deferLater(0.01)
+        yield eventually(lambda: upstream.resource.hanging, "the first request held upstream")
         response = yield self.request(gateway, "/")
         yield response.content()
         self.assertEqual(response.code, 503)
@@ -571,34 +547,56 @@ class PolicyTests(ProxyTestCase):
         first.cancel()
         yield self.assertFailure(first, Exception)
         # The slot is released when the first request ends.
-        while gateway.gateway.in_flight.current("team"):
-            yield deferLater(0.01)
+        yield eventually(
+            lambda: gateway.gateway.in_flight.current("team"), "the slot released", expect=0
+        )
         response = yield self.request(gateway, "/")
         yield response.content()
         self.assertEqual(response.code, 200)
 
 
-def deferLater(seconds: float) -> Any:
-    from twisted.internet.task import deferLater as later
+class RouteTimeoutTests(SynchronousTestCase):
+    """
+    The route's timeout on a clock instead of a real 0.3 s: the 504 comes
+    exactly when it is due, not before, and the upstream request is dropped.
+    """
 
-    return later(reactor, seconds, lambda: None)
+    def test_timeout_is_504_and_upstream_request_is_cancelled(self) -> None:
+        reactor = MemoryReactorClock()
+        tenant = {"hosts": ["t.example"], "routes": [_route("all", timeoutSeconds=0.3)]}
+        _, site = build_gateway(
+            reactor, snapshot_of(tenant_objects("team", dump(tenant), {"web": [9999]}))
+        )
+        client = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40001),
+        )
+        channel = site.buildProtocol(client.getPeer())
+        channel.makeConnection(client)
+        channel.dataReceived(b"GET /hang HTTP/1.1\r\nHost: t.example\r\n\r\n")
+        upstream = complete_memory_connection(reactor)
+        self.assertTrue(upstream.value().startswith(b"GET /hang HTTP/1.1\r\n"))
+        reactor.advance(0.29)
+        self.assertEqual(client.value(), b"")
+        self.assertFalse(upstream.disconnecting)
+        reactor.advance(0.02)
+        head, _, body = client.value().partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 504 "), head)
+        self.assertEqual(body, b"gateway timeout\n")
+        # The upstream sees its request abandoned, not left open.
+        self.assertTrue(upstream.disconnecting)
 
 
 class BalancingTests(ProxyTestCase):
-    def serve_services(self, tenant: dict[str, Any], services: dict[str, list[int]]) -> Any:
-        snapshot = snapshot_of(tenant_objects("team", dump(tenant), services))
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
-        return gateway
-
     @inlineCallbacks
     def test_round_robin_across_ready_endpoints(self) -> Any:
         one, two = Upstream("one"), Upstream("two")
         self.addCleanup(one.stop)
         self.addCleanup(two.stop)
-        gateway = self.serve_services(
-            {"hosts": ["t.example"], "routes": [_route("all")]},
-            {"web": [one.number, two.number]},
+        gateway = serve(
+            self,
+            tenant={"hosts": ["t.example"], "routes": [_route("all")]},
+            services={"web": [one.number, two.number]},
         )
         seen = []
         for _ in range(6):
@@ -607,38 +605,57 @@ class BalancingTests(ProxyTestCase):
         self.assertEqual(sorted(set(seen[:2])), ["one", "two"])
         self.assertEqual(seen[:2] * 3, seen)
 
-    @inlineCallbacks
-    def test_weights_split_traffic_and_weight_zero_gets_nothing(self) -> Any:
-        stable, canary, dark = Upstream("stable"), Upstream("canary"), Upstream("dark")
-        for upstream in (stable, canary, dark):
-            self.addCleanup(upstream.stop)
-        gateway = self.serve_services(
-            {
-                "hosts": ["t.example"],
-                "routes": [
-                    {
-                        "name": "all",
-                        "backends": [
-                            {"service": "stable", "port": 80, "weight": 90},
-                            {"service": "canary", "port": 80, "weight": 10},
-                            {"service": "dark", "port": 80, "weight": 0},
-                            {"service": "empty", "port": 80, "weight": 50},  # no ready endpoint
-                        ],
-                    }
-                ],
-            },
-            {
-                "stable": [stable.number],
-                "canary": [canary.number],
-                "dark": [dark.number],
-                "empty": [],
-            },
+
+class WeightsTests(SynchronousTestCase):
+    """
+    Weighted backends through the gateway on a MemoryReactorClock: 100
+    requests on one keep-alive client connection, each answered by whichever
+    upstream connection it was sent on.
+    """
+
+    def test_weights_split_traffic_and_weight_zero_gets_nothing(self) -> None:
+        names = {9001: "stable", 9002: "canary", 9003: "dark"}
+        tenant = {
+            "hosts": ["t.example"],
+            "routes": [
+                {
+                    "name": "all",
+                    "backends": [
+                        {"service": "stable", "port": 80, "weight": 90},
+                        {"service": "canary", "port": 80, "weight": 10},
+                        {"service": "dark", "port": 80, "weight": 0},
+                        {"service": "empty", "port": 80, "weight": 50},  # no ready endpoint
+                    ],
+                }
+            ],
+        }
+        services = {"stable": [9001], "canary": [9002], "dark": [9003], "empty": []}
+        reactor = MemoryReactorClock()
+        _, site = build_gateway(
+            reactor, snapshot_of(tenant_objects("team", dump(tenant), services))
         )
+        client = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 8080),
+            peerAddress=IPv4Address("TCP", "192.0.2.7", 40001),
+        )
+        channel = site.buildProtocol(client.getPeer())
+        channel.makeConnection(client)
+        upstreams: list[tuple[str, StringTransport]] = []
+        answered: dict[int, int] = {}  # bytes of each upstream connection already answered
         counts: dict[str, int] = {}
         for _ in range(100):
-            _, record = yield self.get_json(gateway, "/")
-            counts[record["upstream"]] = counts.get(record["upstream"], 0) + 1
+            channel.dataReceived(b"GET / HTTP/1.1\r\nHost: t.example\r\n\r\n")
+            while len(upstreams) < len(reactor.tcpClients):
+                port = reactor.tcpClients[len(upstreams)][1]
+                upstreams.append((names[port], complete_memory_connection(reactor, len(upstreams))))
+            (asked,) = [
+                (i, name, transport)
+                for i, (name, transport) in enumerate(upstreams)
+                if len(transport.value()) > answered.get(i, 0)
+            ]
+            i, name, transport = asked
+            answered[i] = len(transport.value())
+            transport.protocol.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            counts[name] = counts.get(name, 0) + 1
         self.assertEqual(counts, {"stable": 90, "canary": 10})
-
-
-both_fronts(globals())
+        self.assertEqual(client.value().count(b"HTTP/1.1 200 OK\r\n"), 100)

@@ -12,14 +12,14 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults, inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
-from tests.dataplane_support import Upstream
+from tests.eventually import eventually
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
 from tests.redis_support import RedisServer
+from tests.support import Upstream
 
 RATE = 4.0
 BURST = 20
@@ -63,10 +63,13 @@ class TwoProcessesShareOneBudget(TestCase):
         yield gatherResults([p.wait_ready() for p in self.processes])
         # Both processes' Redis pools connected (two connections each, plus
         # the one asking): a decision before that would go to the fallback.
-        deadline = time.monotonic() + 10
-        while connected_clients(self.redis) < 2 * len(self.processes) + 1:
-            self.assertLess(time.monotonic(), deadline, "gateways never connected to Redis")
-            yield deferLater(reactor, 0.05, lambda: None)
+        wanted = 2 * len(self.processes) + 1
+        yield eventually(
+            lambda: connected_clients(self.redis),
+            f"{wanted} Redis clients (the gateways' pools and the asking one)",
+            until=lambda clients: clients >= wanted,
+            interval=0.05,
+        )
         self.pool = HTTPConnectionPool(reactor)
         self.pool.maxPersistentPerHost = CLIENTS_PER_PROCESS
         self.addCleanup(self.pool.closeCachedConnections)

@@ -31,9 +31,9 @@ from tenantgw.dataplane.quota_redis import (
     parse_redis_url,
     redis_key,
 )
-from tests.dataplane_support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
 from tests.eventually import eventually
 from tests.redis_support import RedisServer
+from tests.support import GatewayUnderTest, Upstream, serve
 
 
 def tenant(rate: float, burst: int) -> Bucket:
@@ -361,23 +361,23 @@ class RedisGatewayTests(TestCase):
         self.addCleanup(self.upstream.stop)
         self.client_pool = HTTPConnectionPool(reactor, persistent=False)
 
-    def serve(self, quota: dict[str, Any], fail_open: bool = True) -> Any:
-        tenant_doc = {
-            "hosts": ["t.example"],
-            "quota": quota,
-            "routes": [{"name": "all", "backends": [{"service": "web", "port": 80}]}],
-        }
-        snapshot = snapshot_of(
-            tenant_objects("team", dump(tenant_doc), {"web": [self.upstream.number]})
+    def serve_shared(self, quota: dict[str, Any], fail_open: bool = True) -> Any:
+        """Fires with a gateway whose quota is decided by the test's Redis, once connected."""
+        gateway = serve(
+            self,
+            tenant={
+                "hosts": ["t.example"],
+                "quota": quota,
+                "routes": [{"name": "all", "backends": [{"service": "web", "port": 80}]}],
+            },
+            services={"web": [self.upstream.number]},
         )
-        gateway = GatewayUnderTest(snapshot)
-        self.addCleanup(gateway.stop)
         shared = connect(self.redis.url, reactor, gateway.gateway.limiter, fail_open=fail_open)
         self.addCleanup(shared.stop)
         gateway.gateway.shared_quota = shared
-        return eventually(lambda: len(shared.factory.pool) == POOL_SIZE).addCallback(
-            lambda _: gateway
-        )
+        return eventually(
+            lambda: len(shared.factory.pool) == POOL_SIZE, "the Redis connection pool is full"
+        ).addCallback(lambda _: gateway)
 
     @inlineCallbacks
     def get(self, gateway: GatewayUnderTest) -> Any:
@@ -389,7 +389,7 @@ class RedisGatewayTests(TestCase):
 
     @inlineCallbacks
     def test_429_with_ratelimit_headers(self) -> Any:
-        gateway = yield self.serve({"requestsPerSecond": 1, "burst": 2})
+        gateway = yield self.serve_shared({"requestsPerSecond": 1, "burst": 2})
         codes = []
         for _ in range(3):
             response = yield self.get(gateway)
@@ -402,7 +402,7 @@ class RedisGatewayTests(TestCase):
 
     @inlineCallbacks
     def test_concurrency_slot_released_after_429(self) -> Any:
-        gateway = yield self.serve(
+        gateway = yield self.serve_shared(
             {"requestsPerSecond": 0.01, "burst": 1, "maxConcurrentRequests": 1}
         )
         codes = []
@@ -413,7 +413,7 @@ class RedisGatewayTests(TestCase):
 
     @inlineCallbacks
     def test_client_gone_while_redis_decides_releases_its_slot(self) -> Any:
-        gateway = yield self.serve(
+        gateway = yield self.serve_shared(
             {"requestsPerSecond": 100, "burst": 100, "maxConcurrentRequests": 1}
         )
         self.redis.freeze()
@@ -431,7 +431,7 @@ class RedisGatewayTests(TestCase):
 
     @inlineCallbacks
     def test_closed_answers_503_while_redis_is_down(self) -> Any:
-        gateway = yield self.serve({"requestsPerSecond": 100, "burst": 100}, fail_open=False)
+        gateway = yield self.serve_shared({"requestsPerSecond": 100, "burst": 100}, fail_open=False)
         self.assertEqual((yield self.get(gateway)).code, 200)
         self.redis.stop()
         response = yield self.get(gateway)
@@ -446,7 +446,7 @@ class RedisGatewayTests(TestCase):
         request is answered promptly (open: by this replica's share), and
         the decisions return to Redis on their own.
         """
-        gateway = yield self.serve({"requestsPerSecond": 1000, "burst": 1000})
+        gateway = yield self.serve_shared({"requestsPerSecond": 1000, "burst": 1000})
         shared = gateway.gateway.shared_quota
         slowest = [0.0]
         codes: list[int] = []

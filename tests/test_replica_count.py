@@ -19,10 +19,10 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import HTTPConnectionPool
 
 from tenantgw.dataplane.quota_redis import POOL_SIZE, REPLICAS_KEY, RedisQuota, connect
-from tests.dataplane_support import GatewayUnderTest, Upstream, dump, snapshot_of, tenant_objects
 from tests.eventually import eventually
 from tests.process_support import GatewayProcess
 from tests.redis_support import RedisServer
+from tests.support import GatewayUnderTest, Upstream, dump, serve, snapshot_of, tenant_objects
 
 # Short, so that expiry happens within the test; the defaults are 5 s and 15 s.
 INTERVAL = 0.2
@@ -62,8 +62,7 @@ class TwoGatewaysCountEachOther(TestCase):
         return eventually(lambda: all(len(q.factory.pool) == POOL_SIZE for q in self.quotas))
 
     def gateway(self) -> GatewayUnderTest:
-        gateway = GatewayUnderTest(self.snapshot)
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=self.snapshot)
         shared = connect(
             self.redis.url,
             reactor,

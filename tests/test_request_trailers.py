@@ -22,11 +22,11 @@ from tenantgw.tls.certificates import load_certificate
 from tenantgw.tls.default import self_signed
 from tenantgw.tls.sni import SNIContexts
 from tenantgw.wire.fields import forwardable_trailers
-from tests.dataplane_support import GatewayUnderTest, raw_exchange
 from tests.eventually import eventually
 from tests.fronts import FrontMixin, both_fronts
 from tests.h2_raw import PROTOCOL_ERROR, ByteRecorder, RawH2Client, connect_h2, request_headers
 from tests.h2c_support import H2cBackend
+from tests.support import raw_exchange, serve
 from tests.test_tls import tls_tenant
 
 GOOD = [(b"x-checksum", b"sha256=abc")]
@@ -74,8 +74,7 @@ class TrailersEndToEndTests(FrontMixin, TestCase):
         objects = tls_tenant(
             "a", ["a.example"], self_signed(("a.example",)), upstream_port, redirect=False
         )
-        gateway = GatewayUnderTest(compile_snapshot(_h2c(objects) if h2c else objects))
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=compile_snapshot(_h2c(objects) if h2c else objects))
         sni = SNIContexts(
             lambda: gateway.gateway.snapshot, load_certificate(*self_signed(("default.invalid",)))
         )

@@ -19,9 +19,9 @@ from twisted.trial.unittest import TestCase
 from twisted.web.http import _ChunkedTransferDecoder
 from zope.interface import implementer
 
-from tests.dataplane_support import dump, tenant_objects
 from tests.fronts import FrontMixin
 from tests.process_support import GatewayProcess
+from tests.support import dump, tenant_objects
 
 GIB = 1024 * 1024 * 1024
 CHUNK = b"\0" * (256 * 1024)

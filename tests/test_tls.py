@@ -31,7 +31,7 @@ from tenantgw.tls.certificates import (
 )
 from tenantgw.tls.default import self_signed
 from tenantgw.tls.sni import SNIContexts
-from tests.dataplane_support import GatewayUnderTest, Upstream, dump, raw_exchange, tenant_objects
+from tests.support import Upstream, dump, raw_exchange, serve, tenant_objects
 
 NOW = datetime.datetime(2026, 11, 22, tzinfo=datetime.timezone.utc)
 
@@ -216,8 +216,7 @@ class HandshakeTests(TestCase):
         self.addCleanup(self.upstream.stop)
         self.cert_a = self_signed(("a.example",))
         self.cert_b = self_signed(("b.example",))
-        self.gateway = GatewayUnderTest(self.snapshot(self.cert_a))
-        self.addCleanup(self.gateway.stop)
+        self.gateway = serve(self, snapshot=self.snapshot(self.cert_a))
         default = load_certificate(*self_signed(("default.invalid",)))
         self.sni = SNIContexts(lambda: self.gateway.gateway.snapshot, default)
         self.gateway.gateway.https_redirect_port = 8443

@@ -21,7 +21,7 @@ from twisted.web.server import Site
 
 from tenantgw.compile.compiler import compile_snapshot
 from tenantgw.tls.upstream import UpstreamTrust
-from tests.dataplane_support import GatewayUnderTest, RecordingResource, dump
+from tests.support import RecordingResource, dump, serve
 from tests.tls_support import TestCA
 
 
@@ -105,9 +105,8 @@ class UpstreamTLSTests(TestCase):
     @inlineCallbacks
     def get(self, upstream_port: int, port_spec: dict[str, Any], trust: UpstreamTrust) -> Any:
         snapshot = compile_snapshot(https_tenant(upstream_port, port_spec))
-        gateway = GatewayUnderTest(snapshot, upstream_trust=trust)
+        gateway = serve(self, snapshot=snapshot, upstream_trust=trust)
         self.gateway = gateway
-        self.addCleanup(gateway.stop)
         response = yield treq.get(
             gateway.url("/x"), headers={"Host": ["t.example"]}, pool=self.client_pool
         )
@@ -138,8 +137,7 @@ class UpstreamTLSTests(TestCase):
     def test_upstream_choosing_http1_by_alpn_gets_http1_from_then_on(self) -> Any:
         port = self.tls_upstream(*self.ca.issue("web.team.svc"), alpn=[b"http/1.1"])
         snapshot = compile_snapshot(https_tenant(port, {"name": "https", "port": 443}))
-        gateway = GatewayUnderTest(snapshot, upstream_trust=UpstreamTrust(self.ca.pem))
-        self.addCleanup(gateway.stop)
+        gateway = serve(self, snapshot=snapshot, upstream_trust=UpstreamTrust(self.ca.pem))
         for _ in range(3):
             response = yield treq.get(
                 gateway.url("/x"), headers={"Host": ["t.example"]}, pool=self.client_pool

@@ -10,18 +10,17 @@ import json
 import os
 import subprocess
 import sys
-import time
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
 from twisted.web.http_headers import Headers
 
-from tests.dataplane_support import Upstream, dump, tenant_objects
+from tests.eventually import eventually
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory
+from tests.support import Upstream, dump, tenant_objects
 
 
 def tenant(weight: int) -> dict[str, Any]:
@@ -105,14 +104,19 @@ class UnnamedRoutesTests(TestCase):
 
         # A reload of a changed file keeps the names: same positions.
         self.write(tenant(weight=5))
-        deadline = time.monotonic() + 10
-        while True:
+
+        @inlineCallbacks
+        def team_now() -> Any:
             document = json.loads((yield self.admin("/api/tenants")))
             (team,) = [t for t in document["tenants"] if t["namespace"] == "team"]
-            if team["routes"][0]["backends"][0]["weight"] == 5 or time.monotonic() > deadline:
-                break
-            yield deferLater(reactor, 0.1, lambda: None)
-        self.assertEqual(team["routes"][0]["backends"][0]["weight"], 5)
+            return team
+
+        team = yield eventually(
+            team_now,
+            "the reloaded weight 5",
+            until=lambda team: team["routes"][0]["backends"][0]["weight"] == 5,
+            interval=0.1,
+        )
         self.assertEqual(
             {r["path"]: r["name"] for r in team["routes"]}, {"/api": "route-0", "/": "route-1"}
         )

@@ -10,17 +10,17 @@ import struct
 import threading
 from typing import Any
 
-from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 from websockets.sync.server import ServerConnection, serve
 
-from tests.dataplane_support import GatewayUnderTest, dump, snapshot_of, tenant_objects
+from tests.eventually import eventually
 from tests.fronts import FrontMixin, both_fronts
+from tests.support import GatewayUnderTest
+from tests.support import serve as serve_gateway
 
 BIG = bytes(range(256)) * 4096  # 1 MiB: more than any socket buffer holds
 
@@ -55,10 +55,7 @@ class EchoServer:
 
 def echo_gateway(test: Any, tenant: dict[str, Any]) -> GatewayUnderTest:
     """A gateway serving C{tenant}, whose Service C{ws} is C{test.echo}."""
-    snapshot = snapshot_of(tenant_objects("team", dump(tenant), {"ws": [test.echo.port]}))
-    gateway = GatewayUnderTest(snapshot)
-    test.addCleanup(gateway.stop)
-    return gateway
+    return serve_gateway(test, tenant=tenant, services={"ws": [test.echo.port]})
 
 
 class WebSocketTests(FrontMixin, TestCase):
@@ -119,7 +116,7 @@ class WebSocketTests(FrontMixin, TestCase):
 
     @inlineCallbacks
     def test_plain_requests_are_not_upgraded(self) -> Any:
-        from tests.dataplane_support import raw_exchange
+        from tests.support import raw_exchange
 
         # Upgrade without "Connection: upgrade" is an ordinary request.
         request = (
@@ -139,11 +136,7 @@ class WebSocketTests(FrontMixin, TestCase):
         )
         self.assertEqual(gateway.requests_open, 1)
         yield deferToThread(ws.close)
-        for _ in range(100):
-            if gateway.requests_open == 0:
-                break
-            yield deferLater(reactor, 0.02, lambda: None)
-        self.assertEqual(gateway.requests_open, 0)
+        yield eventually(lambda: gateway.requests_open, "the tunnel no longer in flight", expect=0)
 
 
 class WebSocketSlotTests(FrontMixin, TestCase):
@@ -176,11 +169,9 @@ class WebSocketSlotTests(FrontMixin, TestCase):
         in_flight = self.gateway.gateway.in_flight
         for _ in range(4):
             self.assertEqual((yield deferToThread(self.talk_and_close)), "hi")
-            for _ in range(100):
-                if in_flight.current("team") == 0:
-                    break
-                yield deferLater(reactor, 0.02, lambda: None)
-            self.assertEqual(in_flight.current("team"), 0)
+            yield eventually(
+                lambda: in_flight.current("team"), "the tenant's slot released", expect=0
+            )
 
     @inlineCallbacks
     def test_client_abort_releases_the_slot(self) -> Any:
@@ -211,11 +202,9 @@ class WebSocketSlotTests(FrontMixin, TestCase):
 
         for _ in range(3):
             yield deferToThread(abort)
-            for _ in range(100):
-                if in_flight.current("team") == 0:
-                    break
-                yield deferLater(reactor, 0.02, lambda: None)
-            self.assertEqual(in_flight.current("team"), 0)
+            yield eventually(
+                lambda: in_flight.current("team"), "the tenant's slot released", expect=0
+            )
         self.assertEqual((yield deferToThread(self.talk_and_close)), "hi")
 
 

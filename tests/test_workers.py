@@ -20,8 +20,9 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
 from tenantgw.app.workers import worker_arguments
-from tests.dataplane_support import Upstream
+from tests.eventually import eventually
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory, tenant_source
+from tests.support import Upstream
 
 REQUESTS = 20
 
@@ -52,10 +53,13 @@ class WorkersTests(TestCase):
         self.addCleanup(gateway.stop)
         yield gateway.wait_ready()
         # Ready means one worker is; both must be listening before the test goes on.
-        deadline = time.monotonic() + 30
-        while gateway.log().count("GatewaySite starting on") < 2:
-            self.assertLess(time.monotonic(), deadline, gateway.log())
-            yield deferLater(reactor, 0.05, lambda: None)
+        yield eventually(
+            lambda: gateway.log().count("GatewaySite starting on"),
+            "both workers listening (log lines 'GatewaySite starting on')",
+            30,
+            expect=2,
+            interval=0.05,
+        )
 
         # A new connection per request, many at once, so that both workers accept.
         agent = Agent.usingEndpointFactory(
@@ -88,10 +92,9 @@ class WorkersTests(TestCase):
             yield deferLater(reactor, 0.5, lambda: None)
 
         os.kill(gateway.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        while gateway.process.poll() is None:
-            self.assertLess(time.monotonic(), deadline, gateway.log())
-            yield deferLater(reactor, 0.05, lambda: None)
+        yield eventually(
+            lambda: gateway.process.poll() is not None, "the gateway exited", 20, interval=0.05
+        )
 
         with open(access_log) as f:
             lines = [json.loads(line) for line in f]

@@ -14,7 +14,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, readBody
@@ -22,9 +22,10 @@ from twisted.web.http_headers import Headers
 from websockets.sync.client import unix_connect
 
 from tenantgw.tls.default import self_signed
-from tests.dataplane_support import Upstream, dump
+from tests.eventually import eventually
 from tests.fronts import FrontMixin
 from tests.process_support import GatewayProcess, _UNIXEndpointFactory
+from tests.support import Upstream, dump
 from tests.test_websocket import EchoServer
 
 CHANGES = 100
@@ -161,11 +162,11 @@ class ZeroDropReloadTests(FrontMixin, TestCase):
             for step in range(1, CHANGES + 1):
                 before = yield generation()
                 write(step)
-                deadline = time.monotonic() + 10
-                while (yield generation()) == before:
-                    if time.monotonic() > deadline:
-                        raise AssertionError(f"change {step} was not applied")
-                    yield deferLater(reactor, 0.02, lambda: None)
+                yield eventually(
+                    generation,
+                    f"change {step} applied",
+                    until=lambda now, before=before: now != before,
+                )
                 applied += 1
                 if step % 10 == 0:
                     echoes.append((yield deferToThread(talk, step)))
