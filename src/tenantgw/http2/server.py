@@ -58,6 +58,7 @@ from tenantgw.dataplane.transport import sni_name
 from tenantgw.http2.flow import next_chunk
 from tenantgw.http2.frames import MAX_HEADER_BLOCK_BYTES, FrameScanner
 from tenantgw.http2.hpack_out import StaticEncoder
+from tenantgw.http2.machine import ServerMachine
 from tenantgw.http2.request_head import (
     CONNECTION_SPECIFIC,
     Refusal,
@@ -116,49 +117,6 @@ ABORT_AFTER = 10.0
 _END = None  # end of the request body, in a stream's inbound queue
 
 _REFUSAL_BODY = {400: b"bad request\n", 501: b"not implemented\n"}
-
-
-class _Machine(h2.connection.H2Connection):
-    """
-    h2's connection, refusing a stream past the concurrency limit instead of
-    failing the whole connection.
-
-    h2 treats a HEADERS frame beyond SETTINGS_MAX_CONCURRENT_STREAMS as a
-    connection error (C{TooManyStreamsError}, GOAWAY).  RFC 9113 section
-    5.1.2 allows a stream error instead, which keeps every other stream of
-    the connection alive.  The header block is still decoded (the HPACK
-    state must follow every block), the stream is opened, then reset with
-    REFUSED_STREAM, and its events are dropped.  This leans on h2's
-    C{_receive_headers_frame}, pinned by the h2 version the project depends
-    on and by C{tests/test_http2_edge.py}.
-    """
-
-    _lifted = False
-
-    @property
-    def open_inbound_streams(self) -> int:
-        return 0 if self._lifted else self._open_streams(1)
-
-    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        stream_id = frame.stream_id
-        if stream_id in self.streams:
-            return super()._receive_headers_frame(frame)
-        if self._open_streams(1) < self.local_settings.max_concurrent_streams:
-            # Checked: h2's own count (another walk over every stream) is skipped.
-            self._lifted = True
-            try:
-                return super()._receive_headers_frame(frame)
-            finally:
-                self._lifted = False
-        self._lifted = True
-        try:
-            frames, events = super()._receive_headers_frame(frame)
-        finally:
-            self._lifted = False
-        stream = self.streams.get(stream_id)
-        if stream is not None and not stream.closed:
-            frames = frames + stream.reset_stream(ErrorCodes.REFUSED_STREAM)
-        return frames, [e for e in events if getattr(e, "stream_id", None) != stream_id]
 
 
 class ResetBudget:
@@ -412,7 +370,7 @@ class H2Stream:
         self._release_inbound()
         self._conn.ready(self)
 
-    def send_some(self, h2conn: h2.connection.H2Connection, budget: int) -> int:
+    def send_some(self, h2conn: ServerMachine, budget: int) -> int:
         """Sends what the windows allow, up to C{budget} bytes; returns bytes sent."""
         stream_id = self.streamID
         out = self._out
@@ -426,14 +384,14 @@ class H2Stream:
                 self._out_bytes -= size
                 sent += size
                 last = not out and self._end_queued and self._trailers is None
-                h2conn.send_data(stream_id, chunk, end_stream=last)
+                h2conn.send_chunk(stream_id, chunk, end_stream=last)
                 if last:
                     self._end_sent = True
             if not out and self._end_queued and not self._end_sent:
                 if self._trailers is not None:
-                    h2conn.send_headers(stream_id, self._trailers, end_stream=True)
+                    h2conn.send_response_headers(stream_id, self._trailers, end_stream=True)
                 else:
-                    h2conn.end_stream(stream_id)
+                    h2conn.send_chunk(stream_id, b"", end_stream=True)
                 self._end_sent = True
         except h2.exceptions.StreamClosedError:
             self.lost(Failure(ConnectionLost("stream closed")))
@@ -575,7 +533,7 @@ class H2ServerConnection(Protocol, TimeoutMixin):
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        machine = _Machine(config=config)
+        machine = ServerMachine(config=config)
         machine.encoder = StaticEncoder()  # type: ignore[assignment]
         machine.local_settings = Settings(
             client=False,
@@ -790,10 +748,10 @@ class H2ServerConnection(Protocol, TimeoutMixin):
                         self._dispatch(stream)
         finally:
             self._pump()
+            self._write_out()
             batch, self._batch = self._batch, None
             if batch:
-                self._transport_write(b"".join(batch))
-            self._write_out()
+                self._transport_write(batch)
         if self._closing:
             return
         if scanner.in_header_block:
@@ -900,24 +858,24 @@ class H2ServerConnection(Protocol, TimeoutMixin):
 
     # -- writing -----------------------------------------------------------------------
 
-    def _transport_write(self, data: bytes) -> None:
-        if data and self.transport is not None and not self._lost:
-            self.transport.write(data)
+    def _transport_write(self, parts: list[bytes]) -> None:
+        if parts and self.transport is not None and not self._lost:
+            self.transport.writeSequence(parts)
 
     def _write_out(self) -> None:
-        data = self._h2.data_to_send()
-        if data:
+        parts = self._h2.take_output()
+        if parts:
             batch = self._batch
             if batch is not None:
-                batch.append(data)
+                batch.extend(parts)
             else:
-                self._transport_write(data)
+                self._transport_write(parts)
 
     def send_headers(
         self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool = False
     ) -> None:
         try:
-            self._h2.send_headers(stream_id, headers, end_stream=end_stream)
+            self._h2.send_response_headers(stream_id, headers, end_stream=end_stream)
         except h2.exceptions.StreamClosedError:
             return
         if self._batch is None:
