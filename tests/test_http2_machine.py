@@ -356,3 +356,207 @@ class EncoderTests(SynchronousTestCase):
             ]
             self.assertEqual(decoder.decode(encoder.encode(block), raw=True), block)
         self.assertEqual(set(encoder._memo), {(b":status", b"200"), (b"x-custom", b"same")})
+
+
+class _Headers:
+    def __init__(self) -> None:
+        self.raw: list[tuple[bytes, bytes]] = []
+
+    def addRawHeader(self, name: bytes, value: bytes) -> None:
+        self.raw.append((name, value))
+
+
+class _Request:
+    """What the stream asks of a GatewayRequest: reads its body, answers at its end."""
+
+    startedWriting = False
+    finished = False
+    producer = None
+    request_trailers: Any = None
+
+    def __init__(self, channel: Any, queued: bool = False) -> None:
+        self.channel = channel
+        self.requestHeaders = _Headers()
+        self.body = bytearray()
+        self.length: int | None = None
+
+    def gotLength(self, length: int | None) -> None:
+        self.length = length
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self.body += data
+
+    def headersReceived(self, method: bytes, path: bytes, version: bytes) -> None:
+        pass
+
+    def requestReceived(self, method: bytes, path: bytes, version: bytes) -> None:
+        self.finished = True
+        self.channel.write_head(200, [(b"content-length", b"2")])
+        self.channel.write(b"ok")
+        self.channel.requestDone(self)
+
+    def connectionLost(self, reason: Any) -> None:
+        self.finished = True
+
+
+class _Site:
+    timeOut = 60
+    header_deadline = 0.0
+
+    def __init__(self) -> None:
+        self.requests: list[_Request] = []
+
+    def requestFactory(self, channel: Any, queued: bool = False) -> _Request:
+        request = _Request(channel)
+        self.requests.append(request)
+        return request
+
+
+class ServerConnection:
+    """An H2ServerConnection on a StringTransport, driven by an h2 client: bytes both ways."""
+
+    def __init__(self) -> None:
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+
+        from tenantgw.http2.server import H2ServerConnection
+
+        self.clock = Clock()
+        self.site = _Site()
+        self.server = H2ServerConnection(self.site, self.clock)  # type: ignore[arg-type]
+        self.transport = StringTransport()
+        self.server.makeConnection(self.transport)
+        self.client = h2.connection.H2Connection(config=_config(True))
+        self.client.initiate_connection()
+        self.events: list[Any] = []
+        self.exchange()
+
+    def exchange(self) -> None:
+        """Until neither side has anything more to say (the server's per-turn flushes run)."""
+        for _ in range(20):
+            data = self.client.data_to_send()
+            if data:
+                self.server.dataReceived(data)
+            self.clock.advance(0)
+            out = self.transport.value()
+            self.transport.clear()
+            if out:
+                self.events += self.client.receive_data(out)
+            if not data and not out:
+                return
+
+    def upload(self, stream_id: int, total: int, end: bool = True) -> int:
+        """Sends up to C{total} body bytes as the windows allow; returns how many went."""
+        sent = 0
+        while sent < total:
+            room = min(self.client.local_flow_control_window(stream_id), 16_384, total - sent)
+            if room <= 0:
+                break
+            self.client.send_data(stream_id, b"u" * room)
+            sent += room
+            self.exchange()
+        if end and sent == total:
+            self.client.end_stream(stream_id)
+            self.exchange()
+        return sent
+
+
+class WindowGrowthTests(SynchronousTestCase):
+    def post(self, conn: ServerConnection, stream_id: int) -> None:
+        conn.client.send_headers(stream_id, [*REQUEST[:3], (b":path", b"/up")])
+        conn.exchange()
+
+    def test_a_read_upload_grows_its_window_to_the_bound(self) -> None:
+        from tenantgw.http2 import server
+
+        conn = ServerConnection()
+        self.post(conn, 1)
+        self.assertEqual(conn.client.local_flow_control_window(1), server.STREAM_WINDOW)
+        total = 12 * 1024 * 1024
+        self.assertEqual(conn.upload(1, total, end=False), total)
+        stream = conn.server.streams[1]
+        self.assertEqual(stream.window, server.MAX_STREAM_WINDOW)
+        self.assertEqual(conn.server.growth_left, server.STREAM_GROWTH - stream.grown)
+        # Never more in flight than the grown window, however far it went.
+        self.assertLessEqual(conn.client.local_flow_control_window(1), server.MAX_STREAM_WINDOW)
+        conn.client.end_stream(1)
+        conn.exchange()
+        self.assertEqual(len(conn.site.requests[0].body), total)
+        self.assertNotIn(1, conn.server.streams)
+        self.assertEqual(conn.server.growth_left, server.STREAM_GROWTH)  # given back
+
+    def test_growth_is_bounded_per_connection(self) -> None:
+        from tenantgw.http2 import server
+
+        conn = ServerConnection()
+        streams = (1, 3, 5, 7)
+        for stream_id in streams:
+            self.post(conn, stream_id)
+        for _ in range(4):
+            for stream_id in streams:
+                conn.upload(stream_id, 4 * 1024 * 1024, end=False)
+        grown = sum(conn.server.streams[s].grown for s in streams)
+        self.assertEqual(grown, server.STREAM_GROWTH)
+        self.assertEqual(conn.server.growth_left, 0)
+        windows = sum(conn.client.local_flow_control_window(s) for s in streams)
+        self.assertLessEqual(windows, len(streams) * server.STREAM_WINDOW + server.STREAM_GROWTH)
+
+    def test_a_paused_request_holds_at_most_its_window(self) -> None:
+        from tenantgw.http2 import server
+
+        conn = ServerConnection()
+        self.post(conn, 1)
+        conn.upload(1, 3 * 1024 * 1024, end=False)
+        stream = conn.server.streams[1]
+        window = stream.window
+        self.assertGreater(window, server.STREAM_WINDOW)
+        stream.pauseProducing()
+        read = len(conn.site.requests[0].body)
+        held = conn.upload(1, 64 * 1024 * 1024, end=False)
+        self.assertLessEqual(held, window)
+        self.assertEqual(conn.client.local_flow_control_window(1), 0)
+        self.assertEqual(len(conn.site.requests[0].body), read)  # nothing fed while paused
+        stream.resumeProducing()
+        conn.exchange()
+        self.assertEqual(len(conn.site.requests[0].body), read + held)
+
+
+class RememberedHeadTests(SynchronousTestCase):
+    def test_repeated_heads_are_judged_once_and_refusals_still_hold(self) -> None:
+        from tenantgw.http2 import server
+
+        judged: list[int] = []
+        real = server.parse_request_head
+
+        def counting(fields: Any, underscores: str) -> Any:
+            judged.append(1)
+            return real(fields, underscores)
+
+        self.patch(server, "parse_request_head", counting)
+        conn = ServerConnection()
+        for stream_id in (1, 3, 5, 7, 9):
+            conn.client.send_headers(stream_id, REQUEST, end_stream=True)
+            conn.exchange()
+        answered = [e for e in conn.events if isinstance(e, h2.events.ResponseReceived)]
+        self.assertEqual(len(answered), 5)
+        # Judged: the first block (it fills the client's table), the second
+        # (all indexes, new to the decoder's memo), the third (the first
+        # the decoder remembers); the rest come from the memo.
+        self.assertEqual(len(judged), 3)
+        self.assertEqual(conn.site.requests[4].requestHeaders.raw[0], (b"host", b"a.example"))
+        # A malformed head repeated from the memo is refused every time, and
+        # every refusal spends the reset budget as before.
+        bad = [*REQUEST, (b"transfer-encoding", b"chunked")]
+        budget = conn.server._budget.tokens
+        for stream_id in (11, 13, 15, 17):
+            conn.client.send_headers(stream_id, bad, end_stream=True)
+            conn.exchange()
+        statuses = [
+            dict(e.headers)[b":status"]
+            for e in conn.events
+            if isinstance(e, h2.events.ResponseReceived) and e.stream_id >= 11
+        ]
+        self.assertEqual(statuses, [b"400"] * 4)
+        self.assertEqual(len(conn.site.requests), 5)  # none reached the gateway
+        self.assertAlmostEqual(conn.server._budget.tokens, budget - 4)
+        self.assertEqual(len(judged), 6)  # the fourth refusal came from the memo

@@ -111,6 +111,8 @@ class CachingDecoder(Decoder):
         self._memo: dict[bytes, list[Any]] = {}
         self._memo_limits = (self.max_header_list_size, self.max_allowed_table_size)
         self.hits = 0  # for tests
+        # The last block was remembered: its fields are the memo's objects.
+        self.last_hit = False
 
     def decode(self, data: bytes, raw: bool = False) -> Any:
         memo = self._memo
@@ -124,7 +126,9 @@ class CachingDecoder(Decoder):
             if found is not None:
                 self._assert_valid_table_size()
                 self.hits += 1
+                self.last_hit = True
                 return list(found)
+        self.last_hit = False
         table = self.header_table
         entries = table.dynamic_entries
         count = len(entries)
@@ -167,6 +171,7 @@ class ServerMachine(h2.connection.H2Connection):
         decoder = CachingDecoder(self.decoder.max_header_list_size)
         decoder.max_allowed_table_size = self.decoder.max_allowed_table_size
         self.decoder = decoder
+        self.request_decoder = decoder  # the same, typed
         # Frames sent before those still in h2's own buffer.
         self._parts: list[bytes] = []
 

@@ -96,7 +96,20 @@ RESET_RATE = 10.0
 # opened wide enough for every stream's window at once, so that paused
 # streams can never starve the others of connection-level credit.
 STREAM_WINDOW = 256 * 1024
-CONNECTION_WINDOW = MAX_CONCURRENT_STREAMS * STREAM_WINDOW
+# A stream whose body is being read has its window doubled each time it has
+# passed a whole window's worth to the upstream, up to MAX_STREAM_WINDOW: an
+# upload is then not held to 256 KiB per round trip, which on a busy host
+# (the client waiting for our WINDOW_UPDATE behind other work, the upstream
+# pausing us every 64 KiB it has not yet taken) halved its speed.  What
+# streams gain together is bounded per connection by STREAM_GROWTH, given
+# back when a stream ends: a connection's streams hold at most
+# MAX_CONCURRENT_STREAMS * STREAM_WINDOW + STREAM_GROWTH unread.
+MAX_STREAM_WINDOW = 4 * 1024 * 1024
+STREAM_GROWTH = 2 * MAX_STREAM_WINDOW
+# The connection window covers every stream's window at once, grown ones too.
+CONNECTION_WINDOW = MAX_CONCURRENT_STREAMS * STREAM_WINDOW + STREAM_GROWTH
+# RFC 9113 section 6.9.2: SETTINGS do not change the connection's initial window.
+_INITIAL_CONNECTION_WINDOW = 65_535
 
 # Flow control, outbound: unsent response bytes per stream above which its
 # producer (the upstream connection) is paused, and below which it resumes.
@@ -113,6 +126,9 @@ _QUANTUM = 64 * 1024
 LINGER_AFTER_GOAWAY = 2.0
 # After that, a client that does not read what we sent is cut after this long.
 ABORT_AFTER = 10.0
+
+# Request heads remembered per connection (see _request_received).
+_VERDICTS_MAX = 32
 
 _END = None  # end of the request body, in a stream's inbound queue
 
@@ -170,6 +186,11 @@ class H2Stream:
         self._inbound: deque[tuple[bytes, int] | None] = deque()
         self._paused = False
         self._dispatched = False
+        # Inbound window growth (MAX_STREAM_WINDOW): the window now, what it
+        # gained, and the body bytes read since it last grew.
+        self.window = STREAM_WINDOW
+        self.grown = 0
+        self._read_since_growth = 0
         # The response is complete (or was never ours to send): body bytes
         # still arriving are discarded and their credit returned.
         self._discarding = False
@@ -254,6 +275,13 @@ class H2Stream:
                 request.handleContentChunk(data)
         if consumed:
             self._conn.acknowledge(self.streamID, consumed)
+            self._read_since_growth += consumed
+            if (
+                self._read_since_growth >= self.window
+                and self.window < MAX_STREAM_WINDOW
+                and not self.remote_ended
+            ):
+                self._conn.grow_window(self)
 
     def _release_inbound(self) -> None:
         """Returns the credit of body bytes that will never be read."""
@@ -558,6 +586,8 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         self._abort_timer: IDelayedCall | None = None
         self._linger_timer: IDelayedCall | None = None
         self.requests_seen = 0
+        self.growth_left = STREAM_GROWTH
+        self._verdicts: dict[tuple[Any, ...], RequestHead | Refusal] = {}
         self.goaway_code: ErrorCodes | None = None
         # Set by drain(): the last stream this connection still serves.
         self.drain_last_stream: int | None = None
@@ -570,7 +600,7 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         self.host = transport.getHost()
         self.secure = ISSLTransport(transport, None) is not None
         self._h2.initiate_connection()
-        self._h2.increment_flow_control_window(CONNECTION_WINDOW - STREAM_WINDOW)
+        self._h2.increment_flow_control_window(CONNECTION_WINDOW - _INITIAL_CONNECTION_WINDOW)
         self._write_out()
         transport.registerProducer(self, True)
         gateway = getattr(self.site, "gateway", None)
@@ -788,7 +818,20 @@ class H2ServerConnection(Protocol, TimeoutMixin):
             return
         stream = H2Stream(self, event.stream_id)
         self.streams[event.stream_id] = stream
-        verdict = parse_request_head(event.headers or (), self.underscores)
+        fields = event.headers or ()
+        if self._h2.request_decoder.last_hit:
+            # A block seen before: the same fields, so the same verdict
+            # (parse_request_head is pure).  Remembered only then, so the
+            # memo holds fields the decoder's memo holds anyway.
+            key = tuple(fields)
+            verdict = self._verdicts.get(key)
+            if verdict is None:
+                verdict = parse_request_head(fields, self.underscores)
+                if len(self._verdicts) >= _VERDICTS_MAX:
+                    self._verdicts.clear()
+                self._verdicts[key] = verdict
+        else:
+            verdict = parse_request_head(fields, self.underscores)
         if isinstance(verdict, Refusal):
             if not self._budget.spend():
                 self.go_away(ErrorCodes.ENHANCE_YOUR_CALM, "too many refused streams")
@@ -947,7 +990,25 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         if self._batch is None:
             self._write_out()
 
+    def grow_window(self, stream: H2Stream) -> None:
+        """Doubles C{stream}'s receive window, within what the connection has left to give."""
+        grow = min(stream.window, MAX_STREAM_WINDOW - stream.window, self.growth_left)
+        if grow <= 0 or self._closing:
+            return
+        try:
+            self._h2.increment_flow_control_window(grow, stream.streamID)
+        except (KeyError, h2.exceptions.ProtocolError):
+            return  # h2 no longer has the stream open
+        self.growth_left -= grow
+        stream.grown += grow
+        stream.window += grow
+        stream._read_since_growth = 0
+        if self._batch is None:
+            self._flush_soon()
+
     def forget(self, stream: H2Stream) -> None:
+        self.growth_left += stream.grown
+        stream.grown = 0
         self.streams.pop(stream.streamID, None)
         self._ready.pop(stream.streamID, None)
         if self.drain_last_stream is not None and not self.streams:
