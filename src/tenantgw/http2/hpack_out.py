@@ -57,14 +57,35 @@ def encode_field(name: bytes, value: bytes) -> bytes:
     index = _FULL.get((name, value))
     if index is not None:
         return _integer(index, 7, 0x80)  # indexed field (section 6.1)
-    index = _NAMES.get(name)
-    if index is not None:
-        return _integer(index, 4, 0x00) + _string(value)  # literal, indexed name
-    return b"\x00" + _string(name) + _string(value)  # literal, new name
+    return name_prefix(name) + _string(value)
+
+
+_PREFIXES: dict[bytes, bytes] = {}
+
+
+def name_prefix(name: bytes) -> bytes:
+    """
+    What precedes the value of a literal without indexing: an index into the
+    static table for the name (section 6.2.2, 4-bit prefix), or the name
+    itself as a literal.  Remembered per name (names are few and recur).
+    """
+    prefix = _PREFIXES.get(name)
+    if prefix is None:
+        index = _NAMES.get(name)
+        if index is not None:
+            prefix = _integer(index, 4, 0x00)  # literal, indexed name
+        else:
+            prefix = b"\x00" + _string(name)  # literal, new name
+        if len(_PREFIXES) < _MEMO_MAX:
+            _PREFIXES[name] = prefix
+    return prefix
 
 
 class StaticEncoder:
-    """Drop-in for C{hpack.Encoder} where C{h2} uses it (C{encode}, C{header_table_size})."""
+    """
+    Encodes our header blocks; C{encode} and C{header_table_size} are what
+    C{h2} asks of C{hpack.Encoder}, for the frames it still builds itself.
+    """
 
     def __init__(self) -> None:
         self._memo: dict[tuple[bytes, bytes], bytes] = {}
@@ -80,18 +101,22 @@ class StaticEncoder:
             self._first = False
             parts.append(b"\x20")  # dynamic table size update: 0
         for field in headers:
-            name, value = field[0], field[1]
-            if isinstance(name, str):  # h2 passes bytes here, but be exact
-                name = name.encode("utf-8")
-            if isinstance(value, str):
-                value = value.encode("utf-8")
-            key = (name, value)
-            encoded = memo.get(key)
+            encoded = memo.get(field)
             if encoded is None:
+                name, value = field[0], field[1]
+                if isinstance(name, str):  # h2 passes bytes here, but be exact
+                    name = name.encode("utf-8")
+                if isinstance(value, str):
+                    value = value.encode("utf-8")
+                if name in _UNIQUE:
+                    # Never remembered; the value is short (an id, a date, a length).
+                    size = len(value)
+                    head = bytes((size,)) if size < 127 else _integer(size, 7, 0)
+                    parts.append(name_prefix(name) + head + value)
+                    continue
                 encoded = encode_field(name, value)
-                if name not in _UNIQUE:
-                    if len(memo) >= _MEMO_MAX:
-                        memo.clear()
-                    memo[key] = encoded
+                if len(memo) >= _MEMO_MAX:
+                    memo.clear()
+                memo[(name, value)] = encoded
             parts.append(encoded)
         return b"".join(parts)

@@ -58,6 +58,7 @@ from tenantgw.dataplane.transport import sni_name
 from tenantgw.http2.flow import next_chunk
 from tenantgw.http2.frames import MAX_HEADER_BLOCK_BYTES, FrameScanner
 from tenantgw.http2.hpack_out import StaticEncoder
+from tenantgw.http2.machine import ServerMachine
 from tenantgw.http2.request_head import (
     CONNECTION_SPECIFIC,
     Refusal,
@@ -95,7 +96,20 @@ RESET_RATE = 10.0
 # opened wide enough for every stream's window at once, so that paused
 # streams can never starve the others of connection-level credit.
 STREAM_WINDOW = 256 * 1024
-CONNECTION_WINDOW = MAX_CONCURRENT_STREAMS * STREAM_WINDOW
+# A stream whose body is being read has its window doubled each time it has
+# passed a whole window's worth to the upstream, up to MAX_STREAM_WINDOW: an
+# upload is then not held to 256 KiB per round trip, which on a busy host
+# (the client waiting for our WINDOW_UPDATE behind other work, the upstream
+# pausing us every 64 KiB it has not yet taken) halved its speed.  What
+# streams gain together is bounded per connection by STREAM_GROWTH, given
+# back when a stream ends: a connection's streams hold at most
+# MAX_CONCURRENT_STREAMS * STREAM_WINDOW + STREAM_GROWTH unread.
+MAX_STREAM_WINDOW = 4 * 1024 * 1024
+STREAM_GROWTH = 2 * MAX_STREAM_WINDOW
+# The connection window covers every stream's window at once, grown ones too.
+CONNECTION_WINDOW = MAX_CONCURRENT_STREAMS * STREAM_WINDOW + STREAM_GROWTH
+# RFC 9113 section 6.9.2: SETTINGS do not change the connection's initial window.
+_INITIAL_CONNECTION_WINDOW = 65_535
 
 # Flow control, outbound: unsent response bytes per stream above which its
 # producer (the upstream connection) is paused, and below which it resumes.
@@ -113,52 +127,12 @@ LINGER_AFTER_GOAWAY = 2.0
 # After that, a client that does not read what we sent is cut after this long.
 ABORT_AFTER = 10.0
 
+# Request heads remembered per connection (see _request_received).
+_VERDICTS_MAX = 32
+
 _END = None  # end of the request body, in a stream's inbound queue
 
 _REFUSAL_BODY = {400: b"bad request\n", 501: b"not implemented\n"}
-
-
-class _Machine(h2.connection.H2Connection):
-    """
-    h2's connection, refusing a stream past the concurrency limit instead of
-    failing the whole connection.
-
-    h2 treats a HEADERS frame beyond SETTINGS_MAX_CONCURRENT_STREAMS as a
-    connection error (C{TooManyStreamsError}, GOAWAY).  RFC 9113 section
-    5.1.2 allows a stream error instead, which keeps every other stream of
-    the connection alive.  The header block is still decoded (the HPACK
-    state must follow every block), the stream is opened, then reset with
-    REFUSED_STREAM, and its events are dropped.  This leans on h2's
-    C{_receive_headers_frame}, pinned by the h2 version the project depends
-    on and by C{tests/test_http2_edge.py}.
-    """
-
-    _lifted = False
-
-    @property
-    def open_inbound_streams(self) -> int:
-        return 0 if self._lifted else self._open_streams(1)
-
-    def _receive_headers_frame(self, frame: Any) -> tuple[list[Any], list[Any]]:
-        stream_id = frame.stream_id
-        if stream_id in self.streams:
-            return super()._receive_headers_frame(frame)
-        if self._open_streams(1) < self.local_settings.max_concurrent_streams:
-            # Checked: h2's own count (another walk over every stream) is skipped.
-            self._lifted = True
-            try:
-                return super()._receive_headers_frame(frame)
-            finally:
-                self._lifted = False
-        self._lifted = True
-        try:
-            frames, events = super()._receive_headers_frame(frame)
-        finally:
-            self._lifted = False
-        stream = self.streams.get(stream_id)
-        if stream is not None and not stream.closed:
-            frames = frames + stream.reset_stream(ErrorCodes.REFUSED_STREAM)
-        return frames, [e for e in events if getattr(e, "stream_id", None) != stream_id]
 
 
 class ResetBudget:
@@ -212,6 +186,11 @@ class H2Stream:
         self._inbound: deque[tuple[bytes, int] | None] = deque()
         self._paused = False
         self._dispatched = False
+        # Inbound window growth (MAX_STREAM_WINDOW): the window now, what it
+        # gained, and the body bytes read since it last grew.
+        self.window = STREAM_WINDOW
+        self.grown = 0
+        self._read_since_growth = 0
         # The response is complete (or was never ours to send): body bytes
         # still arriving are discarded and their credit returned.
         self._discarding = False
@@ -296,6 +275,13 @@ class H2Stream:
                 request.handleContentChunk(data)
         if consumed:
             self._conn.acknowledge(self.streamID, consumed)
+            self._read_since_growth += consumed
+            if (
+                self._read_since_growth >= self.window
+                and self.window < MAX_STREAM_WINDOW
+                and not self.remote_ended
+            ):
+                self._conn.grow_window(self)
 
     def _release_inbound(self) -> None:
         """Returns the credit of body bytes that will never be read."""
@@ -412,7 +398,7 @@ class H2Stream:
         self._release_inbound()
         self._conn.ready(self)
 
-    def send_some(self, h2conn: h2.connection.H2Connection, budget: int) -> int:
+    def send_some(self, h2conn: ServerMachine, budget: int) -> int:
         """Sends what the windows allow, up to C{budget} bytes; returns bytes sent."""
         stream_id = self.streamID
         out = self._out
@@ -426,14 +412,14 @@ class H2Stream:
                 self._out_bytes -= size
                 sent += size
                 last = not out and self._end_queued and self._trailers is None
-                h2conn.send_data(stream_id, chunk, end_stream=last)
+                h2conn.send_chunk(stream_id, chunk, end_stream=last)
                 if last:
                     self._end_sent = True
             if not out and self._end_queued and not self._end_sent:
                 if self._trailers is not None:
-                    h2conn.send_headers(stream_id, self._trailers, end_stream=True)
+                    h2conn.send_response_headers(stream_id, self._trailers, end_stream=True)
                 else:
-                    h2conn.end_stream(stream_id)
+                    h2conn.send_chunk(stream_id, b"", end_stream=True)
                 self._end_sent = True
         except h2.exceptions.StreamClosedError:
             self.lost(Failure(ConnectionLost("stream closed")))
@@ -575,7 +561,7 @@ class H2ServerConnection(Protocol, TimeoutMixin):
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        machine = _Machine(config=config)
+        machine = ServerMachine(config=config)
         machine.encoder = StaticEncoder()  # type: ignore[assignment]
         machine.local_settings = Settings(
             client=False,
@@ -600,6 +586,8 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         self._abort_timer: IDelayedCall | None = None
         self._linger_timer: IDelayedCall | None = None
         self.requests_seen = 0
+        self.growth_left = STREAM_GROWTH
+        self._verdicts: dict[tuple[Any, ...], RequestHead | Refusal] = {}
         self.goaway_code: ErrorCodes | None = None
         # Set by drain(): the last stream this connection still serves.
         self.drain_last_stream: int | None = None
@@ -612,7 +600,7 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         self.host = transport.getHost()
         self.secure = ISSLTransport(transport, None) is not None
         self._h2.initiate_connection()
-        self._h2.increment_flow_control_window(CONNECTION_WINDOW - STREAM_WINDOW)
+        self._h2.increment_flow_control_window(CONNECTION_WINDOW - _INITIAL_CONNECTION_WINDOW)
         self._write_out()
         transport.registerProducer(self, True)
         gateway = getattr(self.site, "gateway", None)
@@ -790,10 +778,10 @@ class H2ServerConnection(Protocol, TimeoutMixin):
                         self._dispatch(stream)
         finally:
             self._pump()
+            self._write_out()
             batch, self._batch = self._batch, None
             if batch:
-                self._transport_write(b"".join(batch))
-            self._write_out()
+                self._transport_write(batch)
         if self._closing:
             return
         if scanner.in_header_block:
@@ -830,7 +818,20 @@ class H2ServerConnection(Protocol, TimeoutMixin):
             return
         stream = H2Stream(self, event.stream_id)
         self.streams[event.stream_id] = stream
-        verdict = parse_request_head(event.headers or (), self.underscores)
+        fields = event.headers or ()
+        if self._h2.request_decoder.last_hit:
+            # A block seen before: the same fields, so the same verdict
+            # (parse_request_head is pure).  Remembered only then, so the
+            # memo holds fields the decoder's memo holds anyway.
+            key = tuple(fields)
+            verdict = self._verdicts.get(key)
+            if verdict is None:
+                verdict = parse_request_head(fields, self.underscores)
+                if len(self._verdicts) >= _VERDICTS_MAX:
+                    self._verdicts.clear()
+                self._verdicts[key] = verdict
+        else:
+            verdict = parse_request_head(fields, self.underscores)
         if isinstance(verdict, Refusal):
             if not self._budget.spend():
                 self.go_away(ErrorCodes.ENHANCE_YOUR_CALM, "too many refused streams")
@@ -900,24 +901,24 @@ class H2ServerConnection(Protocol, TimeoutMixin):
 
     # -- writing -----------------------------------------------------------------------
 
-    def _transport_write(self, data: bytes) -> None:
-        if data and self.transport is not None and not self._lost:
-            self.transport.write(data)
+    def _transport_write(self, parts: list[bytes]) -> None:
+        if parts and self.transport is not None and not self._lost:
+            self.transport.writeSequence(parts)
 
     def _write_out(self) -> None:
-        data = self._h2.data_to_send()
-        if data:
+        parts = self._h2.take_output()
+        if parts:
             batch = self._batch
             if batch is not None:
-                batch.append(data)
+                batch.extend(parts)
             else:
-                self._transport_write(data)
+                self._transport_write(parts)
 
     def send_headers(
         self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool = False
     ) -> None:
         try:
-            self._h2.send_headers(stream_id, headers, end_stream=end_stream)
+            self._h2.send_response_headers(stream_id, headers, end_stream=end_stream)
         except h2.exceptions.StreamClosedError:
             return
         if self._batch is None:
@@ -989,7 +990,25 @@ class H2ServerConnection(Protocol, TimeoutMixin):
         if self._batch is None:
             self._write_out()
 
+    def grow_window(self, stream: H2Stream) -> None:
+        """Doubles C{stream}'s receive window, within what the connection has left to give."""
+        grow = min(stream.window, MAX_STREAM_WINDOW - stream.window, self.growth_left)
+        if grow <= 0 or self._closing:
+            return
+        try:
+            self._h2.increment_flow_control_window(grow, stream.streamID)
+        except (KeyError, h2.exceptions.ProtocolError):
+            return  # h2 no longer has the stream open
+        self.growth_left -= grow
+        stream.grown += grow
+        stream.window += grow
+        stream._read_since_growth = 0
+        if self._batch is None:
+            self._flush_soon()
+
     def forget(self, stream: H2Stream) -> None:
+        self.growth_left += stream.grown
+        stream.grown = 0
         self.streams.pop(stream.streamID, None)
         self._ready.pop(stream.streamID, None)
         if self.drain_last_stream is not None and not self.streams:
