@@ -60,6 +60,7 @@ class _FakeRequest:
 def _outcome(**fields: Any) -> Outcome:
     request: Any = _FakeRequest(**fields)
     request.context = RequestContext(request, gateway=None)  # type: ignore[arg-type]
+    request.context.host_field = b"t.example:8080"  # as the hosts stage found it
     return outcome_of(request, 0.5)
 
 

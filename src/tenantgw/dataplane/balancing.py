@@ -166,6 +166,7 @@ class BackendPicker:
         self.policy = policy
         self.strategy = strategy = policy_named(policy)
         self.reads_load = strategy.reads_load
+        self.round_robin = type(strategy) is RoundRobin
         self.load = load
         self.rng = rng or random.Random()
         # Health: C{unavailable} is empty while every endpoint is healthy,
@@ -223,6 +224,10 @@ class BackendPicker:
             if fallback is None:
                 return None
             index, backend, endpoints = fallback
+        if self.round_robin:  # the default policy, inlined: no call for most routes
+            cursor = self.cursors[index]
+            self.cursors[index] = cursor + 1
+            return backend, endpoints[cursor % len(endpoints)]
         return backend, self.strategy.choose(self, index, backend, endpoints)
 
     @staticmethod

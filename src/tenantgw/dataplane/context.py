@@ -104,6 +104,8 @@ class RequestContext:
     request: GatewayRequest
     gateway: Gateway
     host: str = ""
+    # The Host field as received (b"" when none), for the access log.
+    host_field: bytes = b""
     tenant: TenantHandler | None = None
     route: RouteHandler | None = None
     # The normalized path that is forwarded, and the query ("" or "?...").
@@ -167,12 +169,16 @@ def outcome_of(request: GatewayRequest, duration: float) -> Outcome:
             reason = _UPSTREAM_REASONS.get(error, UPSTREAM_ERROR)
         elif code == 408:
             reason = BODY_TIMEOUT
-    host = request.requestHeaders.getRawHeaders(b"host")
+    if context is not None:
+        host = context.host_field
+    else:
+        fields = request.requestHeaders.getRawHeaders(b"host")
+        host = fields[0] if fields else b""
     answered = request.upstream_answered_at
     outcome = Outcome(
         tenant=request.tenant_namespace,
         route=request.route_name,
-        host=host[0] if host else b"",
+        host=host,
         method=request.method,
         path=request.path,
         status=code,

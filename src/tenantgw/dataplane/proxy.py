@@ -223,12 +223,13 @@ class Exchange:
         self,
         context: RequestContext,
         forward: Forward,
-        done: Callable[[int], None],
+        done: Callable[[RequestContext], None],
     ) -> None:
         """
         C{context} names the request, its route and the endpoint picked;
         C{forward} is what the forwarding stage decided the upstream gets;
-        C{done} is told the status once, when the exchange ends.
+        C{done} is given the context once, when the exchange ends (admission's
+        release of what the request held).
         """
         request = context.request
         route = context.route
@@ -663,4 +664,4 @@ class Exchange:
         if deadline is not None:
             self.deadline = None
             self.deadlines.discard(deadline, self._expire)
-        self.done(status)
+        self.done(self.context)

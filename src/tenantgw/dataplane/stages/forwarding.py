@@ -53,7 +53,9 @@ def forward(context: RequestContext) -> None:
         refuse(context, reasons.NO_ENDPOINT, 503, _RETRY_SOON)
         admission.release(context)
         return
-    extra = sticky_cookie + extra + context.request.cors_headers
+    cors = context.request.cors_headers
+    if sticky_cookie or cors:
+        extra = sticky_cookie + extra + cors
     start_exchange(context, route, edit_request(context, route, extra, cache_fill))
 
 
@@ -229,4 +231,4 @@ def mirror(context: RequestContext, route: RouteHandler, forward: Forward) -> No
 def start_exchange(context: RequestContext, route: RouteHandler, forward: Forward) -> None:
     if route.mirrors:
         mirror(context, route, forward)
-    Exchange(context, forward, lambda status: admission.release(context)).start()
+    Exchange(context, forward, admission.release).start()

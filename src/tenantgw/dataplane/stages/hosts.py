@@ -42,6 +42,11 @@ _NEVER_NOMINATED = frozenset({b"host"})
 
 
 def host_of(request: GatewayRequest) -> str | None:
+    """L{host_and_field}'s host name."""
+    return host_and_field(request)[0]
+
+
+def host_and_field(request: GatewayRequest) -> tuple[str | None, bytes]:
     """
     The lower-cased host name the request is for, without port or trailing
     dot; L{None} when it is not a well-formed name (which is a 400: no
@@ -51,7 +56,8 @@ def host_of(request: GatewayRequest) -> str | None:
     itself.  A Host field that names another host is refused rather than
     overridden: routing by one name and forwarding the other is how a
     request chosen by one tenant's rules reaches another tenant's backend.
-    The target's authority becomes the one Host that is forwarded.
+    The target's authority becomes the one Host that is forwarded.  The
+    Host field as it is now (b"" when none) comes along, for the access log.
     """
     target = request.path
     hosts = request.requestHeaders.getRawHeaders(b"host")
@@ -62,12 +68,12 @@ def host_of(request: GatewayRequest) -> str | None:
         request.path = b"/" if slash < 0 else rest[slash:]
         host = normalize_host(raw)
         if host is None or (hosts and normalize_host(hosts[0]) != host):
-            return None
+            return None, hosts[0] if hosts else b""
         request.requestHeaders.setRawHeaders(b"host", [raw])
-        return host
+        return host, raw
     if not hosts:
-        return None
-    return normalize_host(hosts[0])
+        return None, b""
+    return normalize_host(hosts[0]), hosts[0]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -124,7 +130,7 @@ def arrive(gateway: Gateway, request: GatewayRequest) -> None:
         status, extra_headers = refused_method
         refuse(context, reasons.METHOD, status, extra_headers, close=True)
         return
-    host = host_of(request)
+    host, context.host_field = host_and_field(request)
     if host is None:
         refuse(context, reasons.NO_HOST, 400, close=True)
         return
