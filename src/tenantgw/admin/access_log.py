@@ -23,6 +23,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import FileLogObserver, LogLevel
 
+from tenantgw.dataplane.context import Outcome, outcome_of
+
 if TYPE_CHECKING:
     from tenantgw.dataplane.request import GatewayRequest
 
@@ -105,6 +107,10 @@ class AccessLog:
         self._batch.drain()
 
     def request_finished(self, request: GatewayRequest, now: float, duration: float) -> None:
+        """The site's report of a request's end: one line from its L{Outcome}."""
+        self.record(outcome_of(request, duration), now)
+
+    def record(self, outcome: Outcome, now: float) -> None:
         second = int(now)
         if second != self._second:
             self._second = second
@@ -121,7 +127,7 @@ class AccessLog:
                 "log_time": now,
                 "log_format": None,
                 "access_line": line_of(
-                    request, self._second_text, int((now - second) * 1000), duration, self._pid
+                    outcome, self._second_text, int((now - second) * 1000), self._pid
                 ),
             }
         )
@@ -136,22 +142,20 @@ def host_without_port(host: bytes) -> bytes:
     return name if colon and port.isdigit() else host
 
 
-def line_of(
-    request: GatewayRequest, second: str, millisecond: int, duration: float, pid: int
-) -> str:
+def line_of(outcome: Outcome, second: str, millisecond: int, pid: int) -> str:
     """
     The JSON line, formatted by hand: C{json.dumps} of a dict costs several
     times more, and this runs for every request.  Every string that can carry
     client data goes through the JSON string encoder; the fields that repeat
     from request to request (tenant, host, route, method; upstream, client)
-    are encoded once and reused.
+    are encoded once and reused.  C{reason} is from a fixed vocabulary
+    (L{tenantgw.dataplane.context.REASONS}), never from the request.
     """
-    host = request.requestHeaders.getRawHeaders(b"host")
     where = (
-        request.tenant_namespace,
-        host_without_port(host[0]) if host else b"",
-        request.route_name,
-        request.method,
+        outcome.tenant,
+        host_without_port(outcome.host),
+        outcome.route,
+        outcome.method,
     )
     middle = _WHERE.get(where)
     if middle is None:
@@ -161,7 +165,7 @@ def line_of(
             f'"tenant":{_string(where[0])},"host":{_string(where[1].decode("latin-1"))},'
             f'"route":{_string(where[2])},"method":{_string(where[3].decode("latin-1"))}',
         )
-    peers = (request.upstream, request.client_address)
+    peers = (outcome.endpoint, outcome.client)
     tail = _PEERS.get(peers)
     if tail is None:
         tail = _remember(
@@ -170,12 +174,13 @@ def line_of(
     return _LINE % (
         second,
         millisecond,
-        _string(request.request_id.decode("latin-1")),
+        _string(outcome.request_id.decode("latin-1")),
         middle,
-        _string(request.path.decode("latin-1")),
-        request.code,
-        request.sentLength,
-        duration * 1000,
+        _string(outcome.path.decode("latin-1")),
+        outcome.status,
+        outcome.reason,
+        outcome.bytes_sent,
+        outcome.duration * 1000,
         tail,
         pid,
     )
@@ -197,5 +202,5 @@ def _remember(cache: dict[Any, str], key: Any, fragment: str) -> str:
 _string = json.encoder.encode_basestring_ascii
 _LINE = (
     '{"time":"%s.%03dZ","request_id":%s,%s,'
-    '"path":%s,"status":%d,"bytes":%d,"duration_ms":%.3f,%s,"pid":%d}\n'
+    '"path":%s,"status":%d,"reason":"%s","bytes":%d,"duration_ms":%.3f,%s,"pid":%d}\n'
 )

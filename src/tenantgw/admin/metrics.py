@@ -39,6 +39,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from tenantgw.admin.traffic import Totals, TrafficWindow
+from tenantgw.dataplane.context import Outcome, outcome_of
 from tenantgw.plans.snapshot import (
     EMPTY_SNAPSHOT,
     STATE_HOST_CONFLICT,
@@ -382,6 +383,18 @@ class Metrics:
             ["tenant", "route", "kind"],
             registry=registry,
         )
+        # Why the gateway refused or failed a request (tenantgw.dataplane.context.REASONS):
+        # a fixed vocabulary, so tenants x ~20 children at most.
+        self.requests_refused = Counter(
+            "tenantgw_requests_refused",
+            "Requests the gateway refused or could not serve, by reason (the access log's"
+            " reason field): no_host, unknown_host, no_route, forbidden, unauthorized,"
+            " body_too_large, concurrency, quota, upstream_timeout, upstream_error,"
+            " client_gone, ...",
+            ["tenant", "reason"],
+            registry=registry,
+        )
+        self._refused_children: dict[tuple[str, str], Any] = {}
         self.quota_rejections = Counter(
             "tenantgw_quota_rejections",
             "Requests refused by a quota: kind rate (429), body_size (413) or concurrency"
@@ -514,46 +527,56 @@ class Metrics:
             counts.pop(namespace, None)
 
     def request_finished(self, request: GatewayRequest, now: float, duration: float) -> None:
-        tenant = request.tenant_namespace
-        route = request.route_name
-        code = request.code
-        method = request.method
+        """The site's report of a request's end: counted from its L{Outcome}."""
+        self.record(outcome_of(request, duration), now)
+
+    def record(self, outcome: Outcome, now: float) -> None:
+        tenant = outcome.tenant
+        route = outcome.route
+        code = outcome.status
+        method = outcome.method
         if method not in METHODS:
             method = b"other"  # the cache key too must not grow with what clients send
-        self.request_stats.record(tenant, route, method, code, duration)
+        self.request_stats.record(tenant, route, method, code, outcome.duration)
         if tenant:
             if tenant in self.open_by_tenant:
                 self._leave(tenant)
-            answered = request.upstream_answered_at
             self.request_stats.record_exchange(
                 tenant,
                 route,
-                answered - request.started if answered else None,
-                request.body_received,
-                request.sentLength,
+                outcome.upstream_latency,
+                outcome.body_received,
+                outcome.bytes_sent,
             )
-        error = request.upstream_error
+        error = outcome.upstream_error
         if error:
             self.upstream_error(tenant, route, error)
         if code >= 500 and tenant:
-            self._remember_error(request, now)
+            self._remember_error(outcome, now)
+        reason = outcome.reason
+        if reason:
+            key = (tenant, reason)
+            child = self._refused_children.get(key)
+            if child is None:
+                child = self._refused_children[key] = self.requests_refused.labels(*key)
+            child.inc()
         rejected = QUOTA_REJECTIONS.get(code)
-        if rejected is not None and tenant and request.quota_limit:
+        if rejected is not None and tenant and outcome.quota_limit:
             # Only the gateway's own refusals (an upstream's 503 is not a quota's).
-            self.quota_rejections.labels(tenant, rejected, request.quota_limit).inc()
+            self.quota_rejections.labels(tenant, rejected, outcome.quota_limit).inc()
 
-    def _remember_error(self, request: GatewayRequest, now: float) -> None:
-        errors = self._errors.get(request.tenant_namespace)
+    def _remember_error(self, outcome: Outcome, now: float) -> None:
+        errors = self._errors.get(outcome.tenant)
         if errors is None:
-            errors = self._errors[request.tenant_namespace] = deque(maxlen=RECENT_ERRORS)
+            errors = self._errors[outcome.tenant] = deque(maxlen=RECENT_ERRORS)
         errors.append(
             {
                 "time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds"),
-                "route": request.route_name,
-                "status": request.code,
-                "upstream": request.upstream,
-                "reason": request.upstream_error or None,
-                "requestId": request.request_id.decode("ascii", "replace"),
+                "route": outcome.route,
+                "status": outcome.status,
+                "upstream": outcome.endpoint,
+                "reason": outcome.upstream_error or None,
+                "requestId": outcome.request_id.decode("ascii", "replace"),
             }
         )
 

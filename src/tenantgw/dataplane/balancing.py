@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 from tenantgw.plans.routes import BackendPlan, Endpoint
-from tenantgw.values import LB_COOKIE, LB_LEAST_REQUEST
+from tenantgw.values import LB_COOKIE, LB_LEAST_REQUEST, LB_ROUND_ROBIN
 
 AFFINITY_COOKIE = b"tgw-affinity"
 
@@ -53,6 +54,80 @@ class EndpointLoad:
             self.counts[key] = count
         else:
             self.counts.pop(key, None)
+
+
+class EndpointPolicy(Protocol):
+    """
+    How a route chooses among one backend's eligible endpoints.  C{sticky}:
+    a client's affinity cookie is honoured (and set) before the choice;
+    C{reads_load}: the choice reads requests in flight, so exchanges must
+    keep L{EndpointLoad} counts for it (others spare that cost).
+    """
+
+    sticky: bool
+    reads_load: bool
+
+    def choose(
+        self, picker: BackendPicker, index: int, backend: BackendPlan, endpoints: Sequence[Endpoint]
+    ) -> Endpoint: ...
+
+
+class RoundRobin:
+    """Each endpoint in turn, one cursor per backend."""
+
+    sticky = False
+    reads_load = False
+
+    def choose(
+        self, picker: BackendPicker, index: int, backend: BackendPlan, endpoints: Sequence[Endpoint]
+    ) -> Endpoint:
+        cursor = picker.cursors[index]
+        picker.cursors[index] = cursor + 1
+        return endpoints[cursor % len(endpoints)]
+
+
+class LeastRequest:
+    """The power of two choices: the less loaded of two endpoints drawn at random."""
+
+    sticky = False
+    reads_load = True
+
+    def choose(
+        self, picker: BackendPicker, index: int, backend: BackendPlan, endpoints: Sequence[Endpoint]
+    ) -> Endpoint:
+        if len(endpoints) < 2:
+            return endpoints[0]
+        first, second = picker.rng.sample(endpoints, 2)
+        counts = picker.load.counts
+        if counts.get(endpoint_key(backend, first), 0) <= counts.get(
+            endpoint_key(backend, second), 0
+        ):
+            return first
+        return second
+
+
+class Cookie(RoundRobin):
+    """Sticky sessions: the endpoint the cookie names while it is ready, else round robin."""
+
+    sticky = True
+
+
+# The policies a route may name (RoutePlan.balancing), by name.
+POLICIES: dict[str, EndpointPolicy] = {
+    LB_ROUND_ROBIN: RoundRobin(),
+    LB_LEAST_REQUEST: LeastRequest(),
+    LB_COOKIE: Cookie(),
+}
+
+
+def policy_named(name: str) -> EndpointPolicy:
+    """The registered policy; a clear error naming the field for any other name."""
+    policy = POLICIES.get(name)
+    if policy is None:
+        raise ValueError(
+            f"balancing: unknown load-balancing policy {name!r} (known: {', '.join(POLICIES)})"
+        )
+    return policy
 
 
 class _SmoothWeightedChoice:
@@ -89,13 +164,16 @@ class BackendPicker:
         self.choice = _SmoothWeightedChoice([b.weight for b in usable]) if len(usable) > 1 else None
         self.cursors = [0] * len(usable)
         self.policy = policy
+        self.strategy = strategy = policy_named(policy)
+        self.reads_load = strategy.reads_load
+        self.round_robin = type(strategy) is RoundRobin
         self.load = load
         self.rng = rng or random.Random()
         # Health: C{unavailable} is empty while every endpoint is healthy,
         # which keeps the common case free of any filtering.
         self.available = available
         self.unavailable = unavailable if unavailable is not None else set()
-        self.sticky = policy == LB_COOKIE
+        self.sticky = strategy.sticky
         self.by_token: dict[bytes, tuple[BackendPlan, Endpoint]] = {}
         if self.sticky:
             for backend in usable:
@@ -146,20 +224,11 @@ class BackendPicker:
             if fallback is None:
                 return None
             index, backend, endpoints = fallback
-        if self.policy == LB_LEAST_REQUEST and len(endpoints) > 1:
-            first, second = self.rng.sample(endpoints, 2)
-            counts = self.load.counts
-            endpoint = (
-                first
-                if counts.get(endpoint_key(backend, first), 0)
-                <= counts.get(endpoint_key(backend, second), 0)
-                else second
-            )
-        else:
+        if self.round_robin:  # the default policy, inlined: no call for most routes
             cursor = self.cursors[index]
             self.cursors[index] = cursor + 1
-            endpoint = endpoints[cursor % len(endpoints)]
-        return backend, endpoint
+            return backend, endpoints[cursor % len(endpoints)]
+        return backend, self.strategy.choose(self, index, backend, endpoints)
 
     @staticmethod
     def _eligible(

@@ -18,9 +18,6 @@ from twisted.logger import Logger
 from twisted.web.http import RESPONSES
 from zope.interface import implementer
 
-from tenantgw.dataplane.balancing import EndpointLoad
-from tenantgw.dataplane.cache import CacheFill
-from tenantgw.dataplane.deadlines import Deadlines
 from tenantgw.dataplane.health import EndpointHealth
 from tenantgw.dataplane.request import GatewayRequest
 from tenantgw.dataplane.responses import grpc_trailers, respond
@@ -28,14 +25,13 @@ from tenantgw.dataplane.upstream import (
     EndpointKey,
     ResponseHeaders,
     UpstreamConnection,
-    UpstreamPool,
 )
 from tenantgw.http2.client import SPEAKS_HTTP1
 from tenantgw.wire import grpc
 from tenantgw.wire.fields import HOP_BY_HOP, connection_options
 
 if TYPE_CHECKING:
-    from tenantgw.http2.client import H2UpstreamPool
+    from tenantgw.dataplane.context import Forward, RequestContext
 
 _log = Logger()
 
@@ -168,7 +164,7 @@ def _format_head(
     if upgrade is not None:
         parts += (b"Upgrade: ", upgrade, b"\r\nConnection: upgrade\r\n")
     # Fields the client's Connection nominated were removed on arrival
-    # (tenantgw.dataplane.gateway.strip_hop_by_hop), before any route edit.
+    # (tenantgw.dataplane.stages.hosts.strip_hop_by_hop), before any route edit.
     for name, values in request.requestHeaders.getAllRawHeaders():
         if name in _NOT_COPIED:
             continue
@@ -225,39 +221,37 @@ class Exchange:
 
     def __init__(
         self,
-        request: GatewayRequest,
-        pool: UpstreamPool,
-        deadlines: Deadlines,
-        key: EndpointKey,
-        method: bytes,
-        target: bytes,
-        host: bytes,
-        forwarded: Sequence[tuple[bytes, bytes]],
-        timeout: float,
-        edit_response: Callable[[ResponseHeaders], ResponseHeaders] | None,
-        done: Callable[[GatewayRequest, int], None],
-        load: EndpointLoad | None = None,
-        retry: Callable[[set[EndpointKey]], EndpointKey | None] | None = None,
-        attempts: int = 0,
-        extra_response_headers: ResponseHeaders | None = None,
-        health: EndpointHealth | None = None,
-        cache_fill: CacheFill | None = None,
-        protocols: Mapping[EndpointKey, str] | None = None,
-        h2_pool: H2UpstreamPool | None = None,
+        context: RequestContext,
+        forward: Forward,
+        done: Callable[[RequestContext], None],
     ) -> None:
+        """
+        C{context} names the request, its route and the endpoint picked;
+        C{forward} is what the forwarding stage decided the upstream gets;
+        C{done} is given the context once, when the exchange ends (admission's
+        release of what the request held).
+        """
+        request = context.request
+        route = context.route
+        key = context.endpoint
+        assert route is not None and key is not None
+        gateway = context.gateway
+        self.context = context
         self.request = request
-        self.pool = pool
+        self.pool = gateway.pool
         # Backends that are not plain HTTP/1.1, by endpoint (None: none are).
-        self.protocols = protocols
-        self.h2_pool = h2_pool
+        self.protocols: Mapping[EndpointKey, str] | None = route.protocols
+        self.h2_pool = gateway.h2_pool
         self.h2 = False
         self.grpc = grpc.is_grpc(request.requestHeaders.getRawHeaders(b"content-type", [None])[0])
         self.h2_head: list[tuple[bytes, bytes]] | None = None
+        method = request.method
+        target, host, forwarded = forward.target, forward.host, forward.forwarded
         self._head_args = (method, target, host, forwarded)
-        self.deadlines = deadlines
+        deadlines = self.deadlines = gateway.deadlines
         self.key = key
         self.method = method
-        self.edit_response = edit_response
+        self.edit_response = route.edit_response
         self.done = done
         self.connection: UpstreamConnection | None = None
         self.throttle: _UpstreamThrottle | None = None
@@ -268,7 +262,7 @@ class Exchange:
         self.head = _format_head(
             method, target, host, request, forwarded, self.body_length, self.upgrade
         )
-        self.timeout = timeout
+        timeout = self.timeout = route.timeout
         if self.grpc:
             timeout = self._grpc_deadline(timeout)
         self._choose_protocol(key)
@@ -280,13 +274,17 @@ class Exchange:
         self.stale_retries = 0
         self.status = 0
         self.request_sent = not self.has_body
-        self.load = load
-        self.retry = retry
+        # Only policies that read in-flight counts need them kept.
+        load = self.load = gateway.endpoint_load if route.picker.reads_load else None
+        attempts = route.retry_attempts
+        self.retry: Callable[[set[EndpointKey]], EndpointKey | None] | None = (
+            route.another_endpoint if attempts else None
+        )
         self.retries_left = attempts if method in _IDEMPOTENT else 0
         self.tried = {key}
-        self.extra_response_headers = extra_response_headers or []
-        self.health = health
-        self.cache_fill = cache_fill
+        self.extra_response_headers = forward.extra_response_headers
+        self.health: EndpointHealth | None = gateway.health
+        self.cache_fill = forward.cache_fill
         if load is not None:
             load.enter(key)
         request.exchange = self
@@ -554,7 +552,7 @@ class Exchange:
         if self.load is not None:
             self.load.leave(self.key)
             self.load.enter(key)
-        self.key = key
+        self.key = self.context.endpoint = key
         self.stale_retries = 0
         self.request.upstream = f"{key[0]}:{key[1]}"
         if self.protocols:
@@ -667,7 +665,7 @@ class Exchange:
         if deadline is not None:
             self.deadline = None
             self.deadlines.discard(deadline, self._timed_out)
-        self.done(self.request, status)
+        self.done(self.context)
         # The request and its exchange point at each other: unlinked once the
         # exchange is over, both go when their last reference does, instead of
         # piling up for the cyclic collector (whose full passes over the heap

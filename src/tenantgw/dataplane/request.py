@@ -23,6 +23,7 @@ from tenantgw.wire.fields import NOT_IN_TRAILERS, is_token, valid_field_value
 
 if TYPE_CHECKING:
     from tenantgw.dataplane.channel import GatewayChannel
+    from tenantgw.dataplane.context import RequestContext
     from tenantgw.dataplane.proxy import Exchange
 
 BodySink = Callable[[bytes], None]
@@ -52,6 +53,8 @@ class GatewayRequest(server.Request):
     started = 0.0
     logged = False
     exchange: Exchange | None = None
+    # What the data plane's stages know of this request (set on arrival).
+    context: RequestContext | None = None
     # The protocol an HTTP/1.1 client asked to switch to, when the request
     # may be tunnelled (decided on arrival, before hop-by-hop fields go).
     upgrade: bytes | None = None
