@@ -245,15 +245,21 @@ class HostTable:
         handlers = dict(old_handlers)
         changed: list[TenantHandler] = []
         removed: list[TenantHandler] = []
-        for namespace, tenant in snapshot.tenants.items():
+        tenants = snapshot.tenants
+        visit = changed_namespaces(snapshot, previous.snapshot)
+        for namespace in tenants if visit is None else visit:
+            tenant = tenants.get(namespace)
             handler = old_handlers.get(namespace)
-            if handler is None or handler.compiled is not tenant:
+            if tenant is None:
+                if handler is not None:
+                    removed.append(handlers.pop(namespace))
+            elif handler is None or handler.compiled is not tenant:
                 if handler is not None:
                     removed.append(handler)
                 handler = handlers[namespace] = TenantHandler(gateway, tenant)
                 changed.append(handler)
-        if len(handlers) != len(snapshot.tenants):
-            for namespace in [n for n in handlers if n not in snapshot.tenants]:
+        if visit is None and len(handlers) != len(tenants):
+            for namespace in [n for n in handlers if n not in tenants]:
                 removed.append(handlers.pop(namespace))
         exact = dict(previous.exact)
         old_reserved = previous.snapshot.reserved_hosts
@@ -607,14 +613,17 @@ class GatewaySite(Site):
         gateway.requests_open -= 1
         metrics = gateway.metrics
         access_log = gateway.access_log
-        if metrics is None and access_log is None:
-            return
-        now = gateway.clock.seconds()
-        duration = now - request.started
-        if metrics is not None:
-            metrics.request_finished(request, now, duration)
-        if access_log is not None:
-            access_log.request_finished(request, now, duration)
+        if metrics is not None or access_log is not None:
+            now = gateway.clock.seconds()
+            duration = now - request.started
+            if metrics is not None:
+                metrics.request_finished(request, now, duration)
+            if access_log is not None:
+                access_log.request_finished(request, now, duration)
+        # The request and its context point at each other: unlinked once the
+        # request is counted, both go by reference counting rather than by
+        # the cyclic collector (tests/test_garbage.py).
+        request.context = None
 
 
 class MultiplexingGatewaySite(GatewaySite):
