@@ -30,7 +30,7 @@ from tenantgw.plans.snapshot import Snapshot
 from tenantgw.tls.certificates import load_certificate
 from tenantgw.tls.default import self_signed
 from tenantgw.tls.sni import SNIContexts
-from tests.dataplane_support import GatewayUnderTest
+from tests.support import GatewayUnderTest
 from tests.tls_support import TestCA
 
 GW_API = "gateway.networking.k8s.io/v1"

@@ -27,15 +27,15 @@ from tenantgw.dataplane.upstream import UpstreamPool
 from tenantgw.tls.certificates import load_certificate
 from tenantgw.tls.default import self_signed
 from tenantgw.tls.sni import SNIContexts
-from tests.dataplane_support import (
+from tests.fronts import FrontMixin, both_fronts
+from tests.h2_raw import ByteRecorder, RawH2Client, connect_h2, request_headers
+from tests.support import (
     GatewayUnderTest,
     _Collector,
     dump,
     raw_exchange,
     tenant_objects,
 )
-from tests.fronts import FrontMixin, both_fronts
-from tests.h2_raw import ByteRecorder, RawH2Client, connect_h2, request_headers
 
 # Paths that backends (Tomcat, Spring, nginx, most frameworks) serve as
 # /admin, or that must not be guessed at.  Each must meet the admin route's

@@ -23,7 +23,7 @@ from tenantgw.dataplane.gateway import MultiplexingGatewaySite
 from tenantgw.tls.certificates import load_certificate
 from tenantgw.tls.default import self_signed
 from tenantgw.tls.sni import SNIContexts
-from tests.dataplane_support import GatewayUnderTest, Upstream
+from tests.support import GatewayUnderTest, Upstream
 from tests.test_tls import tls_tenant
 
 

@@ -18,9 +18,8 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from tenantgw.dataplane.gateway import PlainGatewaySite, gateway_on
-from tests.dataplane_support import Upstream, raw_exchange
 from tests.h2_raw import NO_ERROR, PREFACE, REFUSED_STREAM, RawH2Client, request_headers
-from tests.support import one_tenant_snapshot
+from tests.support import Upstream, one_tenant_snapshot, raw_exchange
 
 
 class _PlainClient(RawH2Client):

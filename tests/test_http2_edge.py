@@ -36,7 +36,6 @@ from tenantgw.tls.certificates import load_certificate
 from tenantgw.tls.default import self_signed
 from tenantgw.tls.sni import SNIContexts
 from tenantgw.wire.fields import UNDERSCORES_REJECT
-from tests.dataplane_support import GatewayUnderTest
 from tests.h2_raw import (
     ENHANCE_YOUR_CALM,
     NO_ERROR,
@@ -47,6 +46,7 @@ from tests.h2_raw import (
     connect_h2,
     request_headers,
 )
+from tests.support import GatewayUnderTest
 from tests.test_tls import tls_tenant
 
 HEADER_DEADLINE = 1.0

@@ -26,9 +26,9 @@ from tenantgw.dataplane.context import REASONS, Outcome, RequestContext, outcome
 from tenantgw.dataplane.gateway import PlainGatewaySite, gateway_on
 from tenantgw.plans.routes import BackendPlan, Endpoint
 from tenantgw.values import LB_POLICIES
-from tests.dataplane_support import Upstream, dump, raw_exchange, snapshot_of, tenant_objects
 from tests.eventually import eventually
 from tests.h2_raw import PREFACE, RawH2Client, request_headers
+from tests.support import Upstream, dump, raw_exchange, snapshot_of, tenant_objects
 
 
 class _FakeRequest:
