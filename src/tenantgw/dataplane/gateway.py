@@ -89,7 +89,8 @@ DEFAULT_BODY_TIMEOUT = 15.0
 
 class RouteHandler:
     def __init__(self, tenant: TenantHandler, plan: RoutePlan) -> None:
-        self.tenant = tenant
+        # C{tenant} is read here, not kept: its handler holds this one, and a
+        # link back would make every replaced tenant a reference cycle.
         self.plan = plan
         self.name = plan.name
         self.matcher = plan.match
