@@ -143,8 +143,11 @@ class StatusEndToEndTests(TestCase):
         self.addCleanup(lambda: services.stopService() if services.running else None)
         return services, recording
 
-    def status_puts(self) -> int:
-        return sum(1 for m, p in list(self.server.requests) if m == "PUT" and "/status" in p)
+    def status_puts(self, path: str = "") -> int:
+        """Status PUTs so far, or only those whose path contains C{path}."""
+        return sum(
+            1 for m, p in list(self.server.requests) if m == "PUT" and "/status" in p and path in p
+        )
 
     def ingress_ip(self, name: str) -> Any:
         found = self.server.get("Ingress", "shop", name)
@@ -348,10 +351,13 @@ class StatusEndToEndTests(TestCase):
         self.server.write_status(
             "Ingress", "shop", "mine", {"loadBalancer": {"ingress": [{"ip": "203.0.113.1"}]}}
         )
-        puts = self.status_puts()
+        # (Only that Ingress's writes count: the Gateway's attachedRoutes may
+        # still be catching up with the route that left.)
+        puts = self.status_puts("/ingresses/mine/")
+        self.assertGreater(puts, 0)  # we wrote it (its address, then cleared)
         yield deferLater(reactor, 1.0, lambda: None)
         self.assertEqual(self.ingress_ip("mine"), ["203.0.113.1"])
-        self.assertEqual(self.status_puts(), puts)
+        self.assertEqual(self.status_puts("/ingresses/mine/"), puts)
         self.assertNotIn("Ingress shop/theirs", api.writes)
 
     @inlineCallbacks
