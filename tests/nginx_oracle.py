@@ -49,6 +49,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from secrets import token_hex
 from typing import Any
 
 from attrs import define, field
@@ -544,11 +545,14 @@ def render(
     services: Mapping[str, int],
     port: int,
     directory: str,
+    ready_token: str = "",
 ) -> str:
     """
     nginx.conf for the Ingresses among C{objects}: listening on
     127.0.0.1:C{port}, each Service name in C{services} proxied to that
-    local port, every file nginx writes inside C{directory}.
+    local port, every file nginx writes inside C{directory}.  With a
+    C{ready_token}, the default server answers it on L{READY_PATH}: a port
+    that accepts connections may be another process's, taken meanwhile.
     """
     secrets = {
         f"{(o.get('metadata') or {}).get('namespace')}/{(o.get('metadata') or {}).get('name')}": o
@@ -605,6 +609,11 @@ def render(
         f"        listen 127.0.0.1:{port} default_server;",
         "        server_name _;",
         "        location / { return 404; }",
+        *(
+            [f"        location = {READY_PATH} {{ return 200 '{ready_token}'; }}"]
+            if ready_token
+            else []
+        ),
         "    }",
     ]
     lines += ["    " + line for line in servers_text]
@@ -618,6 +627,9 @@ def nginx_binary() -> str:
     if found is None:
         raise AssertionError("the nginx oracle needs nginx (Debian package nginx) installed")
     return found
+
+
+READY_PATH = "/.tenantgw-oracle-ready"
 
 
 def _free_port() -> int:
@@ -640,7 +652,8 @@ class Nginx:
         self.process: subprocess.Popen[bytes] | None = None
         for _attempt in range(5):
             self.port = _free_port()
-            self.config = render(objects, services, self.port, self.directory)
+            self.token = token_hex(8)
+            self.config = render(objects, services, self.port, self.directory, self.token)
             if self._start():
                 return
         self.stop()
@@ -669,12 +682,23 @@ class Nginx:
             if self.process.poll() is not None:
                 self.process = None
                 return False
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return True
-            except OSError:
-                time.sleep(0.01)
+            if self._answers_its_token():
+                return True
+            time.sleep(0.01)
+        self.stop_process()
         return False
+
+    def _answers_its_token(self) -> bool:
+        """This nginx, not whatever else took the port, is serving."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(f"GET {READY_PATH} HTTP/1.0\r\nHost: ready\r\n\r\n".encode())
+                answer = b""
+                while chunk := s.recv(4096):
+                    answer += chunk
+        except OSError:
+            return False
+        return answer.startswith(b"HTTP/1.1 200") and answer.endswith(self.token.encode())
 
     @property
     def error_path(self) -> str:
@@ -691,6 +715,10 @@ class Nginx:
         return f"http://127.0.0.1:{self.port}{path}"
 
     def stop(self) -> None:
+        self.stop_process()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def stop_process(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -699,4 +727,3 @@ class Nginx:
                 self.process.kill()
                 self.process.wait(10)
         self.process = None
-        shutil.rmtree(self.directory, ignore_errors=True)

@@ -24,6 +24,7 @@ from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from tenantgw.app.service import Options, build
+from tenantgw.status.writer import wanted
 from tenantgw.testing.fake_apiserver import FakeAPIServer
 from tests.eventually import eventually
 from tests.ingress_corpus import ingress
@@ -292,6 +293,16 @@ class StatusEndToEndTests(TestCase):
 
         # Leadership moves: the new leader writes what differs, nothing else.
         yield eventually(lambda: not leader.status_writer._in_flight, "writes settled")
+        # "Already right" is what the follower saw: its watch (slower than the
+        # leader's writes on a loaded machine) must have shown them.  A view
+        # still stale would try a PUT on the old resourceVersion, answered 409.
+        yield eventually(
+            lambda: all(
+                wanted(obj, desire) is None
+                for obj, desire in follower.status_writer.latest.values()
+            ),
+            "the follower's watch shows the leader's writes",
+        )
         yield leader.stopService()
         yield eventually(lambda: follower.elector.is_leader, "the follower leads", timeout=8)
         yield deferLater(reactor, 1.0, lambda: None)
